@@ -1,0 +1,197 @@
+package servers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	clusterclient "open-cluster-management.io/api/client/cluster/clientset/versioned"
+	workclient "open-cluster-management.io/api/client/work/clientset/versioned"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Module versions of the CRD YAML a hub is started with. OCM's comes from go.mod; Knative's
+// modules are not dependencies, so their versions are pinned here.
+const (
+	ocmAPIModule          = "open-cluster-management.io/api"
+	knativeServingModule  = "knative.dev/serving@v0.51.0"
+	knativeEventingModule = "knative.dev/eventing@v0.46.0"
+)
+
+// ocmCRDFiles are the OCM CRDs a hub carries, relative to the api module.
+var ocmCRDFiles = []string{
+	"work/v1/0000_00_work.open-cluster-management.io_manifestworks.crd.yaml",
+	"work/v1/0000_01_work.open-cluster-management.io_appliedmanifestworks.crd.yaml",
+	"cluster/v1/0000_00_clusters.open-cluster-management.io_managedclusters.crd.yaml",
+	"cluster/v1beta1/0000_02_clusters.open-cluster-management.io_placements.crd.yaml",
+	"cluster/v1beta1/0000_03_clusters.open-cluster-management.io_placementdecisions.crd.yaml",
+	"cluster/v1alpha1/0000_05_clusters.open-cluster-management.io_addonplacementscores.crd.yaml",
+	"operator/v1/0000_01_operator.open-cluster-management.io_clustermanagers.crd.yaml",
+}
+
+// HubOptions configure an API server.
+type HubOptions struct {
+	// Dir holds the kubeconfig and logs; a new temporary directory when empty.
+	Dir string
+	// Knative adds the Knative Serving and Eventing CRDs.
+	Knative bool
+}
+
+// Hub is a kube-apiserver + etcd on loopback with OCM's CRDs, started by envtest. It serves
+// as the OCM hub and, with an Agent, as a managed cluster too.
+type Hub struct {
+	Env *envtest.Environment
+	// Config is an admin (system:masters) REST config.
+	Config *rest.Config
+	// Kubeconfig is the path of an admin kubeconfig file.
+	Kubeconfig string
+	Dir        string
+
+	Kube kubernetes.Interface
+	Work workclient.Interface
+	OCM  clusterclient.Interface
+}
+
+// StartHub starts etcd and kube-apiserver from the tool cache with OCM's CRDs installed.
+func StartHub(opts HubOptions) (*Hub, error) {
+	if opts.Dir == "" {
+		d, err := os.MkdirTemp("", "ocm-jobs-hub-")
+		if err != nil {
+			return nil, err
+		}
+		opts.Dir = d
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := Bin(b); err != nil {
+			return nil, err
+		}
+	}
+	apiDir, err := moduleDir(ocmAPIModule)
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, f := range ocmCRDFiles {
+		paths = append(paths, filepath.Join(apiDir, f))
+	}
+	if opts.Knative {
+		serving, err := moduleDir(knativeServingModule)
+		if err != nil {
+			return nil, err
+		}
+		eventing, err := moduleDir(knativeEventingModule)
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, filepath.Join(serving, "config/core/300-resources"), filepath.Join(eventing, "config/core/resources"))
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:    BinDir(),
+		CRDInstallOptions:        envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true},
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	env.ControlPlane.GetAPIServer().Out = mustLog(filepath.Join(opts.Dir, "apiserver.log"))
+	env.ControlPlane.GetAPIServer().Err = env.ControlPlane.GetAPIServer().Out
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("starting kube-apiserver + etcd (envtest, binaries in %s): %w", BinDir(), err)
+	}
+	h := &Hub{Env: env, Config: cfg, Dir: opts.Dir}
+	admin, err := env.AddUser(envtest.User{Name: "ocm-jobs-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		h.Stop()
+		return nil, fmt.Errorf("adding admin user: %w", err)
+	}
+	h.Config = rest.CopyConfig(admin.Config())
+	h.Config.QPS, h.Config.Burst = 1000, 2000
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		h.Stop()
+		return nil, err
+	}
+	h.Kubeconfig = filepath.Join(opts.Dir, "kubeconfig")
+	if err := os.WriteFile(h.Kubeconfig, kc, 0o600); err != nil {
+		h.Stop()
+		return nil, err
+	}
+	if h.Kube, err = kubernetes.NewForConfig(h.Config); err == nil {
+		if h.Work, err = workclient.NewForConfig(h.Config); err == nil {
+			h.OCM, err = clusterclient.NewForConfig(h.Config)
+		}
+	}
+	if err != nil {
+		h.Stop()
+		return nil, err
+	}
+	return h, nil
+}
+
+// URL is the API server's address.
+func (h *Hub) URL() string { return h.Config.Host }
+
+// Stop stops kube-apiserver and etcd and removes their data.
+func (h *Hub) Stop() {
+	if h.Env != nil {
+		_ = h.Env.Stop()
+	}
+}
+
+// EnsureNamespace creates a namespace if it does not exist.
+func (h *Hub) EnsureNamespace(ctx context.Context, name string) error {
+	_, err := h.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// moduleDir returns the directory of a module in the module cache, downloading it if needed.
+// A module without a version takes the one this binary was built with (go.mod's).
+func moduleDir(mod string) (string, error) {
+	if !strings.Contains(mod, "@") {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, d := range bi.Deps {
+				if d.Path == mod {
+					mod += "@" + d.Version
+					break
+				}
+			}
+		}
+		if !strings.Contains(mod, "@") {
+			return "", fmt.Errorf("module %s: no version in the build info", mod)
+		}
+	}
+	out, err := exec.Command("go", "mod", "download", "-json", mod).Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", mod, err)
+	}
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &info); err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", mod, err)
+	}
+	if info.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %s", mod, info.Error)
+	}
+	return info.Dir, nil
+}
+
+func mustLog(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return os.Stderr
+	}
+	return f
+}

@@ -1,0 +1,160 @@
+package servers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// BinDir is where `make tools` puts the server binaries: $OCM_JOBS_BIN, else
+// $OCM_JOBS_TOOLS/bin, else ~/.cache/ocm-jobs/bin.
+func BinDir() string {
+	if d := os.Getenv("OCM_JOBS_BIN"); d != "" {
+		return d
+	}
+	if d := os.Getenv("OCM_JOBS_TOOLS"); d != "" {
+		return filepath.Join(d, "bin")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = os.TempDir()
+	}
+	return filepath.Join(home, ".cache", "ocm-jobs", "bin")
+}
+
+// Bin returns the path of a server binary built by `make tools`.
+func Bin(name string) (string, error) {
+	p := filepath.Join(BinDir(), name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s not found in %s: run `make tools` first: %w", name, BinDir(), err)
+	}
+	return p, nil
+}
+
+// FreePort returns a loopback TCP port nothing listens on right now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Process is a child process this package started; it is stopped by PID.
+type Process struct {
+	Name string
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+// startProcess starts bin with args, its output appended to logPath. The child is killed
+// if this process dies (Pdeathsig), so a crashed test binary leaves nothing behind.
+func startProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening log of %s: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID is the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM to the process group, waits up to grace, then SIGKILL.
+func (p *Process) Stop(grace time.Duration) {
+	if p == nil || p.Exited() {
+		return
+	}
+	_ = syscall.Kill(-p.PID(), syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.Kill()
+	}
+}
+
+// Kill sends SIGKILL (kill -9) to the process group and waits for it to end.
+func (p *Process) Kill() {
+	if p == nil || p.Exited() {
+		return
+	}
+	_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
+	<-p.done
+}
+
+// tail returns the last bytes of the process log, for error messages.
+func (p *Process) tail() string {
+	b, err := os.ReadFile(p.Log)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// waitFor polls ready until it returns nil, the process exits, or timeout passes.
+func waitFor(ctx context.Context, p *Process, timeout time.Duration, ready func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if p != nil && p.Exited() {
+			return fmt.Errorf("%s exited before it was ready; log %s:\n%s", p.Name, p.Log, p.tail())
+		}
+		if last = ready(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			name := "server"
+			if p != nil {
+				name = p.Name
+			}
+			return errors.Join(fmt.Errorf("%s not ready after %s", name, timeout), last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Builds or installs the real servers ocm-jobs tests and `make run` start, into a cache outside
+# the work tree keyed by version, so a second run takes seconds:
+#
+#   $OCM_JOBS_TOOLS/bin/{kube-apiserver,kubectl,etcd,redis-server,redis-cli,work,versitygw}
+#
+# kube-apiserver/kubectl come from the k8s.io/kubernetes module, the work agent from
+# open-cluster-management.io/ocm, versitygw from its module; etcd and redis from Debian.
+# Usage: install.sh [all|apt|kube|agent|s3|func]...
+set -euo pipefail
+
+TOOLS=${OCM_JOBS_TOOLS:-$HOME/.cache/ocm-jobs}
+K8S_VERSION=${K8S_VERSION:-1.34.4}
+OCM_VERSION=${OCM_VERSION:-v1.2.0}
+VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
+FUNC_VERSION=${FUNC_VERSION:-v0.44.0}
+BIN=$TOOLS/bin
+export GOFLAGS=-buildvcs=false
+mkdir -p "$BIN"
+
+now() { date +%s; }
+log() { echo "tools: $*" >&2; }
+
+# modfield MODULE@VERSION FIELD: a field of `go mod download -json` (Dir, Sum, GoModSum).
+modfield() {
+  go mod download -json "$1" | sed -n "s/^[[:space:]]*\"$2\": \"\(.*\)\",\{0,1\}\$/\1/p"
+}
+
+# link NAME TARGET: expose a versioned binary under $BIN.
+link() { ln -sfn "$2" "$BIN/$1"; }
+
+install_apt() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # The Debian package starts a system redis on :6379 and etcd on :2379; ours run on their own
+  # ports, so those services are stopped if they came up (harmless when there is no init).
+  (service redis-server stop || true; service etcd stop || true) >/dev/null 2>&1
+  link etcd "$(command -v etcd)"
+  link redis-server "$(command -v redis-server)"
+  link redis-cli "$(command -v redis-cli)"
+}
+
+install_kube() {
+  local dir=$TOOLS/k8s-$K8S_VERSION
+  if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/kubectl" ]; then
+    link kube-apiserver "$dir/kube-apiserver"; link kubectl "$dir/kubectl"; return
+  fi
+  local t0; t0=$(now)
+  local work=$TOOLS/build/k8s-$K8S_VERSION
+  mkdir -p "$work" "$dir"
+  go mod download "k8s.io/kubernetes@v$K8S_VERSION"
+  local modfile staging minor flags
+  modfile=$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/v$K8S_VERSION.mod
+  staging=v0.${K8S_VERSION#1.}
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 with replaces to ./staging, which
+  # only apply inside its own repo; as a dependency each must point at its published tag.
+  {
+    printf 'module ocmjobs.local/k8sbuild\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' "$K8S_VERSION"
+    awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print "\t" $1 " => " $1 " '"$staging"'" }' "$modfile" | sort -u
+    printf ')\n'
+  } >"$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$work/tools.go"
+  (cd "$work" && rm -f go.sum && go mod tidy >/dev/null 2>&1)
+  minor=${K8S_VERSION#1.}; minor=${minor%%.*}
+  flags="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags="$flags -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  (cd "$work" && go build -trimpath -ldflags "$flags" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
+    && go build -trimpath -ldflags "$flags" -o "$dir/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
+  mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"; mv "$dir/kubectl.tmp" "$dir/kubectl"
+  link kube-apiserver "$dir/kube-apiserver"; link kubectl "$dir/kubectl"
+  log "kube-apiserver + kubectl v$K8S_VERSION built in $(( $(now) - t0 ))s"
+}
+
+# build_with_own_sum MODULE VERSION PKG OUT: builds a command of a module whose go.mod has
+# replaces or pseudo-versions the checksum database lacks: a scratch module reuses the
+# module's own go.mod and go.sum, plus the module's own hash lines.
+build_with_own_sum() {
+  local mod=$1 ver=$2 pkg=$3 out=$4 work src
+  work=$TOOLS/build/$(basename "$mod")-$ver
+  mkdir -p "$work"
+  src=$(modfield "$mod@$ver" Dir)
+  sed "s|^module $mod\$|module ocmjobs.local/build|" "$src/go.mod" >"$work/go.mod"
+  cp "$src/go.sum" "$work/go.sum"; chmod u+w "$work/go.mod" "$work/go.sum"
+  printf '%s %s %s\n%s %s/go.mod %s\n' "$mod" "$ver" "$(modfield "$mod@$ver" Sum)" \
+    "$mod" "$ver" "$(modfield "$mod@$ver" GoModSum)" >>"$work/go.sum"
+  (cd "$work" && go mod edit -require="$mod@$ver" && go build -trimpath -ldflags '-s -w' -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+}
+
+install_agent() {
+  local dir=$TOOLS/ocm-$OCM_VERSION
+  if [ ! -x "$dir/work" ]; then
+    local t0; t0=$(now); mkdir -p "$dir"
+    build_with_own_sum open-cluster-management.io/ocm "$OCM_VERSION" open-cluster-management.io/ocm/cmd/work "$dir/work"
+    log "OCM work agent $OCM_VERSION built in $(( $(now) - t0 ))s"
+  fi
+  link work "$dir/work"
+}
+
+install_s3() {
+  local dir=$TOOLS/versitygw-$VERSITYGW_VERSION
+  if [ ! -x "$dir/versitygw" ]; then
+    local t0; t0=$(now); mkdir -p "$dir"
+    GOBIN=$dir go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" 2>/dev/null \
+      || build_with_own_sum github.com/versity/versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw "$dir/versitygw"
+    log "versitygw $VERSITYGW_VERSION built in $(( $(now) - t0 ))s"
+  fi
+  link versitygw "$dir/versitygw"
+}
+
+install_func() {
+  local dir=$TOOLS/func-$FUNC_VERSION
+  if [ ! -x "$dir/func" ]; then
+    local t0; t0=$(now); mkdir -p "$dir"
+    build_with_own_sum knative.dev/func "$FUNC_VERSION" knative.dev/func/cmd/func "$dir/func"
+    log "func CLI $FUNC_VERSION built in $(( $(now) - t0 ))s"
+  fi
+  link func "$dir/func"
+}
+
+[ $# -gt 0 ] || set -- all
+t_all=$(now)
+for step in "$@"; do
+  case $step in
+    apt) install_apt ;;
+    kube) install_kube ;;
+    agent) install_agent ;;
+    s3) install_s3 ;;
+    func) install_func ;;
+    all) install_apt; install_kube; install_agent; install_s3 ;;
+    *) echo "install.sh: unknown step $step" >&2; exit 2 ;;
+  esac
+done
+log "ready in $BIN ($(( $(now) - t_all ))s)"
