@@ -1,0 +1,290 @@
+// Package function is the root of ocm-jobs as Knative's func builds it: one image serving
+// the four functions (jobs, incompliance, executor, statussync). Every incoming event is
+// routed by its type to the function(s) subscribed to it; FUNCTION narrows a process to one
+// function, so the same image runs as four Knative Services that scale separately.
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+
+	"github.com/ocm-jobs/ocm-jobs/functions/executor"
+	"github.com/ocm-jobs/ocm-jobs/functions/incompliance"
+	"github.com/ocm-jobs/ocm-jobs/functions/jobs"
+	"github.com/ocm-jobs/ocm-jobs/functions/statussync"
+	"github.com/ocm-jobs/ocm-jobs/shared/config"
+	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/logs"
+	"github.com/ocm-jobs/ocm-jobs/shared/redisconn"
+)
+
+// component is what each function package's Function provides.
+type component interface {
+	events.Handler
+	Routes() map[string]http.Handler
+}
+
+// deps are what every function is built with.
+type deps struct {
+	redis     redis.UniversalClient
+	publisher events.Publisher
+}
+
+// entry describes one function: the event types it subscribes to, its configuration struct
+// and how to build it.
+type entry struct {
+	types  []string
+	config func() any
+	build  func(ctx context.Context, d deps) (component, error)
+}
+
+// registry maps each function to its entry.
+var registry = map[string]entry{
+	config.Jobs: {jobs.Types, func() any { return &jobs.Config{} }, func(ctx context.Context, d deps) (component, error) {
+		var c jobs.Config
+		if err := config.Load(&c); err != nil {
+			return nil, err
+		}
+		return jobs.New(ctx, c, d.redis, d.publisher)
+	}},
+	config.Incompliance: {incompliance.Types, func() any { return &incompliance.Config{} }, func(ctx context.Context, d deps) (component, error) {
+		var c incompliance.Config
+		if err := config.Load(&c); err != nil {
+			return nil, err
+		}
+		return incompliance.New(ctx, c, d.redis, d.publisher)
+	}},
+	config.Executor: {executor.Types, func() any { return &executor.Config{} }, func(ctx context.Context, d deps) (component, error) {
+		var c executor.Config
+		if err := config.Load(&c); err != nil {
+			return nil, err
+		}
+		return executor.New(ctx, c, d.redis, d.publisher)
+	}},
+	config.StatusSync: {statussync.Types, func() any { return &statussync.Config{} }, func(ctx context.Context, d deps) (component, error) {
+		var c statussync.Config
+		if err := config.Load(&c); err != nil {
+			return nil, err
+		}
+		return statussync.New(ctx, c, d.redis, d.publisher)
+	}},
+}
+
+// ConfigSpecs returns a new, empty configuration struct of each function, by function name,
+// for documentation generated from the structs' tags.
+func ConfigSpecs() map[string]any {
+	out := make(map[string]any, len(registry))
+	for name, e := range registry {
+		out[name] = e.config()
+	}
+	return out
+}
+
+// Subscriptions returns the event types each function subscribes to.
+func Subscriptions() map[string][]string {
+	out := make(map[string][]string, len(registry))
+	for name, e := range registry {
+		out[name] = append([]string(nil), e.types...)
+	}
+	return out
+}
+
+// route is one function subscribed to an event type.
+type route struct {
+	function string
+	handler  events.Handler
+}
+
+// Function serves the enabled functions of this process.
+type Function struct {
+	Runtime   config.Runtime
+	log       *zap.SugaredLogger
+	redis     redis.UniversalClient
+	publisher events.Publisher
+	routes    map[string][]route
+	http      map[string]http.Handler
+	enabled   []string
+}
+
+// New returns the root function; Start configures it from the environment.
+func New() *Function { return &Function{} }
+
+// Start reads the configuration from the environment, connects to Redis and builds the
+// enabled functions. func's scaffolding passes its environment as cfg; the process
+// environment is read either way.
+func (f *Function) Start(ctx context.Context, _ map[string]string) error {
+	if err := config.Load(&f.Runtime); err != nil {
+		return err
+	}
+	if err := f.Runtime.Validate(); err != nil {
+		return err
+	}
+	name := "ocm-jobs"
+	if f.Runtime.Function != "" {
+		name += "." + f.Runtime.Function
+	}
+	log, err := logs.New(f.Runtime.LogLevel, name)
+	if err != nil {
+		return err
+	}
+	f.log = log
+	ctx = logging.WithLogger(ctx, log)
+	f.redis, err = redisconn.Connect(ctx, f.Runtime.RedisURL, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	f.publisher = events.Discard{}
+	if f.Runtime.Sink != "" {
+		if f.publisher, err = events.NewSinkPublisher(f.Runtime.Sink, f.Runtime.PublishRetries, f.Runtime.PublishBackoff); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("K_SINK is not set: emitted events are dropped")
+	}
+	return f.build(ctx)
+}
+
+func (f *Function) build(ctx context.Context) error {
+	f.routes = map[string][]route{}
+	f.http = map[string]http.Handler{}
+	names := make([]string, 0, len(registry))
+	for name := range registry {
+		if f.Runtime.Enabled(name) {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		e := registry[name]
+		c, err := e.build(ctx, deps{redis: f.redis, publisher: f.publisher})
+		if err != nil {
+			return fmt.Errorf("function %s: %w", name, err)
+		}
+		// Each function remembers its own answers: the cron tick reaches two functions
+		// with the same source+id, and each must handle it once.
+		h := (&events.Deduper{
+			Redis: f.redis, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending,
+			Prefix: "ocmjobs:event:" + name + ":",
+		}).Wrap(c)
+		for _, t := range e.types {
+			f.routes[t] = append(f.routes[t], route{function: name, handler: h})
+		}
+		for pattern, rh := range c.Routes() {
+			if _, dup := f.http[pattern]; dup {
+				return fmt.Errorf("function %s: route %s is served twice", name, pattern)
+			}
+			f.http[pattern] = rh
+		}
+		f.enabled = append(f.enabled, name)
+	}
+	f.log.Infow("functions started", "functions", f.enabled, "types", f.types())
+	return nil
+}
+
+func (f *Function) types() []string {
+	out := make([]string, 0, len(f.routes))
+	for t := range f.routes {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Handle routes an event to the function(s) subscribed to its type. It is the signature
+// func's CloudEvents scaffolding calls; the error is a protocol.Result carrying the status.
+func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	reply, result := f.route(ctx, e)
+	return reply, result
+}
+
+// route delivers e to every subscribed function. When several are subscribed (the cron
+// tick), the answer is the most urgent: a transient failure makes the broker retry, and the
+// functions that already handled the event answer the retry from memory.
+func (f *Function) route(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	routes := f.routes[e.Type()]
+	switch len(routes) {
+	case 0:
+		return nil, events.Invalid("event type %q is not handled by this process (functions %s; types %s)",
+			e.Type(), strings.Join(f.enabled, ", "), strings.Join(f.types(), ", "))
+	case 1:
+		return routes[0].handler.Handle(ctx, e)
+	}
+	var (
+		reply  *event.Event
+		result protocol.Result
+		worst  = -1
+		notes  []string
+	)
+	for _, r := range routes {
+		rep, res := r.handler.Handle(ctx, e)
+		status := events.StatusOf(res)
+		notes = append(notes, fmt.Sprintf("%s: %d %s", r.function, status, events.MessageOf(res)))
+		if rank(status) > worst {
+			worst, result, reply = rank(status), res, rep
+		}
+	}
+	if worst == rank(200) {
+		return reply, events.Done("%s", strings.Join(notes, "; "))
+	}
+	return reply, result
+}
+
+// rank orders statuses by what the sender must do: retry beats refusal beats success.
+func rank(status int) int {
+	switch {
+	case events.IsTransient(status):
+		return 2
+	case status >= 400:
+		return 1
+	default:
+		return 0
+	}
+}
+
+// Server returns the HTTP server of this process: CloudEvents, the functions' REST routes and
+// the health endpoints.
+func (f *Function) Server() *events.Server {
+	return &events.Server{
+		Handler:      events.HandlerFunc(f.route),
+		Routes:       f.http,
+		MaxBodyBytes: f.Runtime.MaxBodyBytes,
+		Ready:        func(ctx context.Context) error { _, err := f.Ready(ctx); return err },
+		Logger:       f.log,
+	}
+}
+
+// Ready reports whether Redis answers.
+func (f *Function) Ready(ctx context.Context) (bool, error) {
+	if f.redis == nil {
+		return false, errors.New("not started")
+	}
+	if err := f.redis.Ping(ctx).Err(); err != nil {
+		return false, fmt.Errorf("redis: %w", err)
+	}
+	return true, nil
+}
+
+// Alive reports that the process is alive.
+func (f *Function) Alive(context.Context) (bool, error) { return true, nil }
+
+// Stop closes the Redis connection.
+func (f *Function) Stop(context.Context) error {
+	if f.redis != nil {
+		return f.redis.Close()
+	}
+	return nil
+}
+
+// Logger is the process's logger (after Start).
+func (f *Function) Logger() *zap.SugaredLogger { return f.log }

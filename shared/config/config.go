@@ -1,0 +1,74 @@
+// Package config holds the configuration every function shares, filled from the environment
+// with envconfig. Each function embeds Runtime in its own Config struct, so every knob of a
+// process is visible in one place and `config/` can list them all.
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Function names, as FUNCTION takes them and as the Knative Services are named.
+const (
+	Jobs         = "jobs"
+	Incompliance = "incompliance"
+	Executor     = "executor"
+	StatusSync   = "statussync"
+)
+
+// Functions lists every function, in the order of the flow.
+var Functions = []string{Jobs, Incompliance, Executor, StatusSync}
+
+// Runtime is the configuration of the CloudEvents runtime every function process shares.
+type Runtime struct {
+	Port     int    `envconfig:"PORT" default:"8080" desc:"HTTP port the process listens on (CloudEvents, REST, health)"`
+	Function string `envconfig:"FUNCTION" desc:"restrict the process to one function: jobs, incompliance, executor or statussync (empty: all four)"`
+	RedisURL string `envconfig:"REDIS_URL" desc:"Redis holding job state: redis://host:port/db, redis+sentinel://host:port?master_name=NAME&addr=…, redis+cluster://host:port?addr=…"`
+	Sink     string `envconfig:"K_SINK" desc:"where emitted events are sent (the broker; set by a Knative SinkBinding); empty: events are not published"`
+	HubID    string `envconfig:"HUB_ID" desc:"owner id of this hub; empty: the UID of the hub's ClusterManager cluster-manager"`
+
+	MaxBodyBytes       int64         `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"largest request body accepted; larger bodies get 413"`
+	IdempotencyTTL     time.Duration `envconfig:"IDEMPOTENCY_TTL" default:"24h" desc:"how long the answer to an event (source+id) is remembered, so a redelivery answers as the first delivery did"`
+	IdempotencyPending time.Duration `envconfig:"IDEMPOTENCY_PENDING_TTL" default:"2m" desc:"how long a delivery being handled blocks a concurrent duplicate (answered 503, retried) before it counts as lost"`
+	PublishRetries     int           `envconfig:"PUBLISH_RETRIES" default:"5" desc:"retries of an emitted event the sink answers 429/5xx or cannot be reached"`
+	PublishBackoff     time.Duration `envconfig:"PUBLISH_BACKOFF" default:"100ms" desc:"first delay between publish retries (doubles each retry)"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"grace period for requests in flight on SIGTERM"`
+	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// Validate checks what envconfig cannot.
+func (r Runtime) Validate() error {
+	if r.Function != "" && !IsFunction(r.Function) {
+		return fmt.Errorf("FUNCTION=%q: want one of %v or empty", r.Function, Functions)
+	}
+	if r.MaxBodyBytes <= 0 {
+		return fmt.Errorf("MAX_BODY_BYTES=%d: must be positive", r.MaxBodyBytes)
+	}
+	if r.Port < 0 || r.Port > 65535 {
+		return fmt.Errorf("PORT=%d: not a port", r.Port)
+	}
+	return nil
+}
+
+// Enabled reports whether this process serves function name.
+func (r Runtime) Enabled(name string) bool { return r.Function == "" || r.Function == name }
+
+// IsFunction reports whether name is one of the four functions.
+func IsFunction(name string) bool {
+	for _, f := range Functions {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Load fills spec (a pointer to a struct with envconfig tags) from the environment.
+func Load(spec any) error {
+	if err := envconfig.Process("", spec); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,244 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.uber.org/zap"
+	"knative.dev/pkg/logging"
+)
+
+// Handler handles one CloudEvent. Its result says what the sender should do (see Done,
+// Invalid, Unprocessable, Unavailable); the reply event, if any, is the answer's body.
+type Handler interface {
+	Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, e event.Event) (*event.Event, protocol.Result)
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	return f(ctx, e)
+}
+
+// Health endpoints, where Knative's func deployer expects them.
+const (
+	ReadinessPath = "/health/readiness"
+	LivenessPath  = "/health/liveness"
+)
+
+// Server serves one process: CloudEvents on every path no other route claims, extra HTTP
+// routes (the REST API), and the health endpoints.
+type Server struct {
+	// Handler receives every CloudEvent.
+	Handler Handler
+	// Routes are extra HTTP routes (ServeMux patterns); may be nil.
+	Routes map[string]http.Handler
+	// MaxBodyBytes caps request bodies; larger ones get 413.
+	MaxBodyBytes int64
+	// Ready reports whether the process can serve (e.g. Redis answers); nil means always.
+	Ready func(ctx context.Context) error
+	// Logger is put in every request's context.
+	Logger *zap.SugaredLogger
+}
+
+// HTTPHandler builds the process's http.Handler.
+func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
+	if s.Logger == nil {
+		s.Logger = logging.FromContext(ctx)
+	}
+	if s.MaxBodyBytes <= 0 {
+		s.MaxBodyBytes = 1 << 20
+	}
+	p, err := cloudevents.NewHTTP()
+	if err != nil {
+		return nil, fmt.Errorf("cloudevents protocol: %w", err)
+	}
+	receiver, err := cloudevents.NewHTTPReceiveHandler(ctx, p, s.invoke)
+	if err != nil {
+		return nil, fmt.Errorf("cloudevents receiver: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(LivenessPath, func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusOK, "alive")
+	})
+	mux.HandleFunc(ReadinessPath, func(w http.ResponseWriter, r *http.Request) {
+		if s.Ready != nil {
+			if err := s.Ready(r.Context()); err != nil {
+				writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				return
+			}
+		}
+		writeText(w, http.StatusOK, "ready")
+	})
+	for pattern, h := range s.Routes {
+		mux.Handle(pattern, s.limitBody(h))
+	}
+	mux.Handle("/", s.limitBody(s.checkCloudEvent(receiver)))
+	return s.withLogger(mux), nil
+}
+
+// invoke runs the handler, turning a panic into a logged stack and a 500.
+func (s *Server) invoke(ctx context.Context, e event.Event) (reply *event.Event, result protocol.Result) {
+	log := logging.FromContext(ctx).With("type", e.Type(), "source", e.Source(), "id", e.ID())
+	ctx = logging.WithLogger(ctx, log)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Errorw("handler panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			reply, result = nil, Internal("internal error: the handler of %s panicked (see the function's log)", e.Type())
+		}
+	}()
+	reply, result = s.Handler.Handle(ctx, e)
+	if status := StatusOf(result); status >= 500 {
+		log.Warnw("event failed", "status", status, "error", MessageOf(result))
+	} else {
+		log.Debugw("event handled", "status", status)
+	}
+	return reply, result
+}
+
+func (s *Server) withLogger(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := logging.WithLogger(r.Context(), s.Logger)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// limitBody reads the whole body up to MaxBodyBytes, answering 413 past it, so handlers and
+// the CloudEvents decoder see a complete body.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.MaxBodyBytes {
+			writeText(w, http.StatusRequestEntityTooLarge, tooLarge(r.ContentLength, s.MaxBodyBytes))
+			return
+		}
+		if r.Body != nil {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBodyBytes))
+			if err != nil {
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					writeText(w, http.StatusRequestEntityTooLarge, tooLarge(-1, s.MaxBodyBytes))
+					return
+				}
+				writeText(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func tooLarge(got, limit int64) string {
+	size := "more than " + strconv.FormatInt(limit, 10)
+	if got > 0 {
+		size = strconv.FormatInt(got, 10)
+	}
+	return fmt.Sprintf("request body of %s bytes exceeds the limit of %d bytes (MAX_BODY_BYTES); "+
+		"pass a large application descriptor by reference with the CloudEvents dataref extension (s3://bucket/key)", size, limit)
+}
+
+// checkCloudEvent answers requests that are not CloudEvents with a message saying what is
+// missing, before the SDK would answer them with a bare status.
+func (s *Server) checkCloudEvent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeText(w, http.StatusMethodNotAllowed, "CloudEvents are POSTed; "+r.Method+" "+r.URL.Path+" is not a route")
+			return
+		}
+		if status, msg := diagnose(r); status != 0 {
+			writeText(w, status, msg)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// diagnose decodes the request as a CloudEvent and returns a 4xx and a message when it is
+// not a valid one.
+func diagnose(r *http.Request) (int, string) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	binary := r.Header.Get("Ce-Specversion") != ""
+	switch {
+	case binary:
+		var missing []string
+		for _, h := range []string{"Ce-Id", "Ce-Source", "Ce-Type"} {
+			if r.Header.Get(h) == "" {
+				missing = append(missing, strings.ToLower(h))
+			}
+		}
+		if len(missing) > 0 {
+			return http.StatusBadRequest, "not a valid CloudEvent (binary mode): missing required header(s) " + strings.Join(missing, ", ")
+		}
+	case ct == cloudevents.ApplicationCloudEventsBatchJSON:
+		return http.StatusUnsupportedMediaType, "batched CloudEvents (application/cloudevents-batch+json) are not accepted: send one event per request"
+	case strings.HasPrefix(ct, "application/cloudevents"):
+	default:
+		return http.StatusUnsupportedMediaType, "not a CloudEvent: send binary mode (headers ce-specversion, ce-id, ce-source, ce-type) " +
+			"or structured mode (Content-Type: application/cloudevents+json); got Content-Type " + strconv.Quote(r.Header.Get("Content-Type")) + " and no ce-specversion header"
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	probe := r.Clone(r.Context())
+	probe.Body = io.NopCloser(bytes.NewReader(body))
+	e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(probe))
+	if err != nil {
+		return http.StatusBadRequest, "not a valid CloudEvent: " + err.Error()
+	}
+	if err := e.Validate(); err != nil {
+		return http.StatusBadRequest, "not a valid CloudEvent: " + err.Error()
+	}
+	return 0, ""
+}
+
+func writeText(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// ListenAndServe serves on addr until ctx is done, then shuts down gracefully, letting
+// requests in flight finish for up to grace.
+func ListenAndServe(ctx context.Context, addr string, h http.Handler, grace time.Duration) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return Serve(ctx, l, h, grace)
+}
+
+// Serve is ListenAndServe on a listener.
+func Serve(ctx context.Context, l net.Listener, h http.Handler, grace time.Duration) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package model
+
+import (
+	"encoding/json"
+	"time"
+
+	"knative.dev/pkg/apis"
+)
+
+// Incompliance is a policy violation the Policy Manager reports (ICOS `Incompliance`), with
+// the job it was found to be about and what became of it.
+type Incompliance struct {
+	ID string `json:"id"`
+	// CurrentValue and Threshold are kept as sent (a JSON number or string).
+	CurrentValue       json.RawMessage   `json:"currentValue,omitempty"`
+	Threshold          json.RawMessage   `json:"threshold,omitempty"`
+	PolicyName         string            `json:"policyName"`
+	PolicyID           string            `json:"policyId,omitempty"`
+	MeasurementBackend string            `json:"measurementBackend,omitempty"`
+	ExtraLabels        map[string]string `json:"extraLabels,omitempty"`
+	Subject            Subject           `json:"subject"`
+	Remediation        SubType           `json:"remediation"`
+
+	// JobID is the job the incompliance was found to be about.
+	JobID string `json:"job_id,omitempty"`
+	// Outcome says what became of it; Reason says why (always set for rejected).
+	Outcome Outcome `json:"outcome,omitempty"`
+	Reason  string  `json:"reason,omitempty"`
+	// ReceivedAt is when the store first recorded it.
+	ReceivedAt *time.Time `json:"received_at,omitempty"`
+}
+
+// Subject is what an incompliance is about. The Policy Manager sends appInstance (the job
+// group id) and appComponent, never resourceId.
+type Subject struct {
+	Type         string `json:"type,omitempty"`
+	AppName      string `json:"appName,omitempty"`
+	AppComponent string `json:"appComponent,omitempty"`
+	AppInstance  string `json:"appInstance,omitempty"`
+	ResourceID   string `json:"resourceId,omitempty"`
+}
+
+// UnmarshalJSON reads an incompliance, taking its id from `id` or `ID`.
+func (in *Incompliance) UnmarshalJSON(b []byte) error {
+	type plain Incompliance
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	id, err := readID(b)
+	if err != nil {
+		return err
+	}
+	p.ID = id
+	*in = Incompliance(p)
+	return nil
+}
+
+// Validate checks an incompliance: policyName and a known remediation are required, values
+// are numbers or strings, and the outcome (when set) is known, with a reason if rejected.
+func (in *Incompliance) Validate() *apis.FieldError {
+	var errs *apis.FieldError
+	if in.PolicyName == "" {
+		errs = errs.Also(apis.ErrMissingField("policyName"))
+	}
+	switch {
+	case in.Remediation == "":
+		errs = errs.Also(apis.ErrMissingField("remediation"))
+	case !in.Remediation.Valid():
+		errs = errs.Also(invalidSubType(in.Remediation, "remediation"))
+	}
+	errs = errs.Also(scalar(in.CurrentValue, "currentValue"), scalar(in.Threshold, "threshold"))
+	if in.Outcome != "" && !in.Outcome.Valid() {
+		errs = errs.Also(apis.ErrInvalidValue(string(in.Outcome), "outcome", "want pending, applied or rejected"))
+	}
+	if in.Outcome == OutcomeRejected && in.Reason == "" {
+		errs = errs.Also(apis.ErrMissingField("reason"))
+	}
+	return errs
+}
+
+// scalar accepts an absent value, a JSON number or a JSON string.
+func scalar(v json.RawMessage, field string) *apis.FieldError {
+	if len(v) == 0 || string(v) == "null" {
+		return nil
+	}
+	var f float64
+	if json.Unmarshal(v, &f) == nil {
+		return nil
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return nil
+	}
+	return apis.ErrInvalidValue(string(v), field, "want a number or a string")
+}

@@ -1,0 +1,238 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"knative.dev/pkg/apis"
+)
+
+// JobGroup is an application: one job per component (ICOS `JobGroup`).
+type JobGroup struct {
+	ID             string `json:"id"`
+	AppName        string `json:"appName"`
+	AppDescription string `json:"appDescription"`
+	Jobs           []Job  `json:"jobs"`
+}
+
+// Job is one component of an application and what to do with it (ICOS `Job`).
+type Job struct {
+	ID                  string          `json:"id"`
+	JobGroupID          string          `json:"job_group_id"`
+	OwnerID             string          `json:"owner_id"`
+	JobGroupName        string          `json:"job_group_name"`
+	JobGroupDescription string          `json:"job_group_description"`
+	Type                JobType         `json:"type"`
+	SubType             SubType         `json:"sub_type"`
+	State               JobState        `json:"state"`
+	Manifests           []PlainManifest `json:"manifests"`
+	Targets             *Target         `json:"targets"`
+	Orchestrator        Orchestrator    `json:"orchestrator"`
+	Resource            *Resource       `json:"resource"`
+	Namespace           string          `json:"namespace"`
+	CreatedAt           time.Time       `json:"created_at"`
+	UpdatedAt           time.Time       `json:"updated_at"`
+
+	// Component is the name of the descriptor component the job deploys (the incompliance
+	// subject's appComponent finds the job by it).
+	Component string `json:"component,omitempty"`
+	// Fence is the fencing token of the job's current owner: it grows on every promote, and
+	// a write carrying an older one is refused.
+	Fence uint64 `json:"fence,omitempty"`
+	// Remediation is what an UpdateDeployment job opened by an incompliance must change.
+	Remediation *Remediation `json:"remediation,omitempty"`
+
+	// LeaseHolder is the execution that holds (or last held) the job's lease.
+	LeaseHolder string `json:"-"`
+	// LeaseUntil is when that lease lapses (or lapsed).
+	LeaseUntil time.Time `json:"-"`
+}
+
+// PlainManifest is one Kubernetes object of a job, as YAML (ICOS `PlainManifest`).
+type PlainManifest struct {
+	YamlString string `json:"yamlString"`
+}
+
+// Target says where a job runs (ICOS `Target`).
+type Target struct {
+	ClusterName  string       `json:"cluster_name"`
+	NodeName     string       `json:"node_name,omitempty"`
+	Orchestrator Orchestrator `json:"orchestrator"`
+}
+
+// Remediation is the payload of an UpdateDeployment job opened for an incompliance: the
+// action (the job's sub_type) and what that action needs.
+type Remediation struct {
+	// IncomplianceID is the incompliance that asked for it.
+	IncomplianceID string `json:"incompliance_id,omitempty"`
+	// Action is the remediation; it equals the job's sub_type.
+	Action SubType `json:"action"`
+	// Workload narrows the change to one manifest ("Kind/name"); empty means every workload
+	// of the job.
+	Workload string `json:"workload,omitempty"`
+	// Patch is the patch document for `patch` (a JSON merge patch, or YAML of one).
+	Patch string `json:"patch,omitempty"`
+	// Image is the container image `secure` rolls out.
+	Image string `json:"image,omitempty"`
+	// Target is where `reallocation` moves the workload.
+	Target *Target `json:"target,omitempty"`
+}
+
+// HistoryEntry is one recorded change of a job: who did what, when, from which state to which.
+type HistoryEntry struct {
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`
+	Action string    `json:"action"`
+	From   JobState  `json:"from"`
+	To     JobState  `json:"to"`
+	Why    string    `json:"why,omitempty"`
+	Fence  uint64    `json:"fence,omitempty"`
+}
+
+// UnmarshalJSON reads a job, taking its id from `id` or `ID`.
+func (j *Job) UnmarshalJSON(b []byte) error {
+	type plain Job
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	id, err := readID(b)
+	if err != nil {
+		return err
+	}
+	p.ID = id
+	*j = Job(p)
+	return nil
+}
+
+// UnmarshalJSON reads a job group, taking its id from `id` or `ID`.
+func (g *JobGroup) UnmarshalJSON(b []byte) error {
+	type plain JobGroup
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	id, err := readID(b)
+	if err != nil {
+		return err
+	}
+	p.ID = id
+	*g = JobGroup(p)
+	return nil
+}
+
+// Validate checks a job group and its jobs as the store receives them for creation.
+func (g *JobGroup) Validate() *apis.FieldError {
+	var errs *apis.FieldError
+	if g.AppName == "" {
+		errs = errs.Also(apis.ErrMissingField("appName"))
+	}
+	if len(g.Jobs) == 0 {
+		errs = errs.Also(apis.ErrMissingField("jobs"))
+	}
+	for i := range g.Jobs {
+		errs = errs.Also(g.Jobs[i].Validate().ViaFieldIndex("jobs", i))
+	}
+	return errs
+}
+
+// Validate checks a job: enums in range, the fields its type needs, targets, manifests,
+// remediation and resource. It does not check sizes; the store does, against its limits.
+func (j *Job) Validate() *apis.FieldError {
+	var errs *apis.FieldError
+	switch {
+	case j.Type == 0:
+		errs = errs.Also(apis.ErrMissingField("type"))
+	case !j.Type.Valid():
+		errs = errs.Also(apis.ErrInvalidValue(int(j.Type), "type", "want 5 (CreateDeployment), 6 (DeleteDeployment), 7 (UpdateDeployment) or 8 (ReplaceDeployment)"))
+	}
+	switch {
+	case j.State == 0:
+		errs = errs.Also(apis.ErrMissingField("state"))
+	case !j.State.Valid():
+		errs = errs.Also(apis.ErrInvalidValue(int(j.State), "state", "want 1 (Created), 2 (Progressing), 3 (Finished) or 4 (Degraded)"))
+	}
+	if j.SubType != "" && !j.SubType.Valid() {
+		errs = errs.Also(invalidSubType(j.SubType, "sub_type"))
+	}
+	if j.Type == UpdateDeployment && j.SubType == "" {
+		errs = errs.Also(apis.ErrMissingField("sub_type"))
+	}
+	if j.Orchestrator != "" && !j.Orchestrator.Valid() {
+		errs = errs.Also(invalidOrchestrator(j.Orchestrator, "orchestrator"))
+	}
+	if j.Targets != nil {
+		errs = errs.Also(j.Targets.Validate().ViaField("targets"))
+		if j.Orchestrator != "" && j.Targets.Orchestrator != "" && j.Orchestrator != j.Targets.Orchestrator {
+			errs = errs.Also(apis.ErrInvalidValue(string(j.Orchestrator), "orchestrator",
+				fmt.Sprintf("the job names orchestrator %q but its target %q", j.Orchestrator, j.Targets.Orchestrator)))
+		}
+	}
+	if (j.Type == CreateDeployment || j.Type == ReplaceDeployment) && len(j.Manifests) == 0 {
+		errs = errs.Also(apis.ErrMissingField("manifests"))
+	}
+	for i, m := range j.Manifests {
+		if m.YamlString == "" {
+			errs = errs.Also(apis.ErrMissingField("yamlString").ViaFieldIndex("manifests", i))
+		}
+	}
+	if j.Remediation != nil {
+		errs = errs.Also(j.Remediation.Validate().ViaField("remediation"))
+	}
+	if j.Resource != nil {
+		errs = errs.Also(j.Resource.Validate().ViaField("resource"))
+	}
+	return errs
+}
+
+// Validate checks a target: a cluster name and a known orchestrator.
+func (t *Target) Validate() *apis.FieldError {
+	var errs *apis.FieldError
+	if t.ClusterName == "" {
+		errs = errs.Also(apis.ErrMissingField("cluster_name"))
+	}
+	switch {
+	case t.Orchestrator == "":
+		errs = errs.Also(apis.ErrMissingField("orchestrator"))
+	case !t.Orchestrator.Valid():
+		errs = errs.Also(invalidOrchestrator(t.Orchestrator, "orchestrator"))
+	}
+	return errs
+}
+
+// Validate checks a remediation: a known action and what that action needs.
+func (r *Remediation) Validate() *apis.FieldError {
+	var errs *apis.FieldError
+	switch {
+	case r.Action == "":
+		errs = errs.Also(apis.ErrMissingField("action"))
+	case !r.Action.Valid():
+		errs = errs.Also(invalidSubType(r.Action, "action"))
+	}
+	switch r.Action {
+	case Patch:
+		if r.Patch == "" {
+			errs = errs.Also(apis.ErrMissingField("patch"))
+		}
+	case Secure:
+		if r.Image == "" {
+			errs = errs.Also(apis.ErrMissingField("image"))
+		}
+	case Reallocation:
+		if r.Target == nil {
+			errs = errs.Also(apis.ErrMissingField("target"))
+		} else {
+			errs = errs.Also(r.Target.Validate().ViaField("target"))
+		}
+	}
+	return errs
+}
+
+func invalidSubType(s SubType, field string) *apis.FieldError {
+	return apis.ErrInvalidValue(string(s), field, fmt.Sprintf("want one of %v", SubTypes))
+}
+
+func invalidOrchestrator(o Orchestrator, field string) *apis.FieldError {
+	return apis.ErrInvalidValue(string(o), field, `want "ocm" or "nuvla"`)
+}

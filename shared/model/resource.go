@@ -1,0 +1,99 @@
+package model
+
+import (
+	"encoding/json"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"knative.dev/pkg/apis"
+)
+
+// Condition is a resource condition, in the shape and with the semantics of metav1.Condition
+// (ICOS types Progressing, Applied, Available, Degraded; status True, False or Unknown).
+type Condition = metav1.Condition
+
+// The ICOS condition types.
+const (
+	ConditionProgressing = "Progressing"
+	ConditionApplied     = "Applied"
+	ConditionAvailable   = "Available"
+	ConditionDegraded    = "Degraded"
+)
+
+// Resource is what a job deployed and how it is doing (ICOS `Resource`), plus what status
+// sync reads from the job's ManifestWork.
+type Resource struct {
+	ID           string      `json:"id"`
+	JobID        string      `json:"job_id"`
+	ResourceUUID string      `json:"resource_uuid"`
+	ResourceName string      `json:"resource_name"`
+	Conditions   []Condition `json:"conditions"`
+
+	// ClusterName is the managed cluster the ManifestWork is for.
+	ClusterName string `json:"cluster_name,omitempty"`
+	// ManifestWorkName and ManifestWorkUID name the ManifestWork on the hub.
+	ManifestWorkName string `json:"manifestwork_name,omitempty"`
+	ManifestWorkUID  string `json:"manifestwork_uid,omitempty"`
+	// Workloads are the status feedback values per workload (replica counts).
+	Workloads []WorkloadStatus `json:"workloads,omitempty"`
+}
+
+// WorkloadStatus is the status feedback of one workload (Deployment, StatefulSet) of a job.
+type WorkloadStatus struct {
+	Kind              string `json:"kind"`
+	Namespace         string `json:"namespace,omitempty"`
+	Name              string `json:"name"`
+	Replicas          *int64 `json:"replicas,omitempty"`
+	ReadyReplicas     *int64 `json:"readyReplicas,omitempty"`
+	AvailableReplicas *int64 `json:"availableReplicas,omitempty"`
+}
+
+// SetCondition sets c on the resource: one condition per type, replaced in place, and its
+// lastTransitionTime kept unless the status changes. It reports whether anything changed.
+func (r *Resource) SetCondition(c Condition) bool {
+	return meta.SetStatusCondition(&r.Conditions, c)
+}
+
+// Condition returns the condition of type t, or nil.
+func (r *Resource) Condition(t string) *Condition {
+	return meta.FindStatusCondition(r.Conditions, t)
+}
+
+// UnmarshalJSON reads a resource, taking its id from `id` or `ID`.
+func (r *Resource) UnmarshalJSON(b []byte) error {
+	type plain Resource
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	id, err := readID(b)
+	if err != nil {
+		return err
+	}
+	p.ID = id
+	*r = Resource(p)
+	return nil
+}
+
+// Validate checks the conditions: a type and a status of True, False or Unknown each, and no
+// type twice.
+func (r *Resource) Validate() *apis.FieldError {
+	var errs *apis.FieldError
+	seen := map[string]bool{}
+	for i, c := range r.Conditions {
+		if c.Type == "" {
+			errs = errs.Also(apis.ErrMissingField("type").ViaFieldIndex("conditions", i))
+		} else if seen[c.Type] {
+			errs = errs.Also(apis.ErrInvalidValue(c.Type, "type", "a condition type appears once").ViaFieldIndex("conditions", i))
+		}
+		seen[c.Type] = true
+		switch c.Status {
+		case metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown:
+		case "":
+			errs = errs.Also(apis.ErrMissingField("status").ViaFieldIndex("conditions", i))
+		default:
+			errs = errs.Also(apis.ErrInvalidValue(string(c.Status), "status", "want True, False or Unknown").ViaFieldIndex("conditions", i))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,84 @@
+package store
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Options are the store's knobs. The zero value of a field means its default.
+type Options struct {
+	// Prefix starts every key, so two deployments can share a Redis. Default "ocmjobs".
+	Prefix string
+	// LeaseTTL is how long an execution's lease lasts unless renewed. Default 30s.
+	LeaseTTL time.Duration
+	// TakeoverTTL is how long a lease must have lapsed before another hub may take the job
+	// over. Default 5m, as in ICOS.
+	TakeoverTTL time.Duration
+	// HistoryCap is how many history entries a job keeps. Default 100.
+	HistoryCap int
+	// RetentionTTL is how long a deleted group's keys stay readable (history, idempotent
+	// delete) before Redis drops them. Default 24h.
+	RetentionTTL time.Duration
+	// IncomplianceTTL is how long an incompliance record is kept. Default 7 days.
+	IncomplianceTTL time.Duration
+	// MaxManifestBytes caps the total size of one job's manifests. Default 1 MiB.
+	MaxManifestBytes int
+}
+
+// Defaults of Options.
+const (
+	DefaultPrefix           = "ocmjobs"
+	DefaultLeaseTTL         = 30 * time.Second
+	DefaultTakeoverTTL      = 5 * time.Minute
+	DefaultHistoryCap       = 100
+	DefaultRetentionTTL     = 24 * time.Hour
+	DefaultIncomplianceTTL  = 7 * 24 * time.Hour
+	DefaultMaxManifestBytes = 1 << 20
+)
+
+// withDefaults fills every zero field with its default.
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.TakeoverTTL == 0 {
+		o.TakeoverTTL = DefaultTakeoverTTL
+	}
+	if o.HistoryCap == 0 {
+		o.HistoryCap = DefaultHistoryCap
+	}
+	if o.RetentionTTL == 0 {
+		o.RetentionTTL = DefaultRetentionTTL
+	}
+	if o.IncomplianceTTL == 0 {
+		o.IncomplianceTTL = DefaultIncomplianceTTL
+	}
+	if o.MaxManifestBytes == 0 {
+		o.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	return o
+}
+
+// Validate reports options that cannot work.
+func (o Options) Validate() error {
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return fmt.Errorf("store prefix %q: braces would change the keys' hash tag", o.Prefix)
+	}
+	for name, d := range map[string]time.Duration{"lease TTL": o.LeaseTTL, "takeover TTL": o.TakeoverTTL,
+		"retention TTL": o.RetentionTTL, "incompliance TTL": o.IncomplianceTTL} {
+		if d < time.Millisecond {
+			return fmt.Errorf("store %s %s: want at least 1ms", name, d)
+		}
+	}
+	if o.HistoryCap < 1 {
+		return fmt.Errorf("store history cap %d: want at least 1", o.HistoryCap)
+	}
+	if o.MaxManifestBytes < 1 {
+		return fmt.Errorf("store max manifest bytes %d: want at least 1", o.MaxManifestBytes)
+	}
+	return nil
+}

@@ -1,0 +1,329 @@
+package store
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts of the store. Each runs in one bucket (one hash tag, so one Redis Cluster
+// slot): KEYS[1] names the object it changes (that is how a cluster client routes it) and
+// ARGV[1] is the bucket prefix every other key it touches is built from; those keys carry
+// the same hash tag, so they live in the same slot.
+//
+// A script answers a table: {'ok', …} when it did (or had nothing to do), or
+// {'guard', guard, want, got} when a guard failed and it wrote nothing. Guards are checked
+// before the first write, so a refused script leaves Redis as it was.
+//
+// Only Lua 5.1 and commands miniredis also has are used (no cjson, no redis.setresp, no
+// bit ops); time comes from Redis TIME, so every writer of a job shares one clock.
+
+// prelude is shared by every script that reads or indexes jobs.
+const prelude = `
+local P = ARGV[1]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function idx(name) return P .. ':idx:' .. name end
+local function job_key(id) return P .. ':job:' .. id end
+local function hist_key(id) return P .. ':hist:' .. id end
+
+-- load reads the fields guards and indexes need; nil for a missing or deleted job.
+local function load(key)
+  local f = redis.call('HMGET', key, 'state', 'type', 'owner', 'fence', 'orch', 'targets',
+    'lease_holder', 'lease_until', 'deleted_at')
+  if not f[1] or f[9] then return nil end
+  return {state = f[1], type = f[2], owner = f[3] or '', fence = tonumber(f[4] or '0'),
+    orch = f[5] or '', targets = f[6] or '', holder = f[7] or '', lu = tonumber(f[8] or '0')}
+end
+
+-- iorch is the orchestrator a job is indexed under: none until it has a target.
+local function iorch(j)
+  if j.targets == '' then return '' end
+  return j.orch
+end
+
+local function unindex(id, st, ty, owner, orch)
+  redis.call('SREM', idx('state:' .. st), id)
+  if owner ~= '' then redis.call('SREM', idx('owner:' .. owner), id) end
+  if orch ~= '' then
+    redis.call('SREM', idx('ready:' .. orch .. ':' .. owner), id)
+    redis.call('ZREM', idx('lease:' .. orch), id)
+  end
+end
+
+local function index(id, st, ty, owner, orch, lu)
+  redis.call('SADD', idx('state:' .. st), id)
+  if owner ~= '' then redis.call('SADD', idx('owner:' .. owner), id) end
+  if orch ~= '' then
+    if st == '1' then
+      redis.call('SADD', idx('ready:' .. orch .. ':' .. owner), id)
+    elseif (st == '2' or st == '4') and ty == '5' then
+      redis.call('ZADD', idx('lease:' .. orch), lu, id)
+    end
+  end
+end
+
+-- history prepends one entry to a job's capped history. by and why arrive JSON-encoded.
+local function history(id, cap, at, by, action, from, to, why, fence)
+  local e = '{"at":' .. string.format('%d', at) .. ',"by":' .. by .. ',"action":"' .. action ..
+    '","from":' .. from .. ',"to":' .. to .. ',"why":' .. why .. ',"fence":' .. string.format('%d', fence) .. '}'
+  redis.call('LPUSH', hist_key(id), e)
+  redis.call('LTRIM', hist_key(id), 0, tonumber(cap) - 1)
+end
+
+local function guard(name, want, got) return {'guard', name, want, got} end
+`
+
+// createGroupLua writes a group and all its jobs, or nothing if any of them exists.
+// KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
+// then 7 values per job: id, doc, type, sub_type, orch, targets, manifests.
+const createGroupLua = prelude + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return guard('absent', 'no group ' .. ARGV[2], 'exists') end
+local n = tonumber(ARGV[7])
+for i = 0, n - 1 do
+  local id = ARGV[8 + i * 7]
+  if redis.call('EXISTS', job_key(id)) == 1 then return guard('absent', 'no job ' .. id, 'exists') end
+end
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'created_at', now, 'updated_at', now)
+redis.call('SADD', idx('groups'), ARGV[2])
+for i = 0, n - 1 do
+  local b = 8 + i * 7
+  local id, ty, orch, targets = ARGV[b], ARGV[b + 2], ARGV[b + 4], ARGV[b + 5]
+  local f = {'doc', ARGV[b + 1], 'state', '1', 'type', ty, 'manifests', ARGV[b + 6],
+    'created_at', now, 'updated_at', now}
+  if ARGV[b + 3] ~= '' then table.insert(f, 'sub_type'); table.insert(f, ARGV[b + 3]) end
+  if orch ~= '' then table.insert(f, 'orch'); table.insert(f, orch) end
+  if targets ~= '' then table.insert(f, 'targets'); table.insert(f, targets) end
+  redis.call('HSET', job_key(id), unpack(f))
+  redis.call('SADD', KEYS[2], id)
+  local io = ''
+  if targets ~= '' then io = orch end
+  index(id, '1', ty, '', io, 0)
+  history(id, ARGV[4], now, ARGV[5], 'create', 0, 1, ARGV[6], 0)
+end
+return {'ok', tostring(now)}
+`
+
+// deleteGroupLua deletes a group whose every job may be deleted: its keys get the retention
+// TTL and its jobs leave every index. A group already deleted answers ok again.
+// KEYS: group, group's job set. ARGV: prefix, group id, retention ms, history cap, by, why.
+const deleteGroupLua = prelude + `
+local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
+if not g[1] then return guard('exists', 'group ' .. ARGV[2], 'none') end
+if g[2] then return {'ok', '0'} end
+local ids = redis.call('SMEMBERS', KEYS[2])
+local blocked = {'blocked'}
+local jobs = {}
+for _, id in ipairs(ids) do
+  local j = load(job_key(id))
+  if j then
+    local deletable = (j.state == '1' and j.fence == 0) or (j.type == '6' and j.state == '3')
+    if not deletable then
+      table.insert(blocked, id); table.insert(blocked, j.state); table.insert(blocked, j.type)
+    end
+    table.insert(jobs, {id, j})
+  end
+end
+if #blocked > 1 then return blocked end
+local now = now_ms()
+local ttl = tonumber(ARGV[3])
+for _, e in ipairs(jobs) do
+  local id, j = e[1], e[2]
+  unindex(id, j.state, j.type, j.owner, iorch(j))
+  redis.call('HSET', job_key(id), 'deleted_at', now, 'updated_at', now)
+  history(id, ARGV[4], now, ARGV[5], 'delete', j.state, j.state, ARGV[6], j.fence)
+  redis.call('PEXPIRE', job_key(id), ttl)
+  redis.call('PEXPIRE', hist_key(id), ttl)
+end
+redis.call('HSET', KEYS[1], 'deleted_at', now, 'updated_at', now)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('SREM', idx('groups'), ARGV[2])
+return {'ok', '1'}
+`
+
+// promoteLua makes an execution the owner of a job: a Created job with no owner or this
+// owner and no live lease of another execution, or (takeover) a CreateDeployment job in
+// Progressing or Degraded whose lease lapsed more than the takeover TTL ago. The fence grows
+// by one on every promote.
+// KEYS: job. ARGV: prefix, id, owner, holder, lease ms, takeover ms, history cap, by, why.
+const promoteLua = prelude + `
+local j = load(KEYS[1])
+if not j then return guard('exists', 'job', 'none') end
+local now = now_ms()
+local action = 'promote'
+if j.state == '1' then
+  if j.owner ~= '' and j.owner ~= ARGV[3] then return guard('owner', ARGV[3], j.owner) end
+  if j.lu > now and j.holder ~= ARGV[4] then
+    return guard('lease', 'no live lease of another execution', j.holder .. ' for ' .. string.format('%d', j.lu - now) .. 'ms')
+  end
+elseif (j.state == '2' or j.state == '4') and j.type == '5' then
+  local lapse = j.lu + tonumber(ARGV[6])
+  if now < lapse then
+    return guard('lease', 'lease of ' .. j.owner .. ' lapsed ' .. ARGV[6] .. 'ms ago', 'takeover possible in ' .. string.format('%d', lapse - now) .. 'ms')
+  end
+  action = 'takeover'
+else
+  return guard('state', '1', j.state)
+end
+if j.targets == '' then return guard('target', 'a target', 'none') end
+local fence = j.fence + 1
+local lu = now + tonumber(ARGV[5])
+unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
+redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', string.format('%d', fence),
+  'lease_holder', ARGV[4], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
+index(ARGV[2], '2', j.type, ARGV[3], iorch(j), lu)
+history(ARGV[2], ARGV[7], now, ARGV[8], action, j.state, 2, ARGV[9], fence)
+return {'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state}
+`
+
+// ownerGuards is the start of every script an owner runs: the job exists, the fence is the
+// current one, the owner is the caller. ARGV[2] id, ARGV[3] owner, ARGV[4] fence.
+const ownerGuards = `
+local j = load(KEYS[1])
+if not j then return guard('exists', 'job', 'none') end
+if j.fence ~= tonumber(ARGV[4]) then return guard('fence', ARGV[4], string.format('%d', j.fence)) end
+if j.owner ~= ARGV[3] then return guard('owner', ARGV[3], j.owner) end
+`
+
+// transitionLua moves an owned job to another state. Moving to the state it is in already
+// changes nothing and says so.
+// KEYS: job. ARGV: prefix, id, owner, fence, to, allowed from (",2,4,"), release lease (1/0),
+// history cap, by, why, action.
+const transitionLua = prelude + ownerGuards + `
+if j.state == ARGV[5] then return {'ok', '0'} end
+if not string.find(ARGV[6], ',' .. j.state .. ',', 1, true) then return guard('state', ARGV[6], j.state) end
+local now = now_ms()
+local lu = j.lu
+if ARGV[7] == '1' and lu > now then lu = now end
+unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
+redis.call('HSET', KEYS[1], 'state', ARGV[5], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
+index(ARGV[2], ARGV[5], j.type, j.owner, iorch(j), lu)
+history(ARGV[2], ARGV[8], now, ARGV[9], ARGV[11], j.state, ARGV[5], ARGV[10], j.fence)
+return {'ok', '1'}
+`
+
+// renewLua extends (or, when it lapsed and nobody took the job over, takes again) the lease
+// of an owned job in Progressing or Degraded.
+// KEYS: job. ARGV: prefix, id, owner, fence, holder, lease ms.
+const renewLua = prelude + ownerGuards + `
+if j.state ~= '2' and j.state ~= '4' then return guard('state', ',2,4,', j.state) end
+local now = now_ms()
+if j.lu > now and j.holder ~= ARGV[5] then
+  return guard('lease', ARGV[5], j.holder .. ' for ' .. string.format('%d', j.lu - now) .. 'ms')
+end
+local lu = now + tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 'lease_holder', ARGV[5], 'lease_until', string.format('%d', lu))
+if j.type == '5' and iorch(j) ~= '' then redis.call('ZADD', idx('lease:' .. iorch(j)), lu, ARGV[2]) end
+return {'ok', string.format('%d', lu)}
+`
+
+// releaseLua ends an execution's lease now; the takeover TTL counts from here.
+// KEYS: job. ARGV: prefix, id, owner, fence, holder.
+const releaseLua = prelude + ownerGuards + `
+if j.holder ~= ARGV[5] then return guard('lease', ARGV[5], j.holder) end
+local now = now_ms()
+if j.lu <= now then return {'ok', '0'} end
+redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
+if (j.state == '2' or j.state == '4') and j.type == '5' and iorch(j) ~= '' then
+  redis.call('ZADD', idx('lease:' .. iorch(j)), now, ARGV[2])
+end
+return {'ok', '1'}
+`
+
+// reopenLua turns a Finished or Degraded job (or a re-opened one nobody promoted yet: the
+// newer order replaces it) into a Created job of another type, keeping its owner, who alone
+// executes it. A job that was never promoted has nothing deployed: Delete finishes it at once,
+// Replace only swaps its manifests.
+// KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests ('' keeps them),
+// fence ('' for any), history cap, by, why.
+const reopenLua = prelude + `
+local j = load(KEYS[1])
+if not j then return guard('exists', 'job', 'none') end
+if ARGV[7] ~= '' and j.fence ~= tonumber(ARGV[7]) then return guard('fence', ARGV[7], string.format('%d', j.fence)) end
+local to, ty = '1', ARGV[3]
+if j.state == '1' and j.fence == 0 then
+  if ty == '6' then to = '3'
+  elseif ty == '8' then ty = '5'
+  else return guard('state', ',3,4,', '1') end
+elseif j.state ~= '1' and j.state ~= '3' and j.state ~= '4' then
+  return guard('state', ',3,4,', j.state)
+end
+local now = now_ms()
+unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
+redis.call('HSET', KEYS[1], 'state', to, 'type', ty, 'updated_at', string.format('%d', now))
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'sub_type', ARGV[4]) else redis.call('HDEL', KEYS[1], 'sub_type') end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'remediation', ARGV[5]) else redis.call('HDEL', KEYS[1], 'remediation') end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'manifests', ARGV[6]) end
+index(ARGV[2], to, ty, j.owner, iorch(j), j.lu)
+history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
+return {'ok', to, ty}
+`
+
+// setTargetsLua sets where a Created job runs, moving it between the executable indexes.
+// KEYS: job. ARGV: prefix, id, targets, orch, history cap, by, why.
+const setTargetsLua = prelude + `
+local j = load(KEYS[1])
+if not j then return guard('exists', 'job', 'none') end
+if j.state ~= '1' then return guard('state', '1', j.state) end
+if j.targets == ARGV[3] and j.orch == ARGV[4] then return {'ok', '0'} end
+local now = now_ms()
+unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
+redis.call('HSET', KEYS[1], 'targets', ARGV[3], 'orch', ARGV[4], 'updated_at', string.format('%d', now))
+index(ARGV[2], j.state, j.type, j.owner, ARGV[4], j.lu)
+history(ARGV[2], ARGV[5], now, ARGV[6], 'target', 1, 1, ARGV[7], j.fence)
+return {'ok', '1'}
+`
+
+// resourceStatusLua writes a job's resource status when it differs from the stored one, and
+// writes nothing at all otherwise.
+// KEYS: job. ARGV: prefix, id, owner, fence, resource.
+const resourceStatusLua = prelude + ownerGuards + `
+if redis.call('HGET', KEYS[1], 'resource') == ARGV[5] then return {'ok', '0'} end
+redis.call('HSET', KEYS[1], 'resource', ARGV[5], 'updated_at', string.format('%d', now_ms()))
+return {'ok', '1'}
+`
+
+// recordIncomplianceLua records an incompliance once; a second delivery changes nothing.
+// KEYS: incompliance. ARGV: doc, job id, outcome, reason, ttl ms.
+const recordIncomplianceLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = redis.call('HGET', KEYS[1], 'received_at')
+if at then return {'ok', '0', at} end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'job_id', ARGV[2], 'outcome', ARGV[3], 'reason', ARGV[4],
+  'received_at', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+return {'ok', '1', string.format('%d', now)}
+`
+
+// incomplianceOutcomeLua settles a pending incompliance as applied or rejected; settling it
+// again the same way changes nothing.
+// KEYS: incompliance. ARGV: outcome, reason, job id ('' keeps it).
+const incomplianceOutcomeLua = `
+local f = redis.call('HMGET', KEYS[1], 'outcome', 'reason')
+if not f[1] then return {'guard', 'exists', 'incompliance', 'none'} end
+if f[1] == ARGV[1] and (f[2] or '') == ARGV[2] then return {'ok', '0'} end
+if f[1] ~= 'pending' then return {'guard', 'state', 'pending', f[1]} end
+redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'reason', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'job_id', ARGV[3]) end
+return {'ok', '1'}
+`
+
+// scripts are compiled once; go-redis runs them with EVALSHA and falls back to EVAL when a
+// server has not seen them yet.
+var (
+	createGroupScript          = redis.NewScript(createGroupLua)
+	deleteGroupScript          = redis.NewScript(deleteGroupLua)
+	promoteScript              = redis.NewScript(promoteLua)
+	transitionScript           = redis.NewScript(transitionLua)
+	renewScript                = redis.NewScript(renewLua)
+	releaseScript              = redis.NewScript(releaseLua)
+	reopenScript               = redis.NewScript(reopenLua)
+	setTargetsScript           = redis.NewScript(setTargetsLua)
+	resourceStatusScript       = redis.NewScript(resourceStatusLua)
+	recordIncomplianceScript   = redis.NewScript(recordIncomplianceLua)
+	incomplianceOutcomeScript  = redis.NewScript(incomplianceOutcomeLua)
+	allScripts                 = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, recordIncomplianceScript, incomplianceOutcomeScript}
+)
