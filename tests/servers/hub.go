@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -159,33 +158,42 @@ func (h *Hub) EnsureNamespace(ctx context.Context, name string) error {
 }
 
 // moduleDir returns the directory of a module in the module cache, downloading it if needed.
-// A module without a version takes the one this binary was built with (go.mod's).
+// A module named without a version is the one go.mod requires (asked of `go list -m`, which
+// works from anywhere inside this module, as tests and `make run` are).
 func moduleDir(mod string) (string, error) {
-	if !strings.Contains(mod, "@") {
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, d := range bi.Deps {
-				if d.Path == mod {
-					mod += "@" + d.Version
-					break
-				}
-			}
-		}
-		if !strings.Contains(mod, "@") {
-			return "", fmt.Errorf("module %s: no version in the build info", mod)
-		}
+	var out []byte
+	var err error
+	if strings.Contains(mod, "@") {
+		out, err = exec.Command("go", "mod", "download", "-json", mod).Output()
+	} else {
+		out, err = exec.Command("go", "list", "-m", "-json", mod).Output()
 	}
-	out, err := exec.Command("go", "mod", "download", "-json", mod).Output()
 	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %w", mod, err)
+		return "", fmt.Errorf("locating module %s: %w", mod, err)
 	}
-	var info struct{ Dir, Error string }
+	var info struct {
+		Dir   string
+		Error any
+	}
 	if err := json.Unmarshal(out, &info); err != nil {
-		return "", fmt.Errorf("go mod download %s: %w", mod, err)
+		return "", fmt.Errorf("locating module %s: %w", mod, err)
 	}
 	if info.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %s", mod, info.Error)
+		if strings.Contains(mod, "@") {
+			return "", fmt.Errorf("module %s: not in the module cache: %v", mod, info.Error)
+		}
+		return moduleDir(mod + "@" + versionOf(mod))
 	}
 	return info.Dir, nil
+}
+
+// versionOf is the version go.mod requires of mod.
+func versionOf(mod string) string {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", mod).Output()
+	if err != nil {
+		return "latest"
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func mustLog(path string) *os.File {

@@ -1,0 +1,107 @@
+package servers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+)
+
+// Need says which servers a test binary needs.
+type Need struct {
+	Redis bool
+	// Hub starts a kube-apiserver with OCM's CRDs (and Knative's with Knative).
+	Hub     bool
+	Knative bool
+	// Clusters is how many managed clusters get a real work agent: 1 is cluster1 (the hub's
+	// own API server as spoke); 2 adds cluster2, a second API server with its own agent.
+	Clusters int
+}
+
+// Env is the set of servers started for one test binary.
+type Env struct {
+	Redis *Redis
+	Hub   *Hub
+	// Spokes are the API servers of managed clusters other than the hub, by cluster name.
+	Spokes map[string]*Hub
+	// Agents are the work agents, by cluster name.
+	Agents map[string]*Agent
+}
+
+// Start starts what need names. On error everything already started is stopped.
+func Start(ctx context.Context, need Need) (env *Env, err error) {
+	env = &Env{Spokes: map[string]*Hub{}, Agents: map[string]*Agent{}}
+	defer func() {
+		if err != nil {
+			env.Stop()
+		}
+	}()
+	if need.Redis {
+		if env.Redis, err = StartRedis(RedisOptions{}); err != nil {
+			return nil, fmt.Errorf("redis-server: %w", err)
+		}
+	}
+	if need.Hub || need.Clusters > 0 {
+		if env.Hub, err = StartHub(HubOptions{Knative: need.Knative}); err != nil {
+			return nil, fmt.Errorf("hub: %w", err)
+		}
+	}
+	for i := 1; i <= need.Clusters; i++ {
+		name := fmt.Sprintf("cluster%d", i)
+		spoke := env.Hub
+		if i > 1 {
+			if spoke, err = StartHub(HubOptions{}); err != nil {
+				return nil, fmt.Errorf("spoke API server of %s: %w", name, err)
+			}
+			env.Spokes[name] = spoke
+		}
+		a, err := StartAgent(ctx, env.Hub, spoke, name)
+		if err != nil {
+			return nil, fmt.Errorf("work agent of %s: %w", name, err)
+		}
+		env.Agents[name] = a
+	}
+	return env, nil
+}
+
+// Spoke returns the API server a cluster's workloads land on.
+func (e *Env) Spoke(cluster string) *Hub {
+	if s, ok := e.Spokes[cluster]; ok {
+		return s
+	}
+	return e.Hub
+}
+
+// Stop stops every server, agents first.
+func (e *Env) Stop() {
+	if e == nil {
+		return
+	}
+	for _, a := range e.Agents {
+		a.Stop()
+	}
+	for _, s := range e.Spokes {
+		s.Stop()
+	}
+	if e.Hub != nil {
+		e.Hub.Stop()
+	}
+	if e.Redis != nil {
+		e.Redis.Stop()
+	}
+}
+
+// Main is a TestMain body: it starts what need names, runs the tests and stops everything.
+// A server that cannot start fails the whole binary loudly; nothing is skipped.
+func Main(m *testing.M, need Need, env **Env) {
+	e, err := Start(context.Background(), need)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: starting the servers this suite needs:", errors.Unwrap(err), "\n", err)
+		os.Exit(1)
+	}
+	*env = e
+	code := m.Run()
+	e.Stop()
+	os.Exit(code)
+}
