@@ -48,11 +48,15 @@ fuzz:
 
 ## run: the whole system on loopback, in the foreground (Ctrl-C stops everything)
 run: tools
-	$(GO) run ./tests/localstack
+	@mkdir -p .run/bin
+	$(GO) build -o .run/bin/localstack ./tests/localstack
+	exec .run/bin/localstack
 
 ## demo: submit the bundled example application to a running `make run` and follow its jobs
 demo:
-	$(GO) run ./tests/localstack/demo
+	@mkdir -p .run/bin
+	$(GO) build -o .run/bin/demo ./tests/localstack/demo
+	.run/bin/demo
 
 clean:
 	rm -rf .run

@@ -2,6 +2,12 @@
 // the four functions (jobs, incompliance, executor, statussync). Every incoming event is
 // routed by its type to the function(s) subscribed to it; FUNCTION narrows a process to one
 // function, so the same image runs as four Knative Services that scale separately.
+//
+// func.yaml says `invoke: http`: func's CloudEvents scaffolding (func-go's cloudevents
+// package) serves nothing but CloudEvents at / and the health paths, while jobs and
+// incompliance also serve the ICOS REST API from the same process. With the HTTP scaffolding,
+// func-go calls Handle(w, r) for every request and this package's own server decodes the
+// CloudEvents (sdk-go) and serves the REST routes.
 package function
 
 import (
@@ -11,6 +17,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -115,6 +122,8 @@ type Function struct {
 	routes    map[string][]route
 	http      map[string]http.Handler
 	enabled   []string
+	// handler serves Handle once Start has built it: func-go starts serving before Start ends.
+	handler atomic.Pointer[http.Handler]
 }
 
 // New returns the root function; Start configures it from the environment.
@@ -152,7 +161,15 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	} else {
 		log.Warn("K_SINK is not set: emitted events are dropped")
 	}
-	return f.build(ctx)
+	if err := f.build(ctx); err != nil {
+		return err
+	}
+	h, err := f.Server().HTTPHandler(ctx)
+	if err != nil {
+		return err
+	}
+	f.handler.Store(&h)
+	return nil
 }
 
 func (f *Function) build(ctx context.Context) error {
@@ -201,9 +218,21 @@ func (f *Function) types() []string {
 	return out
 }
 
-// Handle routes an event to the function(s) subscribed to its type. It is the signature
-// func's CloudEvents scaffolding calls; the error is a protocol.Result carrying the status.
-func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+// Handle serves one HTTP request as Server does: CloudEvents, the functions' REST routes and
+// the health endpoints. It is what func's HTTP scaffolding calls; until Start has finished it
+// answers 503, so a sender retries.
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	h := f.handler.Load()
+	if h == nil {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	(*h).ServeHTTP(w, r)
+}
+
+// HandleEvent routes an event to the function(s) subscribed to its type; the error is a
+// protocol.Result carrying the status.
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event, error) {
 	reply, result := f.route(ctx, e)
 	return reply, result
 }

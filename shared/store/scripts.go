@@ -236,8 +236,8 @@ return {'ok', '1'}
 // newer order replaces it) into a Created job of another type, keeping its owner, who alone
 // executes it. A job that was never promoted has nothing deployed: Delete finishes it at once,
 // Replace only swaps its manifests.
-// KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests ('' keeps them),
-// fence ('' for any), history cap, by, why.
+// KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests (” keeps them),
+// fence (” for any), history cap, by, why.
 const reopenLua = prelude + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
@@ -300,7 +300,7 @@ return {'ok', '1', string.format('%d', now)}
 
 // incomplianceOutcomeLua settles a pending incompliance as applied or rejected; settling it
 // again the same way changes nothing.
-// KEYS: incompliance. ARGV: outcome, reason, job id ('' keeps it).
+// KEYS: incompliance. ARGV: outcome, reason, job id (” keeps it).
 const incomplianceOutcomeLua = `
 local f = redis.call('HMGET', KEYS[1], 'outcome', 'reason')
 if not f[1] then return {'guard', 'exists', 'incompliance', 'none'} end
@@ -314,16 +314,16 @@ return {'ok', '1'}
 // scripts are compiled once; go-redis runs them with EVALSHA and falls back to EVAL when a
 // server has not seen them yet.
 var (
-	createGroupScript          = redis.NewScript(createGroupLua)
-	deleteGroupScript          = redis.NewScript(deleteGroupLua)
-	promoteScript              = redis.NewScript(promoteLua)
-	transitionScript           = redis.NewScript(transitionLua)
-	renewScript                = redis.NewScript(renewLua)
-	releaseScript              = redis.NewScript(releaseLua)
-	reopenScript               = redis.NewScript(reopenLua)
-	setTargetsScript           = redis.NewScript(setTargetsLua)
-	resourceStatusScript       = redis.NewScript(resourceStatusLua)
-	recordIncomplianceScript   = redis.NewScript(recordIncomplianceLua)
-	incomplianceOutcomeScript  = redis.NewScript(incomplianceOutcomeLua)
-	allScripts                 = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, recordIncomplianceScript, incomplianceOutcomeScript}
+	createGroupScript         = redis.NewScript(createGroupLua)
+	deleteGroupScript         = redis.NewScript(deleteGroupLua)
+	promoteScript             = redis.NewScript(promoteLua)
+	transitionScript          = redis.NewScript(transitionLua)
+	renewScript               = redis.NewScript(renewLua)
+	releaseScript             = redis.NewScript(releaseLua)
+	reopenScript              = redis.NewScript(reopenLua)
+	setTargetsScript          = redis.NewScript(setTargetsLua)
+	resourceStatusScript      = redis.NewScript(resourceStatusLua)
+	recordIncomplianceScript  = redis.NewScript(recordIncomplianceLua)
+	incomplianceOutcomeScript = redis.NewScript(incomplianceOutcomeLua)
+	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, recordIncomplianceScript, incomplianceOutcomeScript}
 )

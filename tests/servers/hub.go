@@ -60,11 +60,14 @@ type Hub struct {
 	Kube kubernetes.Interface
 	Work workclient.Interface
 	OCM  clusterclient.Interface
+
+	ownDir bool
 }
 
 // StartHub starts etcd and kube-apiserver from the tool cache with OCM's CRDs installed.
 func StartHub(opts HubOptions) (*Hub, error) {
-	if opts.Dir == "" {
+	ownDir := opts.Dir == ""
+	if ownDir {
 		d, err := os.MkdirTemp("", "ocm-jobs-hub-")
 		if err != nil {
 			return nil, err
@@ -108,7 +111,7 @@ func StartHub(opts HubOptions) (*Hub, error) {
 		_ = env.Stop()
 		return nil, fmt.Errorf("starting kube-apiserver + etcd (envtest, binaries in %s): %w", BinDir(), err)
 	}
-	h := &Hub{Env: env, Config: cfg, Dir: opts.Dir}
+	h := &Hub{Env: env, Config: cfg, Dir: opts.Dir, ownDir: ownDir}
 	admin, err := env.AddUser(envtest.User{Name: "ocm-jobs-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		h.Stop()
@@ -141,10 +144,13 @@ func StartHub(opts HubOptions) (*Hub, error) {
 // URL is the API server's address.
 func (h *Hub) URL() string { return h.Config.Host }
 
-// Stop stops kube-apiserver and etcd and removes their data.
+// Stop stops kube-apiserver and etcd and removes their data (and Dir, if StartHub made it).
 func (h *Hub) Stop() {
 	if h.Env != nil {
 		_ = h.Env.Stop()
+	}
+	if h.ownDir {
+		_ = os.RemoveAll(h.Dir)
 	}
 }
 

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"knative.dev/pkg/apis"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+)
+
+// RecordIncompliance records an incompliance (a missing id is generated; a missing outcome is
+// pending). Recording the same id again changes nothing and reports false, so a redelivered
+// report is harmless; in either case in is filled with the stored record's received_at. The
+// record expires after the IncomplianceTTL.
+func (s *Store) RecordIncompliance(ctx context.Context, in *model.Incompliance) (bool, error) {
+	const op = "record"
+	if in.ID == "" {
+		in.ID = model.NewID()
+	}
+	if in.Outcome == "" {
+		in.Outcome = model.OutcomePending
+	}
+	errs := checkID(in.ID, "id").Also(in.Validate())
+	if err := invalid(op+" incompliance", errs); err != nil {
+		return false, err
+	}
+	doc := *in
+	doc.JobID, doc.Outcome, doc.Reason, doc.ReceivedAt = "", "", "", nil
+	b, err := json.Marshal(&doc)
+	if err != nil {
+		return false, fmt.Errorf("record incompliance %s: %w", in.ID, err)
+	}
+	out, err := s.run(ctx, recordIncomplianceScript, op, "incompliance", in.ID, []string{s.incKey(in.ID)},
+		string(b), in.JobID, string(in.Outcome), clip(in.Reason), s.opts.IncomplianceTTL.Milliseconds())
+	if err != nil {
+		return false, err
+	}
+	at := msTime(out[2])
+	in.ReceivedAt = &at
+	return out[1] == "1", nil
+}
+
+// SetIncomplianceOutcome settles a pending incompliance as applied (naming the job opened for
+// it, when jobID is set) or rejected (with a reason). Settling it again the same way reports
+// false; settling it differently is ErrWrongState.
+func (s *Store) SetIncomplianceOutcome(ctx context.Context, id string, o model.Outcome, reason, jobID string) (bool, error) {
+	const op = "settle"
+	errs := checkID(id, "id")
+	if o != model.OutcomeApplied && o != model.OutcomeRejected {
+		errs = errs.Also(apis.ErrInvalidValue(string(o), "outcome", "settle as applied or rejected"))
+	}
+	if o == model.OutcomeRejected && reason == "" {
+		errs = errs.Also(apis.ErrMissingField("reason"))
+	}
+	if err := invalid(op+" incompliance", errs); err != nil {
+		return false, err
+	}
+	out, err := s.run(ctx, incomplianceOutcomeScript, op, "incompliance", id, []string{s.incKey(id)},
+		string(o), clip(reason), jobID)
+	if err != nil {
+		return false, err
+	}
+	return out[1] == "1", nil
+}
+
+// GetIncompliance reads an incompliance with its outcome.
+func (s *Store) GetIncompliance(ctx context.Context, id string) (*model.Incompliance, error) {
+	if fe := checkID(id, "id"); fe != nil {
+		return nil, invalid("get incompliance", fe)
+	}
+	h, err := s.rdb.HGetAll(ctx, s.incKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("get incompliance %s: %w", id, err)
+	}
+	if h["doc"] == "" {
+		return nil, &GuardError{Op: "get", Kind: "incompliance", ID: id, Guard: GuardExists, Want: "incompliance", Got: "none"}
+	}
+	in := &model.Incompliance{}
+	if err := json.Unmarshal([]byte(h["doc"]), in); err != nil {
+		return nil, fmt.Errorf("decoding incompliance %s: %w", id, err)
+	}
+	in.JobID, in.Outcome, in.Reason = h["job_id"], model.Outcome(h["outcome"]), h["reason"]
+	at := msTime(h["received_at"])
+	in.ReceivedAt = &at
+	return in, nil
+}

@@ -1,0 +1,577 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"knative.dev/pkg/apis"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+)
+
+// Store keeps job groups, jobs, their history and incompliances in Redis.
+// It is safe for concurrent use and holds no state of its own besides the client.
+type Store struct {
+	rdb  redis.UniversalClient
+	opts Options
+	// buckets are the 256 bucket prefixes, "<prefix>:{b:xy}".
+	buckets [256]string
+}
+
+// New returns a store on rdb (a single server, a Sentinel-managed master or a Redis Cluster).
+func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{rdb: rdb, opts: opts}
+	for i := range s.buckets {
+		s.buckets[i] = fmt.Sprintf("%s:{b:%02x}", opts.Prefix, i)
+	}
+	return s, nil
+}
+
+// Options returns the options in effect, defaults filled in.
+func (s *Store) Options() Options { return s.opts }
+
+// LoadScripts loads the store's scripts on every server (every master of a cluster), so the
+// first call of each is one EVALSHA too. Optional: a script a server lacks is sent once.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	load := func(ctx context.Context, c *redis.Client) error {
+		for _, sc := range allScripts {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return fmt.Errorf("loading store scripts: %w", err)
+			}
+		}
+		return nil
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, load)
+	}
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return fmt.Errorf("loading store scripts: %w", err)
+		}
+	}
+	return nil
+}
+
+// bucket is the prefix of the bucket an id lives in.
+func (s *Store) bucket(id string) string { return s.buckets[model.Bucket(id)] }
+
+func (s *Store) jobKey(id string) string   { return s.bucket(id) + ":job:" + id }
+func (s *Store) histKey(id string) string  { return s.bucket(id) + ":hist:" + id }
+func (s *Store) groupKey(id string) string { return s.bucket(id) + ":group:" + id }
+func (s *Store) groupJobsKey(id string) string {
+	return s.bucket(id) + ":group:" + id + ":jobs"
+}
+func (s *Store) incKey(id string) string { return s.bucket(id) + ":inc:" + id }
+
+// run runs a script and turns its answer into strings, or a guard failure into a GuardError.
+func (s *Store) run(ctx context.Context, sc *redis.Script, op, kind, id string, keys []string, args ...any) ([]string, error) {
+	v, err := sc.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s %s: %w", op, kind, id, err)
+	}
+	out := make([]string, len(v))
+	for i, x := range v {
+		switch x := x.(type) {
+		case string:
+			out[i] = x
+		case int64:
+			out[i] = strconv.FormatInt(x, 10)
+		default:
+			out[i] = fmt.Sprint(x)
+		}
+	}
+	if len(out) == 4 && out[0] == "guard" {
+		return nil, &GuardError{Op: op, Kind: kind, ID: id, Guard: out[1], Want: out[2], Got: out[3]}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s %s %s: empty answer from the script", op, kind, id)
+	}
+	return out, nil
+}
+
+// jsonString is s as a JSON string literal, for the history entries the scripts assemble.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// maxWhy caps the free text a history entry keeps.
+const maxWhy = 1024
+
+func clip(s string) string {
+	if len(s) > maxWhy {
+		return s[:maxWhy]
+	}
+	return s
+}
+
+// maxIDLen caps ids; they are part of keys.
+const maxIDLen = 128
+
+func checkID(id, field string) *apis.FieldError {
+	switch {
+	case id == "":
+		return apis.ErrMissingField(field)
+	case len(id) > maxIDLen:
+		return apis.ErrInvalidValue(id, field, fmt.Sprintf("an id is at most %d bytes", maxIDLen))
+	}
+	return nil
+}
+
+// manifestBytes checks the total size of a job's manifests against the limit.
+func (s *Store) manifestBytes(ms []model.PlainManifest) *apis.FieldError {
+	n := 0
+	for _, m := range ms {
+		n += len(m.YamlString)
+	}
+	if n > s.opts.MaxManifestBytes {
+		return apis.ErrInvalidValue(fmt.Sprintf("%d bytes", n), "manifests",
+			fmt.Sprintf("the manifests of a job may total at most %d bytes", s.opts.MaxManifestBytes))
+	}
+	return nil
+}
+
+// jobDoc is the part of a job that never changes after creation.
+type jobDoc struct {
+	ID                  string `json:"id"`
+	JobGroupID          string `json:"job_group_id"`
+	JobGroupName        string `json:"job_group_name"`
+	JobGroupDescription string `json:"job_group_description"`
+	Namespace           string `json:"namespace,omitempty"`
+	Component           string `json:"component,omitempty"`
+}
+
+// groupDoc is a group without its jobs.
+type groupDoc struct {
+	ID             string `json:"id"`
+	AppName        string `json:"appName"`
+	AppDescription string `json:"appDescription"`
+}
+
+func marshal(v any) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// CreateGroup stores a group and all its jobs in one atomic step, or nothing. It fills in
+// what the store decides: missing ids (a job's id shares the group's bucket), each job's group
+// fields, type CreateDeployment and state Created when unset, and the timestamps. A group or
+// job id that exists already is ErrExists; bad input is an *InvalidError naming every
+// problem. by says who asked, for the history.
+func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) error {
+	const op = "create"
+	if g.ID == "" {
+		g.ID = model.NewID()
+	}
+	errs := checkID(g.ID, "id")
+	seen := map[string]bool{}
+	for i := range g.Jobs {
+		j := &g.Jobs[i]
+		if j.ID == "" {
+			j.ID = model.NewJobID(g.ID)
+		}
+		var je *apis.FieldError
+		if fe := checkID(j.ID, "id"); fe != nil {
+			je = je.Also(fe)
+		} else if model.Bucket(j.ID) != model.Bucket(g.ID) {
+			je = je.Also(apis.ErrInvalidValue(j.ID, "id", "a job id must start with the same byte as its group's id (model.NewJobID makes one)"))
+		}
+		if seen[j.ID] {
+			je = je.Also(apis.ErrInvalidValue(j.ID, "id", "two jobs have this id"))
+		}
+		seen[j.ID] = true
+		if j.JobGroupID != "" && j.JobGroupID != g.ID {
+			je = je.Also(apis.ErrInvalidValue(j.JobGroupID, "job_group_id", "a job belongs to the group it is created with"))
+		}
+		j.JobGroupID, j.JobGroupName, j.JobGroupDescription = g.ID, g.AppName, g.AppDescription
+		if j.Type == 0 {
+			j.Type = model.CreateDeployment
+		}
+		if j.State == 0 {
+			j.State = model.Created
+		}
+		if j.Type.Valid() && j.Type != model.CreateDeployment {
+			je = je.Also(apis.ErrInvalidValue(int(j.Type), "type", "a new job is a CreateDeployment (5)"))
+		}
+		if j.State.Valid() && j.State != model.Created {
+			je = je.Also(apis.ErrInvalidValue(int(j.State), "state", "a new job is Created (1)"))
+		}
+		if j.OwnerID != "" {
+			je = je.Also(apis.ErrDisallowedFields("owner_id"))
+		}
+		if j.Fence != 0 {
+			je = je.Also(apis.ErrDisallowedFields("fence"))
+		}
+		je = je.Also(s.manifestBytes(j.Manifests))
+		errs = errs.Also(je.ViaFieldIndex("jobs", i))
+	}
+	errs = errs.Also(g.Validate())
+	if err := invalid(op+" group", errs); err != nil {
+		return err
+	}
+
+	doc, err := marshal(groupDoc{ID: g.ID, AppName: g.AppName, AppDescription: g.AppDescription})
+	if err != nil {
+		return fmt.Errorf("create group %s: %w", g.ID, err)
+	}
+	args := []any{s.bucket(g.ID), g.ID, doc, s.opts.HistoryCap, jsonString(by), jsonString("created"), len(g.Jobs)}
+	for i := range g.Jobs {
+		j := &g.Jobs[i]
+		d, err := marshal(jobDoc{ID: j.ID, JobGroupID: j.JobGroupID, JobGroupName: j.JobGroupName,
+			JobGroupDescription: j.JobGroupDescription, Namespace: j.Namespace, Component: j.Component})
+		if err != nil {
+			return fmt.Errorf("create group %s: %w", g.ID, err)
+		}
+		ms, err := marshal(manifestsOrEmpty(j.Manifests))
+		if err != nil {
+			return fmt.Errorf("create group %s: %w", g.ID, err)
+		}
+		orch, targets := j.Orchestrator, ""
+		if j.Targets != nil {
+			if targets, err = marshal(j.Targets); err != nil {
+				return fmt.Errorf("create group %s: %w", g.ID, err)
+			}
+			orch = j.Targets.Orchestrator
+			j.Orchestrator = orch
+		}
+		args = append(args, j.ID, d, int(j.Type), string(j.SubType), string(orch), targets, ms)
+	}
+	out, err := s.run(ctx, createGroupScript, op, "group", g.ID,
+		[]string{s.groupKey(g.ID), s.groupJobsKey(g.ID)}, args...)
+	if err != nil {
+		return err
+	}
+	at := msTime(out[1])
+	for i := range g.Jobs {
+		g.Jobs[i].CreatedAt, g.Jobs[i].UpdatedAt = at, at
+	}
+	return nil
+}
+
+func manifestsOrEmpty(ms []model.PlainManifest) []model.PlainManifest {
+	if ms == nil {
+		return []model.PlainManifest{}
+	}
+	return ms
+}
+
+// msTime reads the millisecond timestamps the scripts write.
+func msTime(s string) time.Time {
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// decodeJob assembles a job from its hash; nil when the hash is empty or the job deleted.
+func decodeJob(h map[string]string) (*model.Job, error) {
+	if len(h) == 0 || h["deleted_at"] != "" || h["doc"] == "" {
+		return nil, nil
+	}
+	var d jobDoc
+	if err := json.Unmarshal([]byte(h["doc"]), &d); err != nil {
+		return nil, fmt.Errorf("decoding job: %w", err)
+	}
+	j := &model.Job{
+		ID: d.ID, JobGroupID: d.JobGroupID, JobGroupName: d.JobGroupName, JobGroupDescription: d.JobGroupDescription,
+		Namespace: d.Namespace, Component: d.Component,
+		OwnerID: h["owner"], SubType: model.SubType(h["sub_type"]), Orchestrator: model.Orchestrator(h["orch"]),
+		LeaseHolder: h["lease_holder"], LeaseUntil: msTime(h["lease_until"]),
+		CreatedAt: msTime(h["created_at"]), UpdatedAt: msTime(h["updated_at"]),
+	}
+	st, _ := strconv.Atoi(h["state"])
+	ty, _ := strconv.Atoi(h["type"])
+	j.State, j.Type = model.JobState(st), model.JobType(ty)
+	j.Fence, _ = strconv.ParseUint(h["fence"], 10, 64)
+	for field, into := range map[string]any{"manifests": &j.Manifests, "targets": &j.Targets,
+		"resource": &j.Resource, "remediation": &j.Remediation} {
+		if v := h[field]; v != "" {
+			if err := json.Unmarshal([]byte(v), into); err != nil {
+				return nil, fmt.Errorf("decoding %s of job %s: %w", field, d.ID, err)
+			}
+		}
+	}
+	return j, nil
+}
+
+// GetJob reads one job.
+func (s *Store) GetJob(ctx context.Context, id string) (*model.Job, error) {
+	if fe := checkID(id, "id"); fe != nil {
+		return nil, invalid("get job", fe)
+	}
+	h, err := s.rdb.HGetAll(ctx, s.jobKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	j, err := decodeJob(h)
+	if err != nil {
+		return nil, err
+	}
+	if j == nil {
+		return nil, &GuardError{Op: "get", Kind: "job", ID: id, Guard: GuardExists, Want: "job", Got: "none"}
+	}
+	return j, nil
+}
+
+// fetchJobs reads jobs by id in one pipeline, skipping those deleted meanwhile, ordered by
+// creation time then id.
+func (s *Store) fetchJobs(ctx context.Context, ids []string) ([]model.Job, error) {
+	if len(ids) == 0 {
+		return []model.Job{}, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGetAll(ctx, s.jobKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading %d jobs: %w", len(ids), err)
+	}
+	jobs := make([]model.Job, 0, len(ids))
+	for _, c := range cmds {
+		j, err := decodeJob(c.Val())
+		if err != nil {
+			return nil, err
+		}
+		if j != nil {
+			jobs = append(jobs, *j)
+		}
+	}
+	sort.Slice(jobs, func(a, b int) bool {
+		if !jobs[a].CreatedAt.Equal(jobs[b].CreatedAt) {
+			return jobs[a].CreatedAt.Before(jobs[b].CreatedAt)
+		}
+		return jobs[a].ID < jobs[b].ID
+	})
+	return jobs, nil
+}
+
+// indexMembers reads the named set index of every bucket in one pipeline (per cluster node)
+// and returns the union.
+func (s *Store) indexMembers(ctx context.Context, names ...string) ([]string, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, 0, len(s.buckets)*len(names))
+	for _, b := range s.buckets {
+		for _, n := range names {
+			cmds = append(cmds, pipe.SMembers(ctx, b+":idx:"+n))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading index %v: %w", names, err)
+	}
+	return union(cmds), nil
+}
+
+func union(cmds []*redis.StringSliceCmd) []string {
+	seen := map[string]bool{}
+	var ids []string
+	for _, c := range cmds {
+		for _, id := range c.Val() {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// JobsInState lists the jobs in one state.
+func (s *Store) JobsInState(ctx context.Context, st model.JobState) ([]model.Job, error) {
+	if !st.Valid() {
+		return nil, invalid("list jobs", apis.ErrInvalidValue(int(st), "state", "want 1, 2, 3 or 4"))
+	}
+	ids, err := s.indexMembers(ctx, "state:"+strconv.Itoa(int(st)))
+	if err != nil {
+		return nil, err
+	}
+	return s.fetchJobs(ctx, ids)
+}
+
+// ListJobs lists every job of every group that is not deleted.
+func (s *Store) ListJobs(ctx context.Context) ([]model.Job, error) {
+	ids, err := s.indexMembers(ctx, "state:1", "state:2", "state:3", "state:4")
+	if err != nil {
+		return nil, err
+	}
+	return s.fetchJobs(ctx, ids)
+}
+
+// JobsOfOwner lists the jobs a hub owns.
+func (s *Store) JobsOfOwner(ctx context.Context, owner string) ([]model.Job, error) {
+	if fe := checkID(owner, "owner_id"); fe != nil {
+		return nil, invalid("list jobs", fe)
+	}
+	ids, err := s.indexMembers(ctx, "owner:"+owner)
+	if err != nil {
+		return nil, err
+	}
+	return s.fetchJobs(ctx, ids)
+}
+
+// ExecutableJobs lists what a hub may promote for an orchestrator, by the ICOS rules: Created
+// jobs with a target that have no owner or are the hub's own, and CreateDeployment jobs in
+// Progressing or Degraded whose owner's lease lapsed more than the takeover TTL ago (by this
+// process's clock; Promote decides by the Redis clock).
+func (s *Store) ExecutableJobs(ctx context.Context, orch model.Orchestrator, owner string) ([]model.Job, error) {
+	errs := checkID(owner, "owner_id")
+	if !orch.Valid() {
+		errs = errs.Also(apis.ErrInvalidValue(string(orch), "orchestrator", `want "ocm" or "nuvla"`))
+	}
+	if err := invalid("list executable jobs", errs); err != nil {
+		return nil, err
+	}
+	lapsed := strconv.FormatInt(time.Now().Add(-s.opts.TakeoverTTL).UnixMilli(), 10)
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, 0, 3*len(s.buckets))
+	for _, b := range s.buckets {
+		cmds = append(cmds,
+			pipe.SMembers(ctx, b+":idx:ready:"+string(orch)+":"),
+			pipe.SMembers(ctx, b+":idx:ready:"+string(orch)+":"+owner),
+			pipe.ZRangeByScore(ctx, b+":idx:lease:"+string(orch), &redis.ZRangeBy{Min: "-inf", Max: lapsed}))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading executable jobs: %w", err)
+	}
+	return s.fetchJobs(ctx, union(cmds))
+}
+
+// GetGroup reads a group with its jobs.
+func (s *Store) GetGroup(ctx context.Context, id string) (*model.JobGroup, error) {
+	if fe := checkID(id, "id"); fe != nil {
+		return nil, invalid("get group", fe)
+	}
+	pipe := s.rdb.Pipeline()
+	gc := pipe.HMGet(ctx, s.groupKey(id), "doc", "deleted_at")
+	jc := pipe.SMembers(ctx, s.groupJobsKey(id))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("get group %s: %w", id, err)
+	}
+	v := gc.Val()
+	doc, _ := v[0].(string)
+	if doc == "" || v[1] != nil {
+		return nil, &GuardError{Op: "get", Kind: "group", ID: id, Guard: GuardExists, Want: "group", Got: "none"}
+	}
+	g, err := decodeGroup(doc)
+	if err != nil {
+		return nil, err
+	}
+	if g.Jobs, err = s.fetchJobs(ctx, jc.Val()); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func decodeGroup(doc string) (*model.JobGroup, error) {
+	var d groupDoc
+	if err := json.Unmarshal([]byte(doc), &d); err != nil {
+		return nil, fmt.Errorf("decoding group: %w", err)
+	}
+	return &model.JobGroup{ID: d.ID, AppName: d.AppName, AppDescription: d.AppDescription}, nil
+}
+
+// GroupJobs lists the jobs of a group.
+func (s *Store) GroupJobs(ctx context.Context, id string) ([]model.Job, error) {
+	g, err := s.GetGroup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return g.Jobs, nil
+}
+
+// ListGroups lists every group that is not deleted, with its jobs.
+func (s *Store) ListGroups(ctx context.Context) ([]model.JobGroup, error) {
+	ids, err := s.indexMembers(ctx, "groups")
+	if err != nil {
+		return nil, err
+	}
+	groups := make([]model.JobGroup, 0, len(ids))
+	for _, id := range ids {
+		g, err := s.GetGroup(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted since the index was read
+		}
+		if err != nil {
+			return nil, err
+		}
+		groups = append(groups, *g)
+	}
+	sort.Slice(groups, func(a, b int) bool { return groups[a].ID < groups[b].ID })
+	return groups, nil
+}
+
+// DeleteGroup deletes a group when every job may be deleted (never promoted, or a finished
+// DeleteDeployment); otherwise it is a *BlockedError listing the others, and nothing changes.
+// The group's keys then expire after the retention TTL; deleting it again answers nil.
+func (s *Store) DeleteGroup(ctx context.Context, id, by string) error {
+	if fe := checkID(id, "id"); fe != nil {
+		return invalid("delete group", fe)
+	}
+	out, err := s.run(ctx, deleteGroupScript, "delete", "group", id,
+		[]string{s.groupKey(id), s.groupJobsKey(id)},
+		s.bucket(id), id, s.opts.RetentionTTL.Milliseconds(), s.opts.HistoryCap, jsonString(by), jsonString("group deleted"))
+	if err != nil {
+		return err
+	}
+	if out[0] == "blocked" {
+		be := &BlockedError{Group: id}
+		for i := 1; i+2 < len(out); i += 3 {
+			st, _ := strconv.Atoi(out[i+1])
+			ty, _ := strconv.Atoi(out[i+2])
+			be.Jobs = append(be.Jobs, BlockedJob{ID: out[i], State: model.JobState(st), Type: model.JobType(ty)})
+		}
+		sort.Slice(be.Jobs, func(a, b int) bool { return be.Jobs[a].ID < be.Jobs[b].ID })
+		return be
+	}
+	return nil
+}
+
+// History reads a job's history, newest first. It stays readable after the job's group is
+// deleted, until the retention TTL passes.
+func (s *Store) History(ctx context.Context, jobID string) ([]model.HistoryEntry, error) {
+	if fe := checkID(jobID, "id"); fe != nil {
+		return nil, invalid("get history", fe)
+	}
+	raw, err := s.rdb.LRange(ctx, s.histKey(jobID), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("get history of job %s: %w", jobID, err)
+	}
+	if len(raw) == 0 {
+		return nil, &GuardError{Op: "get history", Kind: "job", ID: jobID, Guard: GuardExists, Want: "job", Got: "none"}
+	}
+	out := make([]model.HistoryEntry, 0, len(raw))
+	for _, r := range raw {
+		var e struct {
+			At     int64          `json:"at"`
+			By     string         `json:"by"`
+			Action string         `json:"action"`
+			From   model.JobState `json:"from"`
+			To     model.JobState `json:"to"`
+			Why    string         `json:"why"`
+			Fence  uint64         `json:"fence"`
+		}
+		if err := json.Unmarshal([]byte(r), &e); err != nil {
+			return nil, fmt.Errorf("decoding history of job %s: %w", jobID, err)
+		}
+		out = append(out, model.HistoryEntry{At: time.UnixMilli(e.At).UTC(), By: e.By, Action: e.Action,
+			From: e.From, To: e.To, Why: e.Why, Fence: e.Fence})
+	}
+	return out, nil
+}

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	operatorclient "open-cluster-management.io/api/client/operator/clientset/versioned"
+	operatorv1 "open-cluster-management.io/api/operator/v1"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/config"
+	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/tests/broker"
+	"github.com/ocm-jobs/ocm-jobs/tests/servers"
+)
+
+// Stack is everything `make run` starts.
+type Stack struct {
+	Config Config
+	Log    *zap.SugaredLogger
+
+	root      string
+	env       *servers.Env
+	redisURL  string
+	embedded  *miniredis.Miniredis
+	functions map[string]*exec.Cmd
+	ports     map[string]int
+	brokerSrv *http.Server
+	hubID     string
+}
+
+// Run starts the stack and blocks until ctx is done.
+func (s *Stack) Run(ctx context.Context) error {
+	t0 := time.Now()
+	var err error
+	if s.root, err = repoRoot(); err != nil {
+		return err
+	}
+	run := filepath.Join(s.root, s.Config.RunDir)
+	if err := os.MkdirAll(filepath.Join(run, "logs"), 0o755); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(run, "env"))
+
+	s.ports = map[string]int{}
+	for i, f := range config.Functions {
+		s.ports[f] = s.Config.FunctionPort + i
+	}
+	if err := s.checkPorts(); err != nil {
+		return err
+	}
+
+	s.Log.Info("starting the local hub: kube-apiserver + etcd with OCM CRDs, cluster1 (the hub as spoke) and cluster2 (a second API server), each with a real OCM work agent")
+	if s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2}); err != nil {
+		return err
+	}
+	if s.hubID, err = s.ensureClusterManager(ctx); err != nil {
+		return err
+	}
+	s.Log.Infow("hub ready", "url", s.env.Hub.URL(), "hubID", s.hubID, "clusters", []string{"cluster1", "cluster2"})
+
+	if err := s.startRedis(); err != nil {
+		return err
+	}
+
+	triggers, pings, err := broker.Load(filepath.Join(s.root, "k8s", "base"))
+	if err != nil {
+		return fmt.Errorf("reading the Triggers of k8s/base: %w", err)
+	}
+	b := &broker.Broker{
+		Triggers:    triggers,
+		DeadLetters: filepath.Join(run, "dead-letters.jsonl"),
+		Log:         s.Log.Named("broker"),
+		Resolve:     s.resolve,
+	}
+	if err := s.startBroker(b); err != nil {
+		return err
+	}
+	s.Log.Infow("broker routes", "triggers", describe(triggers))
+
+	bin, err := s.buildFunctions(ctx, run)
+	if err != nil {
+		return err
+	}
+	if err := s.startFunctions(bin, run); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return err
+	}
+	if err := s.writeEnv(run); err != nil {
+		return err
+	}
+	s.Log.Infow("ocm-jobs is running; `source .run/env` to use it (Ctrl-C stops everything)",
+		"env", filepath.Join(run, "env"), "startup", time.Since(t0).Round(100*time.Millisecond).String(),
+		"broker", s.brokerURL(), "jobs", s.url(config.Jobs), "incompliance", s.url(config.Incompliance),
+		"executor", s.url(config.Executor), "statussync", s.url(config.StatusSync), "logs", filepath.Join(run, "logs"))
+
+	s.tick(ctx, b, pings)
+	return nil
+}
+
+// tick sends the cron event every SYNC_INTERVAL until ctx is done, and watches the functions.
+func (s *Stack) tick(ctx context.Context, b *broker.Broker, pings []broker.PingSource) {
+	source := "/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron"
+	data := `{}`
+	if len(pings) > 0 {
+		source, data = pings[0].Source(), pings[0].Data
+	}
+	t := time.NewTicker(s.Config.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Log.Info("stopping")
+			return
+		case <-t.C:
+		}
+		for name, cmd := range s.functions {
+			if cmd.ProcessState != nil {
+				s.Log.Errorw("function exited", "function", name, "log", filepath.Join(s.root, s.Config.RunDir, "logs", name+".log"))
+			}
+		}
+		e := event.New()
+		e.SetID(uuid.NewString())
+		e.SetType(events.Ping)
+		e.SetSource(source)
+		e.SetTime(time.Now())
+		_ = e.SetData("application/json", []byte(data))
+		_ = b.Publish(ctx, e)
+	}
+}
+
+func (s *Stack) checkPorts() error {
+	all := []int{s.Config.BrokerPort}
+	for _, p := range s.ports {
+		all = append(all, p)
+	}
+	for _, p := range all {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return fmt.Errorf("port %d is taken (is another `make run` up?): %w; set BROKER_PORT / FUNCTION_PORT_BASE", p, err)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// ensureClusterManager creates the ClusterManager cluster-manager a real hub has, so the
+// functions find their default hub id (its UID) as they would in production.
+func (s *Stack) ensureClusterManager(ctx context.Context) (string, error) {
+	c, err := operatorclient.NewForConfig(s.env.Hub.Config)
+	if err != nil {
+		return "", err
+	}
+	cms := c.OperatorV1().ClusterManagers()
+	cm, err := cms.Create(ctx, &operatorv1.ClusterManager{ObjectMeta: metav1.ObjectMeta{Name: "cluster-manager"}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		cm, err = cms.Get(ctx, "cluster-manager", metav1.GetOptions{})
+	}
+	if err != nil {
+		return "", fmt.Errorf("ClusterManager cluster-manager: %w", err)
+	}
+	return string(cm.UID), nil
+}
+
+func (s *Stack) startRedis() error {
+	if s.Config.RedisURL != "" {
+		s.redisURL = s.Config.RedisURL
+		s.Log.Infow("using the Redis REDIS_URL names", "url", s.redisURL)
+		return nil
+	}
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		return fmt.Errorf("embedded redis: %w", err)
+	}
+	s.embedded = m
+	s.redisURL = "redis://" + m.Addr() + "/0"
+	s.Log.Warnw("REDIS_URL is not set: using an EMBEDDED IN-PROCESS REDIS (miniredis) — development only: "+
+		"not persistent, not a real redis-server; set REDIS_URL to use a real one", "url", s.redisURL)
+	return nil
+}
+
+func (s *Stack) startBroker(b *broker.Broker) error {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.Config.BrokerPort))
+	if err != nil {
+		return fmt.Errorf("broker port: %w", err)
+	}
+	s.brokerSrv = &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.brokerSrv.Serve(l) }()
+	return nil
+}
+
+// resolve maps a Trigger subscriber (Knative Service ocm-jobs-<function>) to its local URL.
+func (s *Stack) resolve(subscriber string) (string, bool) {
+	if strings.HasPrefix(subscriber, "http://") || strings.HasPrefix(subscriber, "https://") {
+		return subscriber, true
+	}
+	name := strings.TrimPrefix(subscriber, "ocm-jobs-")
+	if _, ok := s.ports[name]; !ok {
+		return "", false
+	}
+	return s.url(name), true
+}
+
+func (s *Stack) url(function string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d", s.ports[function])
+}
+
+func (s *Stack) brokerURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.Config.BrokerPort) }
+
+// buildFunctions builds the process that serves the functions once (Go's build cache makes
+// a rebuild take seconds).
+func (s *Stack) buildFunctions(ctx context.Context, run string) (string, error) {
+	bin := filepath.Join(run, "bin", "ocm-jobs")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./functions/serve")
+	cmd.Dir = s.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the functions: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func (s *Stack) startFunctions(bin, run string) error {
+	s.functions = map[string]*exec.Cmd{}
+	for _, name := range config.Functions {
+		logf, err := os.Create(filepath.Join(run, "logs", name+".log"))
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(bin)
+		cmd.Dir = s.root
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(),
+			"FUNCTION="+name,
+			fmt.Sprintf("PORT=%d", s.ports[name]),
+			"BIND_ADDRESS=127.0.0.1",
+			"REDIS_URL="+s.redisURL,
+			"K_SINK="+s.brokerURL(),
+			"KUBECONFIG="+s.env.Hub.Kubeconfig,
+			"LOG_LEVEL="+s.Config.LogLevel,
+		)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting function %s: %w", name, err)
+		}
+		go func() { _ = cmd.Wait(); logf.Close() }()
+		s.functions[name] = cmd
+		s.Log.Infow("function started", "function", name, "pid", cmd.Process.Pid, "url", s.url(name))
+	}
+	return nil
+}
+
+func (s *Stack) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for _, name := range config.Functions {
+		for {
+			resp, err := http.Get(s.url(name) + events.ReadinessPath)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if s.functions[name].ProcessState != nil {
+				return fmt.Errorf("function %s exited; see %s", name, filepath.Join(s.root, s.Config.RunDir, "logs", name+".log"))
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("function %s not ready: %v", name, err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Stack) writeEnv(run string) error {
+	hub, cluster2 := filepath.Join(run, "hub.kubeconfig"), filepath.Join(run, "cluster2.kubeconfig")
+	for src, dst := range map[string]string{s.env.Hub.Kubeconfig: hub, s.env.Spoke("cluster2").Kubeconfig: cluster2} {
+		raw, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, raw, 0o600); err != nil {
+			return err
+		}
+	}
+	vars := map[string]string{
+		"KUBECONFIG":          hub,
+		"CLUSTER2_KUBECONFIG": cluster2,
+		"REDIS_URL":           s.redisURL,
+		"BROKER_URL":          s.brokerURL(),
+		"JOBS_URL":            s.url(config.Jobs),
+		"INCOMPLIANCE_URL":    s.url(config.Incompliance),
+		"EXECUTOR_URL":        s.url(config.Executor),
+		"STATUSSYNC_URL":      s.url(config.StatusSync),
+		"HUB_ID":              s.hubID,
+		"KUBECTL":             filepath.Join(servers.BinDir(), "kubectl"),
+	}
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("# written by `make run`; removed when it stops\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "export %s=%q\n", k, vars[k])
+	}
+	tmp := filepath.Join(run, "env.tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(run, "env"))
+}
+
+// Stop stops everything Run started, in reverse order, and removes .run/env.
+func (s *Stack) Stop(ctx context.Context) {
+	if s.root != "" {
+		for _, f := range []string{"env", "hub.kubeconfig", "cluster2.kubeconfig"} {
+			_ = os.Remove(filepath.Join(s.root, s.Config.RunDir, f))
+		}
+	}
+	for name, cmd := range s.functions {
+		if cmd.Process != nil && cmd.ProcessState == nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			s.Log.Infow("function stopped", "function", name)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, cmd := range s.functions {
+		for cmd.ProcessState == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if cmd.ProcessState == nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
+	if s.brokerSrv != nil {
+		_ = s.brokerSrv.Shutdown(ctx)
+	}
+	if s.embedded != nil {
+		s.embedded.Close()
+	}
+	s.env.Stop()
+	s.Log.Info("everything stopped")
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "k8s", "base")); err == nil {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the ocm-jobs repository (no go.mod with k8s/base above the current directory)")
+		}
+		dir = parent
+	}
+}
+
+func describe(ts []broker.Trigger) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, fmt.Sprintf("%v -> %s", t.Filter, t.Subscriber))
+	}
+	return out
+}
