@@ -207,4 +207,3 @@ func ParseISODuration(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
-
