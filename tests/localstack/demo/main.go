@@ -1,0 +1,244 @@
+// Command demo is `make demo`: against a running `make run`, it submits the bundled example
+// application (config/examples/guestbook.yaml), prints every job's state transitions until
+// the application is deployed, scales one component out with a Policy Manager incompliance,
+// then stops and deletes the application — the whole ocm-jobs flow, step by step.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+var stateNames = map[int]string{1: "Created", 2: "Progressing", 3: "Finished", 4: "Degraded"}
+var typeNames = map[int]string{5: "CreateDeployment", 6: "DeleteDeployment", 7: "UpdateDeployment", 8: "ReplaceDeployment"}
+
+type job struct {
+	ID      string `json:"id"`
+	UpperID string `json:"ID"`
+	Name    string `json:"job_group_name"`
+	Type    int    `json:"type"`
+	SubType string `json:"sub_type"`
+	State   int    `json:"state"`
+	Targets struct {
+		Cluster string `json:"cluster_name"`
+	} `json:"targets"`
+	Resource *struct {
+		Name string `json:"resource_name"`
+	} `json:"resource"`
+}
+
+func (j job) id() string {
+	if j.ID != "" {
+		return j.ID
+	}
+	return j.UpperID
+}
+
+type group struct {
+	ID   string `json:"id"`
+	Name string `json:"appName"`
+	Jobs []job  `json:"jobs"`
+}
+
+type demo struct {
+	env    map[string]string
+	client *http.Client
+	seen   map[string]string
+}
+
+func main() {
+	d := &demo{client: &http.Client{Timeout: 30 * time.Second}, seen: map[string]string{}}
+	if err := d.run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func (d *demo) run(ctx context.Context) error {
+	var err error
+	if d.env, err = readEnv(".run/env"); err != nil {
+		return fmt.Errorf("%w — start `make run` in another shell first", err)
+	}
+	descriptor, err := os.ReadFile(filepath.Join("config", "examples", "guestbook.yaml"))
+	if err != nil {
+		return err
+	}
+
+	step("1. submit the application (eu.icos.jobgroup.create.v1 to the jobs function)")
+	var g group
+	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.create.v1", "application/yaml", descriptor, &g); err != nil {
+		return err
+	}
+	fmt.Printf("   job group %s (%s) with %d jobs\n", g.ID, g.Name, len(g.Jobs))
+
+	step("2. the executor turns each job into a ManifestWork; status sync reports back")
+	if _, err := d.follow(ctx, g.ID, 3*time.Minute, func(j job) bool { return j.State == 3 || j.State == 4 }); err != nil {
+		return err
+	}
+
+	step("3. a Policy Manager incompliance asks to scale the frontend out")
+	inc := map[string]any{
+		"id": uuid.NewString(), "policyName": "frontend-cpu", "policyId": "p-1", "currentValue": "93", "threshold": "80",
+		"measurementBackend": "prometheus", "remediation": "scale-out",
+		"subject": map[string]string{"type": "app", "appName": "guestbook", "appInstance": g.ID, "appComponent": "frontend"},
+	}
+	body, _ := json.Marshal(inc)
+	if err := d.rest(ctx, http.MethodPost, d.env["INCOMPLIANCE_URL"]+"/jobmanager/policies/incompliance", body, nil); err != nil {
+		return err
+	}
+	if _, err := d.follow(ctx, g.ID, 2*time.Minute, func(j job) bool { return j.State == 3 || j.State == 4 }); err != nil {
+		return err
+	}
+
+	step("4. stop the application (eu.icos.jobgroup.stop.v1): running jobs become DeleteDeployment jobs")
+	idBody, _ := json.Marshal(map[string]string{"id": g.ID})
+	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.stop.v1", "application/json", idBody, nil); err != nil {
+		return err
+	}
+	if _, err := d.follow(ctx, g.ID, 2*time.Minute, func(j job) bool { return j.Type == 6 && (j.State == 3 || j.State == 4) }); err != nil {
+		return err
+	}
+
+	step("5. delete the application (eu.icos.jobgroup.delete.v1)")
+	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.delete.v1", "application/json", idBody, nil); err != nil {
+		return err
+	}
+	fmt.Println("   deleted; the demo is over")
+	return nil
+}
+
+func step(s string) { fmt.Printf("\n== %s\n", s) }
+
+// event sends a CloudEvent in binary mode straight to a function and decodes its reply.
+func (d *demo) event(ctx context.Context, url, typ, contentType string, data []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Ce-Specversion", "1.0")
+	req.Header.Set("Ce-Id", uuid.NewString())
+	req.Header.Set("Ce-Source", "/ocm-jobs/demo")
+	req.Header.Set("Ce-Type", typ)
+	req.Header.Set("Content-Type", contentType)
+	return d.do(req, out)
+}
+
+func (d *demo) rest(ctx context.Context, method, url string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return d.do(req, out)
+}
+
+func (d *demo) do(req *http.Request, out any) error {
+	if tok := d.env["TOKEN"]; tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	fmt.Printf("   %s %s -> %d\n", req.Method, req.URL.Path+" "+req.Header.Get("Ce-Type"), resp.StatusCode)
+	if resp.StatusCode == http.StatusNotImplemented {
+		return fmt.Errorf("not implemented yet: %s", strings.TrimSpace(string(raw)))
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %d %s", req.Method, req.URL, resp.StatusCode, strings.TrimSpace(string(raw)))
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("reading the answer: %w: %s", err, raw)
+		}
+	}
+	return nil
+}
+
+// follow polls the group and prints every change of a job's type or state, until done holds
+// for every job.
+func (d *demo) follow(ctx context.Context, groupID string, timeout time.Duration, done func(job) bool) (group, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var g group
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.env["JOBS_URL"]+"/jobmanager/groups/"+groupID, nil)
+		if tok := d.env["TOKEN"]; tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := d.client.Do(req)
+		if err != nil {
+			return g, err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return g, fmt.Errorf("GET group %s: %d %s", groupID, resp.StatusCode, raw)
+		}
+		if err := json.Unmarshal(raw, &g); err != nil {
+			return g, err
+		}
+		all := len(g.Jobs) > 0
+		for _, j := range g.Jobs {
+			now := fmt.Sprintf("%s%s %s", typeNames[j.Type], suffix(j.SubType), stateNames[j.State])
+			if d.seen[j.id()] != now {
+				fmt.Printf("   %s  job %s  %-10s -> %s\n", time.Now().Format("15:04:05.000"), short(j.id()), j.Targets.Cluster, now)
+				d.seen[j.id()] = now
+			}
+			all = all && done(j)
+		}
+		if all {
+			return g, nil
+		}
+		if time.Now().After(deadline) {
+			return g, errors.New("timed out waiting for the jobs")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func suffix(sub string) string {
+	if sub == "" {
+		return ""
+	}
+	return "(" + sub + ")"
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		env[k] = strings.Trim(v, `"`)
+	}
+	return env, sc.Err()
+}
