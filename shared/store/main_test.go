@@ -129,7 +129,7 @@ func sameStore(t *testing.T, b *backend, s *store.Store, opts store.Options) *st
 	return s2
 }
 
-func infoInt(t *testing.T, c redis.UniversalClient, section, field string) int64 {
+func infoInt(t testing.TB, c redis.UniversalClient, section, field string) int64 {
 	t.Helper()
 	info, err := c.Info(context.Background(), section).Result()
 	if err != nil {

@@ -42,33 +42,45 @@ local function iorch(j)
   return j.orch
 end
 
-local function unindex(id, st, ty, owner, orch)
-  redis.call('SREM', idx('state:' .. st), id)
-  if owner ~= '' then redis.call('SREM', idx('owner:' .. owner), id) end
-  if orch ~= '' then
-    redis.call('SREM', idx('ready:' .. orch .. ':' .. owner), id)
-    redis.call('ZREM', idx('lease:' .. orch), id)
-  end
-end
-
-local function index(id, st, ty, owner, orch, lu)
-  redis.call('SADD', idx('state:' .. st), id)
-  if owner ~= '' then redis.call('SADD', idx('owner:' .. owner), id) end
+-- memberships lists the indexes a job in this situation belongs to, with its score in the
+-- lease index ('' in a set).
+local function memberships(st, ty, owner, orch, lu)
+  local m = {['state:' .. st] = ''}
+  if owner ~= '' then m['owner:' .. owner] = '' end
   if orch ~= '' then
     if st == '1' then
-      redis.call('SADD', idx('ready:' .. orch .. ':' .. owner), id)
+      m['ready:' .. orch .. ':' .. owner] = ''
     elseif (st == '2' or st == '4') and ty == '5' then
-      redis.call('ZADD', idx('lease:' .. orch), lu, id)
+      m['lease:' .. orch] = string.format('%d', lu)
+    end
+  end
+  return m
+end
+
+-- reindex moves a job between indexes, touching only those that change.
+local function reindex(id, old, new)
+  for k in pairs(old) do
+    if new[k] == nil then
+      if string.sub(k, 1, 6) == 'lease:' then redis.call('ZREM', idx(k), id) else redis.call('SREM', idx(k), id) end
+    end
+  end
+  for k, v in pairs(new) do
+    if old[k] ~= v then
+      if v ~= '' then redis.call('ZADD', idx(k), v, id) else redis.call('SADD', idx(k), id) end
     end
   end
 end
+
+-- was is the index membership of a loaded job.
+local function was(j) return memberships(j.state, j.type, j.owner, iorch(j), j.lu) end
 
 -- history prepends one entry to a job's capped history. by and why arrive JSON-encoded.
 local function history(id, cap, at, by, action, from, to, why, fence)
   local e = '{"at":' .. string.format('%d', at) .. ',"by":' .. by .. ',"action":"' .. action ..
     '","from":' .. from .. ',"to":' .. to .. ',"why":' .. why .. ',"fence":' .. string.format('%d', fence) .. '}'
-  redis.call('LPUSH', hist_key(id), e)
-  redis.call('LTRIM', hist_key(id), 0, tonumber(cap) - 1)
+  if redis.call('LPUSH', hist_key(id), e) > tonumber(cap) then
+    redis.call('LTRIM', hist_key(id), 0, tonumber(cap) - 1)
+  end
 end
 
 local function guard(name, want, got) return {'guard', name, want, got} end
@@ -99,7 +111,7 @@ for i = 0, n - 1 do
   redis.call('SADD', KEYS[2], id)
   local io = ''
   if targets ~= '' then io = orch end
-  index(id, '1', ty, '', io, 0)
+  reindex(id, {}, memberships('1', ty, '', io, 0))
   history(id, ARGV[4], now, ARGV[5], 'create', 0, 1, ARGV[6], 0)
 end
 return {'ok', tostring(now)}
@@ -130,7 +142,7 @@ local now = now_ms()
 local ttl = tonumber(ARGV[3])
 for _, e in ipairs(jobs) do
   local id, j = e[1], e[2]
-  unindex(id, j.state, j.type, j.owner, iorch(j))
+  reindex(id, was(j), {})
   redis.call('HSET', job_key(id), 'deleted_at', now, 'updated_at', now)
   history(id, ARGV[4], now, ARGV[5], 'delete', j.state, j.state, ARGV[6], j.fence)
   redis.call('PEXPIRE', job_key(id), ttl)
@@ -170,10 +182,9 @@ end
 if j.targets == '' then return guard('target', 'a target', 'none') end
 local fence = j.fence + 1
 local lu = now + tonumber(ARGV[5])
-unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
 redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', string.format('%d', fence),
   'lease_holder', ARGV[4], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
-index(ARGV[2], '2', j.type, ARGV[3], iorch(j), lu)
+reindex(ARGV[2], was(j), memberships('2', j.type, ARGV[3], iorch(j), lu))
 history(ARGV[2], ARGV[7], now, ARGV[8], action, j.state, 2, ARGV[9], fence)
 return {'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state}
 `
@@ -197,9 +208,8 @@ if not string.find(ARGV[6], ',' .. j.state .. ',', 1, true) then return guard('s
 local now = now_ms()
 local lu = j.lu
 if ARGV[7] == '1' and lu > now then lu = now end
-unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
 redis.call('HSET', KEYS[1], 'state', ARGV[5], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
-index(ARGV[2], ARGV[5], j.type, j.owner, iorch(j), lu)
+reindex(ARGV[2], was(j), memberships(ARGV[5], j.type, j.owner, iorch(j), lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], ARGV[11], j.state, ARGV[5], ARGV[10], j.fence)
 return {'ok', '1'}
 `
@@ -251,12 +261,11 @@ elseif j.state ~= '1' and j.state ~= '3' and j.state ~= '4' then
   return guard('state', ',3,4,', j.state)
 end
 local now = now_ms()
-unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
 redis.call('HSET', KEYS[1], 'state', to, 'type', ty, 'updated_at', string.format('%d', now))
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'sub_type', ARGV[4]) else redis.call('HDEL', KEYS[1], 'sub_type') end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'remediation', ARGV[5]) else redis.call('HDEL', KEYS[1], 'remediation') end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'manifests', ARGV[6]) end
-index(ARGV[2], to, ty, j.owner, iorch(j), j.lu)
+reindex(ARGV[2], was(j), memberships(to, ty, j.owner, iorch(j), j.lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
 return {'ok', to, ty}
 `
@@ -269,9 +278,8 @@ if not j then return guard('exists', 'job', 'none') end
 if j.state ~= '1' then return guard('state', '1', j.state) end
 if j.targets == ARGV[3] and j.orch == ARGV[4] then return {'ok', '0'} end
 local now = now_ms()
-unindex(ARGV[2], j.state, j.type, j.owner, iorch(j))
 redis.call('HSET', KEYS[1], 'targets', ARGV[3], 'orch', ARGV[4], 'updated_at', string.format('%d', now))
-index(ARGV[2], j.state, j.type, j.owner, ARGV[4], j.lu)
+reindex(ARGV[2], was(j), memberships(j.state, j.type, j.owner, ARGV[4], j.lu))
 history(ARGV[2], ARGV[5], now, ARGV[6], 'target', 1, 1, ARGV[7], j.fence)
 return {'ok', '1'}
 `

@@ -1,0 +1,191 @@
+package benchpeer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/tests/servers"
+)
+
+// batch is how many jobs (and tasks) one measurement moves; one benchmark op is one batch of
+// each, so -benchtime 1x already gives real figures.
+const batch = 4000
+
+// BenchmarkVersusAsynq runs, against one redis-server (AOF everysec) and at concurrency
+// 1, 4 and 16:
+//   - ocm-jobs promote+finish of Created jobs (workers take job ids from a queue, promote each
+//     to a hub and finish it: two fenced, indexed, history-keeping scripts per job);
+//   - ocm-jobs end to end: producers create one-job groups and queue their ids, workers
+//     promote+finish them (the analogue of enqueue+process);
+//   - asynq enqueue+process of an empty task: producers enqueue, an asynq server with that
+//     concurrency processes.
+//
+// It reports jobs/s, tasks/s and the ratios; the machine is shared, so only ratios from one
+// run mean anything.
+func BenchmarkVersusAsynq(b *testing.B) {
+	r, err := servers.StartRedis(servers.RedisOptions{AppendFsync: "everysec"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Stop()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: 64})
+	defer c.Close()
+	s, err := store.New(c, store.Options{Prefix: "peer"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.LoadScripts(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("concurrency=%d", n), func(b *testing.B) {
+			var pf, e2e, aq float64
+			for i := 0; i < b.N; i++ {
+				pf += promoteFinishRate(b, s, n)
+				e2e += endToEndRate(b, s, n)
+				aq += asynqRate(b, r.Addr, n)
+			}
+			pf, e2e, aq = pf/float64(b.N), e2e/float64(b.N), aq/float64(b.N)
+			b.ReportMetric(pf, "jobs/s(promote+finish)")
+			b.ReportMetric(e2e, "jobs/s(create+promote+finish)")
+			b.ReportMetric(aq, "tasks/s(asynq)")
+			b.ReportMetric(pf/aq, "ratio(promote+finish/asynq)")
+			b.ReportMetric(e2e/aq, "ratio(create+promote+finish/asynq)")
+			b.Logf("concurrency %d: ocm-jobs promote+finish %.0f jobs/s, create+promote+finish %.0f jobs/s; asynq enqueue+process %.0f tasks/s; ratios %.2f and %.2f",
+				n, pf, e2e, aq, pf/aq, e2e/aq)
+		})
+	}
+}
+
+func newJobs(n int) []model.Job {
+	jobs := make([]model.Job, n)
+	for i := range jobs {
+		jobs[i] = model.Job{Component: fmt.Sprintf("c%d", i), Namespace: "bench",
+			Manifests: []model.PlainManifest{{YamlString: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"}},
+			Targets:   &model.Target{ClusterName: "cluster1", Orchestrator: model.OCM}}
+	}
+	return jobs
+}
+
+// promoteFinishRate creates batch jobs (untimed), then times n workers promoting and
+// finishing them.
+func promoteFinishRate(b *testing.B, s *store.Store, n int) float64 {
+	ctx := context.Background()
+	queue := make(chan string, batch)
+	for g := 0; g < batch/100; g++ {
+		grp := &model.JobGroup{AppName: "bench", Jobs: newJobs(100)}
+		if err := s.CreateGroup(ctx, grp, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		for _, j := range grp.Jobs {
+			queue <- j.ID
+		}
+	}
+	close(queue)
+	start := time.Now()
+	runWorkers(b, s, n, queue)
+	return batch / time.Since(start).Seconds()
+}
+
+// endToEndRate times n producers creating one-job groups while n workers promote and finish
+// them.
+func endToEndRate(b *testing.B, s *store.Store, n int) float64 {
+	ctx := context.Background()
+	queue := make(chan string, batch)
+	start := time.Now()
+	var produced sync.WaitGroup
+	for p := 0; p < n; p++ {
+		produced.Add(1)
+		go func() {
+			defer produced.Done()
+			for i := p; i < batch; i += n {
+				grp := &model.JobGroup{AppName: "bench", Jobs: newJobs(1)}
+				if err := s.CreateGroup(ctx, grp, "bench"); err != nil {
+					b.Error(err)
+					return
+				}
+				queue <- grp.Jobs[0].ID
+			}
+		}()
+	}
+	go func() { produced.Wait(); close(queue) }()
+	runWorkers(b, s, n, queue)
+	return batch / time.Since(start).Seconds()
+}
+
+func runWorkers(b *testing.B, s *store.Store, n int, queue <-chan string) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			holder := fmt.Sprintf("worker-%d", w)
+			for id := range queue {
+				c, err := s.Promote(ctx, id, "hub", holder)
+				if err == nil {
+					_, err = s.Finish(ctx, c, "done")
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// asynqRate times n producers enqueueing batch empty tasks while an asynq server with
+// concurrency n processes them, until the last one is done.
+func asynqRate(b *testing.B, addr string, n int) float64 {
+	opt := asynq.RedisClientOpt{Addr: addr, PoolSize: 64}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	var done atomic.Int64
+	finished := make(chan struct{})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("empty", func(context.Context, *asynq.Task) error {
+		if done.Add(1) == batch {
+			close(finished)
+		}
+		return nil
+	})
+	srv := asynq.NewServer(opt, asynq.Config{Concurrency: n, LogLevel: asynq.FatalLevel,
+		TaskCheckInterval: 10 * time.Millisecond})
+	start := time.Now()
+	if err := srv.Start(mux); err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Shutdown()
+	var wg sync.WaitGroup
+	for p := 0; p < n; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := p; i < batch; i += n {
+				if _, err := client.Enqueue(asynq.NewTask("empty", nil)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("asynq processed %d of %d tasks in 5 minutes", done.Load(), batch)
+	}
+	return batch / time.Since(start).Seconds()
+}
