@@ -1,0 +1,84 @@
+package ocm
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
+)
+
+// LocalCluster is the name OCM gives the hub's self-managed cluster; a workload placed by
+// ocm-jobs never goes there (as in rcs-ocm-deployer).
+const LocalCluster = "local-cluster"
+
+// PlacementRef names a Placement: "namespace/name", or "name" in a default namespace.
+type PlacementRef struct {
+	Namespace, Name string
+}
+
+// ParsePlacementRef reads "namespace/name" or "name".
+func ParsePlacementRef(s, defaultNamespace string) (PlacementRef, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok {
+		ns, name = defaultNamespace, s
+	}
+	if ns == "" || name == "" || strings.Contains(name, "/") {
+		return PlacementRef{}, fmt.Errorf("placement %q: want namespace/name or name", s)
+	}
+	return PlacementRef{Namespace: ns, Name: name}, nil
+}
+
+func (p PlacementRef) String() string { return p.Namespace + "/" + p.Name }
+
+// ErrNoDecision means a Placement has chosen no cluster (yet).
+var ErrNoDecision = fmt.Errorf("the placement has not chosen any cluster")
+
+// PlacementClusters returns the clusters a Placement has chosen, read from its
+// PlacementDecisions (label cluster.open-cluster-management.io/placement=<name>), in order,
+// without local-cluster and without duplicates.
+func (h *Hub) PlacementClusters(ctx context.Context, p PlacementRef) ([]string, error) {
+	list, err := h.Cluster.ClusterV1beta1().PlacementDecisions(p.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: clusterv1beta1.PlacementLabel + "=" + p.Name,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing PlacementDecisions of %s: %w", p, err)
+	}
+	decisions := list.Items
+	// Large decisions are split over objects named <placement>-decision-<n>: keep their
+	// order (shorter names first puts -2 before -10).
+	sort.SliceStable(decisions, func(i, j int) bool {
+		a, b := decisions[i].Name, decisions[j].Name
+		if len(a) != len(b) {
+			return len(a) < len(b)
+		}
+		return a < b
+	})
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range decisions {
+		for _, c := range d.Status.Decisions {
+			if c.ClusterName == "" || c.ClusterName == LocalCluster || seen[c.ClusterName] {
+				continue
+			}
+			seen[c.ClusterName] = true
+			out = append(out, c.ClusterName)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w", p, ErrNoDecision)
+	}
+	return out, nil
+}
+
+// ClusterExists reports whether the hub has a ManagedCluster of that name.
+func (h *Hub) ClusterExists(ctx context.Context, name string) (bool, error) {
+	_, err := h.Cluster.ClusterV1().ManagedClusters().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
