@@ -8,7 +8,7 @@ export GOFLAGS ?= -buildvcs=false
 BENCHTIME ?= 1x
 FUZZTIME ?= 60s
 
-.PHONY: all tools test unit integration bench fuzz run demo build vet clean
+.PHONY: all tools test unit integration bench fuzz run demo build vet clean image
 
 all: build
 
@@ -23,7 +23,13 @@ vet:
 	$(GO) vet ./...
 
 ## test: the fast unit tests, then the integration suites, all against real servers
-test: tools vet unit integration
+test: tools image vet unit integration
+
+## image: the one image of the four functions, built by Knative's func CLI with its host builder
+## (no Docker) as an OCI layout at .func/image; tests/packaging checks and runs it
+image:
+	bash tests/tools/install.sh func
+	bash tests/tools/image.sh
 
 # Unit tests: every package outside tests/ (those that keep state use a real redis-server).
 unit:
@@ -59,4 +65,4 @@ demo:
 	.run/bin/demo
 
 clean:
-	rm -rf .run
+	rm -rf .run .func

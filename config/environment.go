@@ -32,8 +32,8 @@ type Variable struct {
 	Functions []string
 }
 
-// External are variables the k8s/ manifests set that no configuration struct declares,
-// because something other than a function's Config reads them.
+// External are variables the k8s/ manifests set that something other than a function's
+// Config reads (func-go, aws-sdk-go-v2), or that a Config will declare.
 var External = []Variable{
 	{
 		Name: "LISTEN_ADDRESS", Type: "host:port", Default: "127.0.0.1:8080",
@@ -93,12 +93,23 @@ func Variables() ([]Variable, error) {
 		out = append(out, *v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Undeclared returns the External variables no configuration struct declares: once a struct
+// declares one, the struct's tags are what the table says about it.
+func Undeclared(declared []Variable) []Variable {
+	have := map[string]bool{}
+	for _, v := range declared {
+		have[v.Name] = true
+	}
+	var out []Variable
 	for _, e := range External {
-		if _, dup := byName[e.Name]; dup {
-			return nil, fmt.Errorf("%s is now declared by a configuration struct: remove it from External", e.Name)
+		if !have[e.Name] {
+			out = append(out, e)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // declared lists the variables of one configuration struct as envconfig itself walks it
@@ -162,7 +173,7 @@ func Markdown() ([]byte, error) {
 	b.WriteString("## Read by the functions\n\n")
 	table(&b, vars)
 	b.WriteString("\n## Set by the manifests, read outside the configuration structs\n\n")
-	table(&b, External)
+	table(&b, Undeclared(vars))
 	return b.Bytes(), nil
 }
 

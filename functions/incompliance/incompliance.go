@@ -1,16 +1,27 @@
-// Package incompliance is the incompliance intake function: it records policy incompliances and turns each into a remediation (UpdateDeployment) job, de-duplicating alert storms.
+// Package incompliance is the incompliance intake function: it records policy incompliances
+// and turns each into a remediation (UpdateDeployment) job, de-duplicating alert storms.
 package incompliance
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/redis/go-redis/v9"
+	"knative.dev/pkg/logging"
 
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -19,6 +30,9 @@ const Name = config.Incompliance
 // Config is the incompliance function's configuration, from the environment.
 type Config struct {
 	config.Runtime
+	config.Store
+	auth.Config
+	Cooldown time.Duration `envconfig:"INCOMPLIANCE_COOLDOWN" default:"60s" desc:"the same policy on the same job within this time yields one remediation job, not one per alert"`
 }
 
 // Types are the event types the incompliance function handles.
@@ -27,19 +41,215 @@ var Types = []string{events.PolicyIncompliance}
 // Function is the incompliance function.
 type Function struct {
 	cfg       Config
+	store     *store.Store
 	redis     redis.UniversalClient
 	publisher events.Publisher
+	verifier  *auth.Verifier
 }
 
-// New builds the function from its configuration.
+// New builds the function.
 func New(_ context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	return &Function{cfg: cfg, redis: rdb, publisher: pub}, nil
+	st, err := store.New(rdb, cfg.Store.Options())
+	if err != nil {
+		return nil, err
+	}
+	v, err := auth.NewVerifier(cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	return &Function{cfg: cfg, store: st, redis: rdb, publisher: pub, verifier: v}, nil
 }
 
-// Routes are the function's HTTP routes besides CloudEvents.
-func (f *Function) Routes() map[string]http.Handler { return nil }
+// Routes serves the Policy Manager's webhook route of the ICOS Job Manager API.
+func (f *Function) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"POST /jobmanager/policies/incompliance": f.verifier.Middleware(http.HandlerFunc(f.post)),
+	}
+}
 
-// Handle handles one event routed here by its type.
-func (f *Function) Handle(_ context.Context, e event.Event) (*event.Event, protocol.Result) {
-	return nil, events.NotImplemented("function %s received %s; handling it arrives with issue 4", Name, e.Type())
+// answer is the outcome of one incompliance: the HTTP status and the stored record.
+type answer struct {
+	status int
+	msg    string
+	inc    *model.Incompliance
+}
+
+// Handle handles eu.icos.policy.incompliance.v1.
+func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	a := f.intake(ctx, e.Data(), e.Source())
+	return nil, cehttp.NewResult(a.status, "%s", a.msg)
+}
+
+func (f *Function) post(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	a := f.intake(r.Context(), body, "api:"+r.RemoteAddr)
+	if a.status >= 300 {
+		writeJSON(w, a.status, map[string]any{"error": a.msg, "incompliance": a.inc})
+		return
+	}
+	writeJSON(w, a.status, a.inc)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// intake records an incompliance and decides what it becomes:
+//   - 422: it is malformed, names no known job, or the job cannot be remediated (rejected);
+//   - 202: the job is already being remediated, or the same policy fired on the same job
+//     within the cooldown: recorded, no second job;
+//   - 200: the job was re-opened as an UpdateDeployment with the remediation as sub_type,
+//     and job.created published;
+//   - 503: Redis is unreachable; nothing was half-written, the sender retries.
+//
+// A redelivered incompliance (same id) answers as the first did.
+func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
+	req, ferr := Decode(body)
+	if ferr != nil {
+		return answer{status: http.StatusUnprocessableEntity, msg: "the incompliance is not valid: " + ferr.Error()}
+	}
+	in := req.Incompliance
+	isNew, err := f.store.RecordIncompliance(ctx, &in)
+	if err != nil {
+		return storeFailure(err, &in)
+	}
+	if !isNew {
+		stored, err := f.store.GetIncompliance(ctx, in.ID)
+		if err != nil {
+			return storeFailure(err, &in)
+		}
+		if stored.Outcome != model.OutcomePending {
+			return answerFor(stored)
+		}
+		in = *stored // a delivery that died before settling it: go on
+	}
+	job, why := f.findJob(ctx, &in)
+	if job == nil {
+		if why.status == http.StatusServiceUnavailable {
+			return why
+		}
+		return f.settle(ctx, &in, model.OutcomeRejected, why.msg, "")
+	}
+	in.JobID = job.ID
+	switch {
+	case job.OwnerID == "":
+		return f.settle(ctx, &in, model.OutcomeRejected, fmt.Sprintf("job %s was never deployed (state %s): nothing to remediate", job.ID, job.State), job.ID)
+	case job.State == model.Created || job.State == model.Progressing:
+		return f.settle(ctx, &in, model.OutcomeApplied, fmt.Sprintf("deduplicated: job %s is already being worked on (%s%s, %s)", job.ID, job.Type, subtype(job), job.State), job.ID)
+	case job.Type == model.DeleteDeployment:
+		return f.settle(ctx, &in, model.OutcomeRejected, fmt.Sprintf("job %s is undeployed: nothing to remediate", job.ID), job.ID)
+	case job.State == model.Degraded:
+		return f.settle(ctx, &in, model.OutcomeRejected, fmt.Sprintf("job %s is Degraded: a remediation needs a Finished job; fix or redeploy it first", job.ID), job.ID)
+	}
+	// Alert storms: one remediation per policy and job within the cooldown.
+	key := fmt.Sprintf("%s:{b:%02x}:cooldown:%s:%s", f.cfg.Store.Prefix, model.Bucket(job.ID), job.ID, in.PolicyName)
+	ok, err := f.redis.SetNX(ctx, key, in.ID, f.cfg.Cooldown).Result()
+	if err != nil {
+		return answer{status: http.StatusServiceUnavailable, msg: "redis unreachable: " + err.Error(), inc: &in}
+	}
+	if !ok {
+		return f.settle(ctx, &in, model.OutcomeApplied, fmt.Sprintf("deduplicated: policy %s fired on job %s less than %s ago", in.PolicyName, job.ID, f.cfg.Cooldown), job.ID)
+	}
+	rem := req.Remediation
+	rem.IncomplianceID = in.ID
+	_, err = f.store.Reopen(ctx, job.ID, store.Reopen{
+		Type: model.UpdateDeployment, SubType: in.Remediation, Remediation: &rem, IfFence: job.Fence,
+		By: by, Why: fmt.Sprintf("incompliance %s: policy %s", in.ID, in.PolicyName),
+	})
+	switch {
+	case errors.Is(err, store.ErrWrongState), errors.Is(err, store.ErrFenced):
+		// Another remediation got there first.
+		return f.settle(ctx, &in, model.OutcomeApplied, fmt.Sprintf("deduplicated: job %s changed meanwhile (%v)", job.ID, err), job.ID)
+	case errors.Is(err, store.ErrInvalid):
+		f.redis.Del(context.WithoutCancel(ctx), key)
+		return f.settle(ctx, &in, model.OutcomeRejected, err.Error(), job.ID)
+	case err != nil:
+		f.redis.Del(context.WithoutCancel(ctx), key)
+		return storeFailure(err, &in)
+	}
+	a := f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
+	if a.status == http.StatusOK {
+		if reopened, err := f.store.GetJob(ctx, job.ID); err == nil {
+			if err := events.PublishJobs(ctx, f.publisher, events.JobCreated, f.cfg.HubID, Name, []model.Job{*reopened}); err != nil {
+				logging.FromContext(ctx).Warnw("publishing job.created failed; the executor's sweep will find the job", "job", job.ID, "error", err)
+			}
+		}
+	}
+	return a
+}
+
+func subtype(j *model.Job) string {
+	if j.SubType == "" {
+		return ""
+	}
+	return " " + string(j.SubType)
+}
+
+// findJob finds the job an incompliance is about: subject.resourceId is a job id (ICOS Job
+// Manager shape); otherwise subject.appInstance is the job group and appComponent the
+// component (the Policy Manager's shape).
+func (f *Function) findJob(ctx context.Context, in *model.Incompliance) (*model.Job, answer) {
+	s := in.Subject
+	if s.ResourceID != "" {
+		j, err := f.store.GetJob(ctx, s.ResourceID)
+		if err == nil {
+			return j, answer{}
+		}
+		if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
+			return nil, storeFailure(err, in)
+		}
+		if s.AppInstance == "" {
+			return nil, answer{msg: fmt.Sprintf("unknown subject: no job %q (subject.resourceId)", s.ResourceID)}
+		}
+	}
+	g, err := f.store.GetGroup(ctx, s.AppInstance)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
+			return nil, answer{msg: fmt.Sprintf("unknown subject: no application instance %q (subject.appInstance)", s.AppInstance)}
+		}
+		return nil, storeFailure(err, in)
+	}
+	for i := range g.Jobs {
+		if g.Jobs[i].Component == s.AppComponent {
+			return &g.Jobs[i], answer{}
+		}
+	}
+	return nil, answer{msg: fmt.Sprintf("unknown subject: application instance %s has no component %q (subject.appComponent)", s.AppInstance, s.AppComponent)}
+}
+
+// settle stores the outcome and answers accordingly.
+func (f *Function) settle(ctx context.Context, in *model.Incompliance, o model.Outcome, reason, jobID string) answer {
+	if _, err := f.store.SetIncomplianceOutcome(ctx, in.ID, o, reason, jobID); err != nil && !errors.Is(err, store.ErrWrongState) {
+		return storeFailure(err, in)
+	}
+	stored, err := f.store.GetIncompliance(ctx, in.ID)
+	if err != nil {
+		return storeFailure(err, in)
+	}
+	return answerFor(stored)
+}
+
+// answerFor maps a settled incompliance to its answer.
+func answerFor(in *model.Incompliance) answer {
+	switch {
+	case in.Outcome == model.OutcomeRejected:
+		return answer{status: http.StatusUnprocessableEntity, msg: in.Reason, inc: in}
+	case in.Reason != "":
+		return answer{status: http.StatusAccepted, msg: in.Reason, inc: in}
+	default:
+		return answer{status: http.StatusOK, msg: "remediation job " + in.JobID + " opened", inc: in}
+	}
+}
+
+func storeFailure(err error, in *model.Incompliance) answer {
+	if errors.Is(err, store.ErrInvalid) {
+		return answer{status: http.StatusUnprocessableEntity, msg: err.Error(), inc: in}
+	}
+	return answer{status: http.StatusServiceUnavailable, msg: "state store unavailable: " + err.Error(), inc: in}
 }

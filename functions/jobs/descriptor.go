@@ -61,8 +61,8 @@ type icosDescriptor struct {
 }
 
 type icosComponent struct {
-	Name      string            `json:"name"`
-	Type      string            `json:"type"`
+	Name      string                  `json:"name"`
+	Type      string                  `json:"type"`
 	Manifests []struct{ Name string } `json:"manifests"`
 	// Targets is one object in ICOS; a one-element list is accepted too.
 	Targets      any    `json:"targets"`

@@ -215,17 +215,13 @@ func (r *Remediation) Validate() *apis.FieldError {
 		if r.Patch == "" {
 			errs = errs.Also(apis.ErrMissingField("patch"))
 		}
-	case Secure:
-		if r.Image == "" {
-			errs = errs.Also(apis.ErrMissingField("image"))
-		}
 	case Reallocation:
-		if r.Target == nil {
-			errs = errs.Also(apis.ErrMissingField("target"))
-		} else {
+		// Without a target, the executor asks the Placement for another cluster.
+		if r.Target != nil {
 			errs = errs.Also(r.Target.Validate().ViaField("target"))
 		}
 	}
+	// secure hardens pod templates; the image is optional (rolled out when named).
 	return errs
 }
 

@@ -89,7 +89,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 			return g.Validate()
 		}), want: []string{"missing field(s): appName", "jobs[1].type", "jobs[1].state", "jobs[1].sub_type",
 			"jobs[1].orchestrator", "jobs[1].targets.cluster_name", "jobs[1].targets.orchestrator",
-			"jobs[1].manifests[0].yamlString", "jobs[2].sub_type", "jobs[2].remediation.target"}},
+			"jobs[1].manifests[0].yamlString", "jobs[2].sub_type"}},
 		"incompliance": {v: validator(func() error {
 			in := &model.Incompliance{Remediation: "reboot", CurrentValue: json.RawMessage(`{"a":1}`), Outcome: model.OutcomeRejected}
 			return in.Validate()

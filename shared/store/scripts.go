@@ -86,35 +86,47 @@ end
 local function guard(name, want, got) return {'guard', name, want, got} end
 `
 
-// createGroupLua writes a group and all its jobs, or nothing if any of them exists.
+// createGroupLua writes a group and all its jobs, or nothing if any of them exists. With an
+// empty group doc it adds the jobs to an existing, not deleted group instead.
 // KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
-// then 7 values per job: id, doc, type, sub_type, orch, targets, manifests.
+// then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource.
 const createGroupLua = prelude + `
-if redis.call('EXISTS', KEYS[1]) == 1 then return guard('absent', 'no group ' .. ARGV[2], 'exists') end
+local adding = ARGV[3] == ''
+if adding then
+  local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
+  if not g[1] or g[2] then return guard('exists', 'group ' .. ARGV[2], 'none') end
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  return guard('absent', 'no group ' .. ARGV[2], 'exists')
+end
 local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
-  local id = ARGV[8 + i * 7]
+  local id = ARGV[8 + i * 8]
   if redis.call('EXISTS', job_key(id)) == 1 then return guard('absent', 'no job ' .. id, 'exists') end
 end
-local now = now_ms()
-redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'created_at', now, 'updated_at', now)
-redis.call('SADD', idx('groups'), ARGV[2])
+local now = string.format('%d', now_ms())
+if adding then
+  redis.call('HSET', KEYS[1], 'updated_at', now)
+else
+  redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'created_at', now, 'updated_at', now)
+  redis.call('SADD', idx('groups'), ARGV[2])
+end
 for i = 0, n - 1 do
-  local b = 8 + i * 7
+  local b = 8 + i * 8
   local id, ty, orch, targets = ARGV[b], ARGV[b + 2], ARGV[b + 4], ARGV[b + 5]
   local f = {'doc', ARGV[b + 1], 'state', '1', 'type', ty, 'manifests', ARGV[b + 6],
     'created_at', now, 'updated_at', now}
   if ARGV[b + 3] ~= '' then table.insert(f, 'sub_type'); table.insert(f, ARGV[b + 3]) end
   if orch ~= '' then table.insert(f, 'orch'); table.insert(f, orch) end
   if targets ~= '' then table.insert(f, 'targets'); table.insert(f, targets) end
+  if ARGV[b + 7] ~= '' then table.insert(f, 'resource'); table.insert(f, ARGV[b + 7]) end
   redis.call('HSET', job_key(id), unpack(f))
   redis.call('SADD', KEYS[2], id)
   local io = ''
   if targets ~= '' then io = orch end
   reindex(id, {}, memberships('1', ty, '', io, 0))
-  history(id, ARGV[4], now, ARGV[5], 'create', 0, 1, ARGV[6], 0)
+  history(id, ARGV[4], tonumber(now), ARGV[5], 'create', 0, 1, ARGV[6], 0)
 end
-return {'ok', tostring(now)}
+return {'ok', now}
 `
 
 // deleteGroupLua deletes a group whose every job may be deleted: its keys get the retention

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -171,14 +170,50 @@ func marshal(v any) (string, error) {
 
 // CreateGroup stores a group and all its jobs in one atomic step, or nothing. It fills in
 // what the store decides: missing ids (a job's id shares the group's bucket), each job's group
-// fields, type CreateDeployment and state Created when unset, and the timestamps. A group or
-// job id that exists already is ErrExists; bad input is an *InvalidError naming every
-// problem. by says who asked, for the history.
+// fields, type CreateDeployment and state Created when unset, and the timestamps. A job may
+// carry an initial resource (e.g. a condition saying it awaits a target). A group or job id
+// that exists already is ErrExists; bad input is an *InvalidError naming every problem. by
+// says who asked, for the history.
 func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) error {
-	const op = "create"
 	if g.ID == "" {
 		g.ID = model.NewID()
 	}
+	doc, err := marshal(groupDoc{ID: g.ID, AppName: g.AppName, AppDescription: g.AppDescription})
+	if err != nil {
+		return fmt.Errorf("create group %s: %w", g.ID, err)
+	}
+	return s.writeJobs(ctx, "create", g, doc, by)
+}
+
+// AddJobs adds new Created jobs to an existing group in one atomic step, or nothing, filling
+// them in as CreateGroup does. A deleted or unknown group is ErrNotFound; a job id that exists
+// already is ErrExists.
+func (s *Store) AddJobs(ctx context.Context, groupID string, jobs []model.Job, by string) error {
+	const op = "add jobs to"
+	if fe := checkID(groupID, "id"); fe != nil {
+		return invalid(op+" group", fe)
+	}
+	// The group's name and description never change, so reading them first is safe; the
+	// script checks again that the group exists and is not deleted.
+	v, err := s.rdb.HMGet(ctx, s.groupKey(groupID), "doc", "deleted_at").Result()
+	if err != nil {
+		return fmt.Errorf("%s group %s: %w", op, groupID, err)
+	}
+	doc, _ := v[0].(string)
+	if doc == "" || v[1] != nil {
+		return &GuardError{Op: op, Kind: "group", ID: groupID, Guard: GuardExists, Want: "group", Got: "none"}
+	}
+	g, err := decodeGroup(doc)
+	if err != nil {
+		return err
+	}
+	g.Jobs = jobs // shares the caller's slice, so the caller sees the ids and times filled in
+	return s.writeJobs(ctx, op, g, "", by)
+}
+
+// writeJobs validates and completes g's jobs and runs the create script: a new group when
+// doc is set, new jobs of an existing group when it is empty.
+func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc, by string) error {
 	errs := checkID(g.ID, "id")
 	seen := map[string]bool{}
 	for i := range g.Jobs {
@@ -218,6 +253,12 @@ func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) e
 		if j.Fence != 0 {
 			je = je.Also(apis.ErrDisallowedFields("fence"))
 		}
+		if j.Resource != nil && j.Resource.JobID == "" {
+			j.Resource.JobID = j.ID
+		}
+		if j.Resource != nil && j.Resource.JobID != j.ID {
+			je = je.Also(apis.ErrInvalidValue(j.Resource.JobID, "resource.job_id", "the resource of job "+j.ID))
+		}
 		je = je.Also(s.manifestBytes(j.Manifests))
 		errs = errs.Also(je.ViaFieldIndex("jobs", i))
 	}
@@ -226,31 +267,32 @@ func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) e
 		return err
 	}
 
-	doc, err := marshal(groupDoc{ID: g.ID, AppName: g.AppName, AppDescription: g.AppDescription})
-	if err != nil {
-		return fmt.Errorf("create group %s: %w", g.ID, err)
-	}
 	args := []any{s.bucket(g.ID), g.ID, doc, s.opts.HistoryCap, jsonString(by), jsonString("created"), len(g.Jobs)}
 	for i := range g.Jobs {
 		j := &g.Jobs[i]
 		d, err := marshal(jobDoc{ID: j.ID, JobGroupID: j.JobGroupID, JobGroupName: j.JobGroupName,
 			JobGroupDescription: j.JobGroupDescription, Namespace: j.Namespace, Component: j.Component})
 		if err != nil {
-			return fmt.Errorf("create group %s: %w", g.ID, err)
+			return fmt.Errorf("%s group %s: %w", op, g.ID, err)
 		}
 		ms, err := marshal(manifestsOrEmpty(j.Manifests))
 		if err != nil {
-			return fmt.Errorf("create group %s: %w", g.ID, err)
+			return fmt.Errorf("%s group %s: %w", op, g.ID, err)
 		}
-		orch, targets := j.Orchestrator, ""
+		orch, targets, resource := j.Orchestrator, "", ""
 		if j.Targets != nil {
 			if targets, err = marshal(j.Targets); err != nil {
-				return fmt.Errorf("create group %s: %w", g.ID, err)
+				return fmt.Errorf("%s group %s: %w", op, g.ID, err)
 			}
 			orch = j.Targets.Orchestrator
 			j.Orchestrator = orch
 		}
-		args = append(args, j.ID, d, int(j.Type), string(j.SubType), string(orch), targets, ms)
+		if j.Resource != nil {
+			if resource, err = marshal(j.Resource); err != nil {
+				return fmt.Errorf("%s group %s: %w", op, g.ID, err)
+			}
+		}
+		args = append(args, j.ID, d, int(j.Type), string(j.SubType), string(orch), targets, ms, resource)
 	}
 	out, err := s.run(ctx, createGroupScript, op, "group", g.ID,
 		[]string{s.groupKey(g.ID), s.groupJobsKey(g.ID)}, args...)
@@ -260,6 +302,14 @@ func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) e
 	at := msTime(out[1])
 	for i := range g.Jobs {
 		g.Jobs[i].CreatedAt, g.Jobs[i].UpdatedAt = at, at
+	}
+	return nil
+}
+
+// Ping checks that Redis answers, for health checks.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
 	return nil
 }
@@ -496,22 +546,51 @@ func (s *Store) GroupJobs(ctx context.Context, id string) ([]model.Job, error) {
 	return g.Jobs, nil
 }
 
-// ListGroups lists every group that is not deleted, with its jobs.
+// ListGroups lists every group that is not deleted, with its jobs, in three round trips
+// (the bucket indexes, the groups, their jobs) whatever their number.
 func (s *Store) ListGroups(ctx context.Context) ([]model.JobGroup, error) {
-	ids, err := s.indexMembers(ctx, "groups")
+	groupIDs, err := s.indexMembers(ctx, "groups")
 	if err != nil {
 		return nil, err
 	}
-	groups := make([]model.JobGroup, 0, len(ids))
-	for _, id := range ids {
-		g, err := s.GetGroup(ctx, id)
-		if errors.Is(err, ErrNotFound) {
+	pipe := s.rdb.Pipeline()
+	docs := make([]*redis.SliceCmd, len(groupIDs))
+	members := make([]*redis.StringSliceCmd, len(groupIDs))
+	for i, id := range groupIDs {
+		docs[i] = pipe.HMGet(ctx, s.groupKey(id), "doc", "deleted_at")
+		members[i] = pipe.SMembers(ctx, s.groupJobsKey(id))
+	}
+	if len(groupIDs) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("reading %d groups: %w", len(groupIDs), err)
+		}
+	}
+	groups := make([]model.JobGroup, 0, len(groupIDs))
+	index := map[string]int{}
+	var jobIDs []string
+	for i := range groupIDs {
+		v := docs[i].Val()
+		doc, _ := v[0].(string)
+		if doc == "" || v[1] != nil {
 			continue // deleted since the index was read
 		}
+		g, err := decodeGroup(doc)
 		if err != nil {
 			return nil, err
 		}
+		g.Jobs = []model.Job{}
+		index[g.ID] = len(groups)
 		groups = append(groups, *g)
+		jobIDs = append(jobIDs, members[i].Val()...)
+	}
+	jobs, err := s.fetchJobs(ctx, jobIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if i, ok := index[j.JobGroupID]; ok {
+			groups[i].Jobs = append(groups[i].Jobs, j)
+		}
 	}
 	sort.Slice(groups, func(a, b int) bool { return groups[a].ID < groups[b].ID })
 	return groups, nil

@@ -153,11 +153,19 @@ func TestCreateAndRead(t *testing.T) {
 		if len(exec) != 2 || contains(exec, g.Jobs[2].ID) {
 			t.Errorf("executable jobs %v: want the two with a target", exec)
 		}
-		groups := must(s.ListGroups(ctx)).in(t)
-		if len(groups) != 1 || groups[0].ID != g.ID {
-			t.Errorf("groups: %+v", groups)
+		g2 := newGroup(newJob("api", true))
+		if err := s.CreateGroup(ctx, g2, "test"); err != nil {
+			t.Fatal(err)
 		}
-		if all := must(s.ListJobs(ctx)).in(t); len(all) != 3 {
+		groups := must(s.ListGroups(ctx)).in(t)
+		counts := map[string]int{}
+		for _, lg := range groups {
+			counts[lg.ID] = len(lg.Jobs)
+		}
+		if !cmp.Equal(counts, map[string]int{g.ID: 3, g2.ID: 1}) {
+			t.Errorf("groups and their job counts: %v", counts)
+		}
+		if all := must(s.ListJobs(ctx)).in(t); len(all) != 4 {
 			t.Errorf("all jobs: %v", ids(all))
 		}
 		h := must(s.History(ctx, web.ID)).in(t)
@@ -170,7 +178,7 @@ func TestCreateAndRead(t *testing.T) {
 		if !changed {
 			t.Error("SetTargets reported no change")
 		}
-		if exec := ids(must(s.ExecutableJobs(ctx, model.OCM, hubA)).in(t)); len(exec) != 3 {
+		if exec := ids(must(s.ExecutableJobs(ctx, model.OCM, hubA)).in(t)); len(exec) != 4 {
 			t.Errorf("executable after target set: %v", exec)
 		}
 		if changed := must(s.SetTargets(ctx, g.Jobs[2].ID, model.Target{ClusterName: "cluster2", Orchestrator: model.OCM}, "matchmaker")).in(t); changed {
@@ -297,10 +305,10 @@ func TestBadInputWritesNothing(t *testing.T) {
 			"empty job id":          {func() error { _, err := s.GetJob(ctx, ""); return err }, store.ErrInvalid},
 			"promote without owner": {func() error { _, err := s.Promote(ctx, existing, "", "x"); return err }, store.ErrInvalid},
 			"claim without fence":   {func() error { _, err := s.Finish(ctx, store.Claim{JobID: existing, Owner: hubA}, ""); return err }, store.ErrInvalid},
-			"reopen as create": {func() error {
+			"reopen a never-deployed job as create": {func() error {
 				_, err := s.Reopen(ctx, existing, store.Reopen{Type: model.CreateDeployment})
 				return err
-			}, store.ErrInvalid},
+			}, store.ErrWrongState},
 			"reopen update without sub_type": {func() error {
 				_, err := s.Reopen(ctx, existing, store.Reopen{Type: model.UpdateDeployment})
 				return err
@@ -972,6 +980,65 @@ func TestIncompliances(t *testing.T) {
 		must(s.RecordIncompliance(ctx, rej)).in(t)
 		if got := must(s.GetIncompliance(ctx, rej.ID)).in(t); got.Outcome != model.OutcomeRejected || got.Reason != rej.Reason {
 			t.Errorf("rejected incompliance %+v", got)
+		}
+	})
+}
+
+func TestAddJobs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, store.Options{})
+		g := newGroup(newJob("web", true))
+		if err := s.CreateGroup(ctx, g, "test"); err != nil {
+			t.Fatal(err)
+		}
+		awaiting := newJob("db", false)
+		awaiting.Resource = &model.Resource{ResourceName: "db"}
+		awaiting.Resource.SetCondition(model.Condition{Type: model.ConditionProgressing, Status: metav1.ConditionFalse,
+			Reason: "AwaitingTarget", Message: "no cluster matches", LastTransitionTime: metav1.NewTime(time.Unix(1700000000, 0))})
+		added := []model.Job{newJob("api", true), awaiting}
+		if err := s.AddJobs(ctx, g.ID, added, "update"); err != nil {
+			t.Fatal(err)
+		}
+		if added[0].ID == "" || added[1].JobGroupName != "shop" || added[1].CreatedAt.IsZero() {
+			t.Errorf("added jobs not filled in: %+v", added)
+		}
+		jobs := must(s.GroupJobs(ctx, g.ID)).in(t)
+		if len(jobs) != 3 {
+			t.Fatalf("group has %d jobs after adding 2 to 1", len(jobs))
+		}
+		db := getJob(t, s, added[1].ID)
+		if db.Resource == nil || db.Resource.JobID != db.ID || db.Resource.Condition(model.ConditionProgressing).Reason != "AwaitingTarget" {
+			t.Errorf("initial resource read back as %+v", db.Resource)
+		}
+		if ex := ids(must(s.ExecutableJobs(ctx, model.OCM, hubA)).in(t)); len(ex) != 2 || contains(ex, db.ID) {
+			t.Errorf("executable %v: want web and api", ex)
+		}
+
+		before := snapshot(t, b.client, s.Options().Prefix)
+		dup := []model.Job{newJob("x", true), newJob("y", true)}
+		dup[1].ID = added[0].ID
+		if err := s.AddJobs(ctx, g.ID, dup, "update"); !errors.Is(err, store.ErrExists) {
+			t.Errorf("adding a job id twice: %v", err)
+		}
+		if err := s.AddJobs(ctx, g.ID, nil, "update"); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("adding no jobs: %v", err)
+		}
+		if err := s.AddJobs(ctx, model.NewID(), []model.Job{newJob("x", true)}, "update"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("adding to an unknown group: %v", err)
+		}
+		unchanged(t, b, s, before)
+
+		for _, j := range must(s.GroupJobs(ctx, g.ID)).in(t) {
+			must(s.Reopen(ctx, j.ID, store.Reopen{Type: model.DeleteDeployment})).in(t)
+		}
+		if err := s.DeleteGroup(ctx, g.ID, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddJobs(ctx, g.ID, []model.Job{newJob("late", true)}, "update"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("adding to a deleted group: %v", err)
+		}
+		if err := s.Ping(ctx); err != nil {
+			t.Errorf("ping: %v", err)
 		}
 	})
 }

@@ -160,7 +160,8 @@ func (s *Store) Degrade(ctx context.Context, c Claim, why string) (bool, error) 
 // Reopen is a new order for a job that ran: update it (with a remediation), delete it, or
 // replace its manifests.
 type Reopen struct {
-	// Type is UpdateDeployment, DeleteDeployment or ReplaceDeployment.
+	// Type is UpdateDeployment, DeleteDeployment, ReplaceDeployment, or CreateDeployment to
+	// deploy a job's manifests again (a stopped group started).
 	Type model.JobType
 	// SubType is the remediation of an UpdateDeployment (required for one).
 	SubType model.SubType
@@ -187,7 +188,8 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 		if r.SubType == "" {
 			errs = errs.Also(apis.ErrMissingField("sub_type"))
 		}
-	case model.DeleteDeployment:
+	case model.DeleteDeployment, model.CreateDeployment:
+		// CreateDeployment re-deploys a job's manifests (starting a stopped group).
 	case model.ReplaceDeployment:
 		if len(r.Manifests) == 0 {
 			errs = errs.Also(apis.ErrMissingField("manifests"))
@@ -195,7 +197,7 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 	case 0:
 		errs = errs.Also(apis.ErrMissingField("type"))
 	default:
-		errs = errs.Also(apis.ErrInvalidValue(int(r.Type), "type", "re-open as 6 (DeleteDeployment), 7 (UpdateDeployment) or 8 (ReplaceDeployment)"))
+		errs = errs.Also(apis.ErrInvalidValue(int(r.Type), "type", "re-open as 5 (CreateDeployment), 6 (DeleteDeployment), 7 (UpdateDeployment) or 8 (ReplaceDeployment)"))
 	}
 	if r.SubType != "" && !r.SubType.Valid() {
 		errs = errs.Also(apis.ErrInvalidValue(string(r.SubType), "sub_type", "want one of "+joinSubTypes()))

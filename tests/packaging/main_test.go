@@ -5,6 +5,7 @@
 package packaging
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -18,7 +19,9 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
@@ -26,7 +29,7 @@ import (
 var env *servers.Env
 
 func TestMain(m *testing.M) {
-	servers.Main(m, servers.Need{Hub: true, Knative: true}, &env)
+	servers.Main(m, servers.Need{Redis: true, Hub: true, Knative: true}, &env)
 }
 
 // Namespace is where k8s/ installs ocm-jobs.
@@ -94,17 +97,26 @@ func render(t *testing.T, dir string) []byte {
 	return out
 }
 
-// decode splits multi-document YAML into objects.
+// decode splits multi-document YAML into objects; numbers become int64 where they are
+// integers, as the API server reads them.
 func decode(t *testing.T, doc []byte) []*unstructured.Unstructured {
 	t.Helper()
-	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(doc), 4096)
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(doc)))
 	var out []*unstructured.Unstructured
 	for {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading YAML: %v", err)
+		}
+		js, err := yaml.YAMLToJSON(raw)
+		if err != nil {
+			t.Fatalf("decoding YAML: %v", err)
+		}
 		var m map[string]any
-		if err := d.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out
-			}
+		if err := utiljson.Unmarshal(js, &m); err != nil {
 			t.Fatalf("decoding YAML: %v", err)
 		}
 		if m == nil {

@@ -72,4 +72,8 @@ fi
 layout=$(readlink -f "$context/.func/builds/last")/oci
 [ -f "$layout/index.json" ] || { log "no OCI layout at $layout"; exit 1; }
 ln -sfn "$layout" "$ROOT/.func/image"
+# func keeps every build by source hash; only the last one is worth its disk.
+for d in "$context"/.func/builds/by-hash/*; do
+  [ "$d" = "${layout%/oci}" ] || rm -rf "$d"
+done
 log "built $(grep -c '"digest"' "$layout/index.json") platform images in $(( $(date +%s) - t0 ))s: $ROOT/.func/image"

@@ -1,0 +1,175 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+
+	function "github.com/ocm-jobs/ocm-jobs"
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
+)
+
+// sink records the events the functions publish (it stands where the broker would).
+type sink struct {
+	mu     sync.Mutex
+	events []event.Event
+	srv    *httptest.Server
+}
+
+func newSink(t *testing.T) *sink {
+	s := &sink{}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.events = append(s.events, *e)
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// ofType returns the recorded events of a type about a job group.
+func (s *sink) ofType(typ, group string) []event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []event.Event
+	for _, e := range s.events {
+		if e.Type() == typ && (group == "" || e.Extensions()["jobgroupid"] == group) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// functions is the root function (all four functions in one process, as `FUNCTION` unset
+// runs them) served over real HTTP against the suite's Redis and hub.
+type functions struct {
+	url    string
+	token  string
+	issuer *auth.Issuer
+	sink   *sink
+	client *http.Client
+}
+
+func startFunctions(t *testing.T, extraEnv map[string]string) *functions {
+	t.Helper()
+	iss, err := auth.NewIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := iss.Token("tester", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSink(t)
+	env := map[string]string{
+		"REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig, "K_SINK": s.srv.URL,
+		"KEYCLOAK_PUBLIC_KEY": iss.PublicKeyBase64(), "STORE_PREFIX": "t" + uuid.NewString()[:8],
+		"FUNCTION": "", "LOG_LEVEL": "error", "PUBLISH_BACKOFF": "1ms",
+	}
+	for k, v := range extraEnv {
+		env[k] = v
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	f := function.New()
+	if err := f.Start(context.Background(), nil); err != nil {
+		t.Fatalf("starting the functions: %v", err)
+	}
+	t.Cleanup(func() { _ = f.Stop(context.Background()) })
+	h, err := f.Server().HTTPHandler(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &functions{url: srv.URL, token: tok, issuer: iss, sink: s, client: &http.Client{Timeout: time.Minute}}
+}
+
+type reply struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+func (r reply) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decoding %s: %v", r.body, err)
+	}
+}
+
+// rest calls the REST API with the suite's bearer token (token "" sends none).
+func (f *functions) rest(t *testing.T, method, path string, body any, token string) reply {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, f.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, body: raw, header: resp.Header}
+}
+
+// event sends a CloudEvent in binary mode.
+func (f *functions) event(t *testing.T, typ, id, contentType string, data []byte) reply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/", bytes.NewReader(data))
+	req.Header.Set("Ce-Specversion", "1.0")
+	req.Header.Set("Ce-Id", id)
+	req.Header.Set("Ce-Source", "/tests/integration")
+	req.Header.Set("Ce-Type", typ)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, body: raw, header: resp.Header}
+}
+
+func guestbook(t *testing.T) []byte {
+	t.Helper()
+	raw, err := os.ReadFile("../../config/examples/guestbook.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
