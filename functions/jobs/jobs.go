@@ -41,7 +41,7 @@ type Config struct {
 
 // Types are the event types the jobs function handles (and the cron tick, to re-resolve
 // the targets of jobs still awaiting one).
-var Types = []string{events.JobGroupCreate, events.JobGroupUpdate, events.JobGroupStop, events.JobGroupStart, events.JobGroupDelete}
+var Types = []string{events.JobGroupCreate, events.JobGroupUpdate, events.JobGroupStop, events.JobGroupStart, events.JobGroupDelete, events.Ping}
 
 // Function is the jobs function.
 type Function struct {
@@ -88,6 +88,12 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		fail *Failure
 	)
 	switch e.Type() {
+	case events.Ping:
+		n, err := f.svc.retarget(ctx)
+		if err != nil {
+			return nil, events.Unavailable("re-resolving targets: %v", err)
+		}
+		return nil, events.Done("%d jobs got a target", n)
 	case events.JobGroupCreate:
 		data, err := descriptorData(e)
 		if err != nil {

@@ -424,4 +424,3 @@ func TestPublisherGivesUp(t *testing.T) {
 		t.Errorf("attempts (-want +got): %s", diff)
 	}
 }
-

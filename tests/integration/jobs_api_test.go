@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -396,11 +398,15 @@ func TestPlacementTargets(t *testing.T) {
 	if _, err := env.Hub.OCM.ClusterV1beta1().PlacementDecisions(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f := startFunctions(t, map[string]string{"PLACEMENT_NAMESPACE": ns})
+	f := startFunctions(t, map[string]string{"PLACEMENT_NAMESPACE": ns, "DEFAULT_PLACEMENT": "undecided", "FUNCTION": "jobs"})
 	app := func(placement string) string {
+		p := ""
+		if placement != "" {
+			p = "placement: " + placement
+		}
 		return `
 name: placed
-placement: ` + placement + `
+` + p + `
 components: [{name: web, manifests: [{name: web}]}]
 manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: web}}]
 `
@@ -411,7 +417,7 @@ manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: web}}]
 	if r.status != http.StatusCreated || g.Jobs[0].Targets == nil || g.Jobs[0].Targets.ClusterName != "cluster2" {
 		t.Fatalf("placed by Placement web: %d %s", r.status, r.body)
 	}
-	r = f.rest(t, http.MethodPost, "/jobmanager/groups", app(ns+"/undecided"), f.token)
+	r = f.rest(t, http.MethodPost, "/jobmanager/groups", app(""), f.token)
 	r.decode(t, &g)
 	j := g.Jobs[0]
 	if r.status != http.StatusCreated || j.Targets != nil || j.State != model.Created {
@@ -420,5 +426,108 @@ manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: web}}]
 	if j.Resource == nil || j.Resource.Condition(model.ConditionProgressing) == nil ||
 		j.Resource.Condition(model.ConditionProgressing).Reason != "AwaitingTarget" {
 		t.Errorf("a job without a target has no AwaitingTarget condition: %+v", j.Resource)
+	}
+	// The default Placement decides; the cron tick gives the waiting job its target.
+	later := &clusterv1beta1.PlacementDecision{ObjectMeta: metav1.ObjectMeta{Name: "undecided-decision-1", Namespace: ns,
+		Labels: map[string]string{clusterv1beta1.PlacementLabel: "undecided"}}}
+	if later, err = env.Hub.OCM.ClusterV1beta1().PlacementDecisions(ns).Create(ctx, later, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	later.Status.Decisions = []clusterv1beta1.ClusterDecision{{ClusterName: "cluster1"}}
+	if _, err := env.Hub.OCM.ClusterV1beta1().PlacementDecisions(ns).UpdateStatus(ctx, later, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tick := f.event(t, "dev.knative.sources.ping", "tick-1", "application/json", []byte(`{}`))
+	if tick.status != http.StatusOK {
+		t.Fatalf("cron tick: %d %s", tick.status, tick.body)
+	}
+	var after model.Job
+	f.rest(t, http.MethodGet, "/jobmanager/jobs/"+j.ID, nil, f.token).decode(t, &after)
+	if after.Targets == nil || after.Targets.ClusterName != "cluster1" {
+		t.Errorf("after the tick the job targets %+v, want cluster1", after.Targets)
+	}
+	if len(f.sink.ofType("eu.icos.job.created.v1", g.ID)) != 1 {
+		t.Errorf("the job that got a target was not announced with job.created")
+	}
+}
+
+// TestUpdateAndStartEvents: an update replaces the manifests of a deployed job (Replace),
+// adds new components as new jobs and undeploys removed ones; start re-creates a stopped
+// group's jobs.
+func TestUpdateAndStartEvents(t *testing.T) {
+	f := startFunctions(t, nil)
+	r := f.event(t, "eu.icos.jobgroup.create.v1", "upd-create", "application/yaml", []byte(nuvlaApp))
+	var g model.JobGroup
+	r.decode(t, &g)
+	byComp := map[string]model.Job{}
+	for _, j := range g.Jobs {
+		byComp[j.Component] = j
+	}
+	deployed := byComp["sensor"].ID
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+
+	updated := strings.Replace(nuvlaApp, "  - {name: store, manifests: [{name: store}], targets: {cluster_name: edge-c, orchestrator: nuvla}}\n",
+		"  - {name: cache, manifests: [{name: store}], targets: {cluster_name: edge-c, orchestrator: nuvla}}\n", 1)
+	updated = strings.Replace(updated, "metadata: {name: sensor}}", "metadata: {name: sensor}, data: {rate: '5'}}", 1)
+	body, _ := json.Marshal(map[string]string{"id": g.ID, "descriptor": updated})
+	r = f.event(t, "eu.icos.jobgroup.update.v1", "upd-1", "application/json", body)
+	if r.status != http.StatusOK {
+		t.Fatalf("update event: %d %s", r.status, r.body)
+	}
+	var u model.JobGroup
+	r.decode(t, &u)
+	got := map[string]string{}
+	for _, j := range u.Jobs {
+		got[j.Component] = fmt.Sprintf("%s %s", j.Type, j.State)
+	}
+	want := map[string]string{
+		"sensor": "ReplaceDeployment Created", // deployed, manifests changed
+		"relay":  "CreateDeployment Created",  // never deployed, unchanged
+		"store":  "DeleteDeployment Finished", // removed, never deployed: nothing to undeploy
+		"cache":  "CreateDeployment Created",  // new component
+	}
+	for c, w := range want {
+		if got[c] != w {
+			t.Errorf("after update, %s is %q, want %q", c, got[c], w)
+		}
+	}
+	// Stop, run the Delete job, then start again.
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+	if r := f.event(t, "eu.icos.jobgroup.stop.v1", "upd-stop", "application/json", []byte(`{"id":"`+g.ID+`"}`)); r.status != http.StatusOK {
+		t.Fatalf("stop: %d %s", r.status, r.body)
+	}
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+	r = f.event(t, "eu.icos.jobgroup.start.v1", "upd-start", "application/json", []byte(`{"id":"`+g.ID+`"}`))
+	if r.status != http.StatusOK {
+		t.Fatalf("start: %d %s", r.status, r.body)
+	}
+	var started model.JobGroup
+	r.decode(t, &started)
+	for _, j := range started.Jobs {
+		if j.ID == deployed && (j.Type != model.CreateDeployment || j.State != model.Created || j.OwnerID != "dm") {
+			t.Errorf("started job %s: %s %s owner %q, want CreateDeployment Created owned by dm", j.ID, j.Type, j.State, j.OwnerID)
+		}
+	}
+}
+
+// TestStructuredModeCreate: the same create as a structured-mode CloudEvent with JSON data.
+func TestStructuredModeCreate(t *testing.T) {
+	f := startFunctions(t, nil)
+	body := `{"specversion":"1.0","id":"structured-1","source":"/tests","type":"eu.icos.jobgroup.create.v1",
+		"datacontenttype":"application/json","data":{"name":"js","components":[{"name":"a","manifests":[{"name":"x"}],
+		"targets":{"cluster_name":"cluster1","orchestrator":"ocm"}}],"manifests":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}]}}`
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(resp.Body)
+		t.Fatalf("structured create: %d %s", resp.StatusCode, raw)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	operatorclient "open-cluster-management.io/api/client/operator/clientset/versioned"
 	operatorv1 "open-cluster-management.io/api/operator/v1"
 
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/tests/broker"
@@ -42,6 +43,8 @@ type Stack struct {
 	ports     map[string]int
 	brokerSrv *http.Server
 	hubID     string
+	issuer    *auth.Issuer
+	token     string
 }
 
 // Run starts the stack and blocks until ctx is done.
@@ -92,6 +95,15 @@ func (s *Stack) Run(ctx context.Context) error {
 		return err
 	}
 	s.Log.Infow("broker routes", "triggers", describe(triggers))
+
+	// Authentication stays on locally: the stack stands in for Keycloak with its own key and
+	// hands scripts a ready bearer token, so they use the API as production clients do.
+	if s.issuer, err = auth.NewIssuer(); err != nil {
+		return err
+	}
+	if s.token, err = s.issuer.Token("ocm-jobs-local", 7*24*time.Hour); err != nil {
+		return err
+	}
 
 	bin, err := s.buildFunctions(ctx, run)
 	if err != nil {
@@ -190,6 +202,12 @@ func (s *Stack) startRedis() error {
 		return fmt.Errorf("embedded redis: %w", err)
 	}
 	s.embedded = m
+	// miniredis expires keys only when its clock moves: move it with the wall clock.
+	go func() {
+		for range time.Tick(time.Second) {
+			m.FastForward(time.Second)
+		}
+	}()
 	s.redisURL = "redis://" + m.Addr() + "/0"
 	s.Log.Warnw("REDIS_URL is not set: using an EMBEDDED IN-PROCESS REDIS (miniredis) — development only: "+
 		"not persistent, not a real redis-server; set REDIS_URL to use a real one", "url", s.redisURL)
@@ -254,6 +272,7 @@ func (s *Stack) startFunctions(bin, run string) error {
 			"K_SINK="+s.brokerURL(),
 			"KUBECONFIG="+s.env.Hub.Kubeconfig,
 			"LOG_LEVEL="+s.Config.LogLevel,
+			"KEYCLOAK_PUBLIC_KEY="+s.issuer.PublicKeyBase64(),
 		)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -313,6 +332,7 @@ func (s *Stack) writeEnv(run string) error {
 		"STATUSSYNC_URL":      s.url(config.StatusSync),
 		"HUB_ID":              s.hubID,
 		"KUBECTL":             filepath.Join(servers.BinDir(), "kubectl"),
+		"TOKEN":               s.token,
 	}
 	keys := make([]string, 0, len(vars))
 	for k := range vars {

@@ -52,10 +52,11 @@ fi
 
 t0=$(date +%s)
 context=$ROOT/.func/context
+# A fresh context each time: no stale files, and func's previous builds do not pile up.
 rm -rf "$context"; mkdir -p "$context"
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf -) | tar -xf - -C "$context"
-# Files deleted in the work tree but still in the index are listed by git and missed by tar:
-# harmless, the context simply lacks them.
+# Files deleted in the work tree but still in the index are listed by git; the context simply
+# lacks them (--ignore-failed-read).
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -xf - -C "$context"
 
 modfile=$ROOT/.func/scaffold/go.mod
 write_modfile "$modfile" "$context"
@@ -72,8 +73,4 @@ fi
 layout=$(readlink -f "$context/.func/builds/last")/oci
 [ -f "$layout/index.json" ] || { log "no OCI layout at $layout"; exit 1; }
 ln -sfn "$layout" "$ROOT/.func/image"
-# func keeps every build by source hash; only the last one is worth its disk.
-for d in "$context"/.func/builds/by-hash/*; do
-  [ "$d" = "${layout%/oci}" ] || rm -rf "$d"
-done
 log "built $(grep -c '"digest"' "$layout/index.json") platform images in $(( $(date +%s) - t0 ))s: $ROOT/.func/image"
