@@ -188,11 +188,15 @@ func (f *Function) build(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("function %s: %w", name, err)
 		}
-		// Each function remembers its own answers: the cron tick reaches two functions
-		// with the same source+id, and each must handle it once.
+		// Each function remembers its own answers: the cron tick reaches several functions
+		// with the same source+id, and each must handle it once. A function acting for a hub
+		// (the executor) remembers per hub: another hub sharing the Redis decides for itself.
+		prefix := "ocmjobs:event:" + name + ":"
+		if h, ok := c.(interface{ HubID() string }); ok {
+			prefix += h.HubID() + ":"
+		}
 		h := (&events.Deduper{
-			Redis: f.redis, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending,
-			Prefix: "ocmjobs:event:" + name + ":",
+			Redis: f.redis, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending, Prefix: prefix,
 		}).Wrap(c)
 		for _, t := range e.types {
 			f.routes[t] = append(f.routes[t], route{function: name, handler: h})

@@ -1,16 +1,37 @@
-// Package statussync is the status sync function: it reads the status of this hub's ManifestWorks and brings it back into resource conditions and job state.
+// Package statussync is the status sync function: it reads the status of this hub's
+// ManifestWorks and brings it back into resource conditions and job state.
+//
+// A tick (the cron PingSource) reads the jobs this hub owns from the store (two pipelined
+// round trips) and this hub's ManifestWorks from the hub (one cluster-wide LIST with the
+// owner's label selector, or a few pages of it), never one GET per job. For every job it
+// derives the resource (the ManifestWork's conditions, its name, UID and cluster, and the
+// workloads' replica counts from status feedback) and the job's verdict (Finished, Degraded
+// or still Progressing), and writes only what changed, each write carrying the owner's
+// fencing token. A job.progressing event checks that one job at once with one GET.
+//
+// Status sync does not renew execution leases: a lease belongs to an execution of the
+// executor (its holder), and a live status sync renewing the lease of a dead executor would
+// hide it from the takeover rule. A job whose work makes no progress is bounded instead by
+// PROGRESS_DEADLINE (Degraded, reason Timeout), and renewing would also turn every tick into
+// one write per Progressing job.
 package statussync
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	"github.com/redis/go-redis/v9"
+	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -19,6 +40,26 @@ const Name = config.StatusSync
 // Config is the statussync function's configuration, from the environment.
 type Config struct {
 	config.Runtime
+	config.Store
+	SyncGrace        time.Duration `envconfig:"SYNC_GRACE" default:"30s" desc:"how long a ManifestWork may report Applied=False or Available=False before its job goes Degraded (the work agent retries meanwhile)"`
+	ProgressDeadline time.Duration `envconfig:"PROGRESS_DEADLINE" default:"5m" desc:"how long a job may stay Progressing without a verdict from the work agent before it goes Degraded with reason Timeout"`
+	ListPageSize     int64         `envconfig:"LIST_PAGE_SIZE" default:"0" desc:"ManifestWorks per page of the tick's LIST; 0 lists them in one call served from the API server's watch cache (resourceVersion=0), which is the fastest"`
+	WriteConcurrency int           `envconfig:"WRITE_CONCURRENCY" default:"16" desc:"jobs whose state or resource a tick writes concurrently (each write is one Redis round trip)"`
+}
+
+// Validate checks what envconfig cannot.
+func (c Config) Validate() error {
+	switch {
+	case c.SyncGrace < 0:
+		return fmt.Errorf("SYNC_GRACE=%s: must not be negative", c.SyncGrace)
+	case c.ProgressDeadline <= 0:
+		return fmt.Errorf("PROGRESS_DEADLINE=%s: must be positive", c.ProgressDeadline)
+	case c.ListPageSize < 0:
+		return fmt.Errorf("LIST_PAGE_SIZE=%d: must not be negative", c.ListPageSize)
+	case c.WriteConcurrency <= 0:
+		return fmt.Errorf("WRITE_CONCURRENCY=%d: must be positive", c.WriteConcurrency)
+	}
+	return nil
 }
 
 // Types are the event types the statussync function handles.
@@ -27,19 +68,132 @@ var Types = []string{events.JobProgressing, events.Ping}
 // Function is the statussync function.
 type Function struct {
 	cfg       Config
+	store     *store.Store
 	redis     redis.UniversalClient
 	publisher events.Publisher
+	hub       *ocm.Hub
+	// noHub says why there is no hub (no kubeconfig, not in a cluster): every event is
+	// answered 503 until the function is deployed where a hub is.
+	noHub error
+
+	mu    sync.Mutex
+	hubID string
 }
 
-// New builds the function from its configuration.
-func New(_ context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	return &Function{cfg: cfg, redis: rdb, publisher: pub}, nil
+// New builds the function from its configuration, with the hub from KUBECONFIG or the
+// in-cluster service account.
+func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
+	rc, err := ocm.RestConfig()
+	if err != nil {
+		logging.FromContext(ctx).Warnw("no hub API server: status sync answers 503 until it has one", "error", err)
+		f, ferr := NewWithHub(ctx, cfg, rdb, pub, nil)
+		if ferr == nil {
+			f.noHub = err
+		}
+		return f, ferr
+	}
+	hub, err := ocm.NewHub(rc)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithHub(ctx, cfg, rdb, pub, hub)
 }
 
-// Routes are the function's HTTP routes besides CloudEvents.
+// NewWithHub builds the function on the given hub clients (tests and benchmarks pass clients
+// that count their calls). The hub id is resolved at the first event, so a hub that is down
+// when the process starts makes events fail with 503 rather than the process.
+func NewWithHub(_ context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher, hub *ocm.Hub) (*Function, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.New(rdb, cfg.Store.Options())
+	if err != nil {
+		return nil, err
+	}
+	if pub == nil {
+		pub = events.Discard{}
+	}
+	f := &Function{cfg: cfg, store: st, redis: rdb, publisher: pub, hub: hub}
+	if hub == nil {
+		f.noHub = fmt.Errorf("no hub clients")
+	}
+	return f, nil
+}
+
+// Routes are the function's HTTP routes besides CloudEvents: none, the jobs function serves
+// the resource status it writes.
 func (f *Function) Routes() map[string]http.Handler { return nil }
 
-// Handle handles one event routed here by its type.
-func (f *Function) Handle(_ context.Context, e event.Event) (*event.Event, protocol.Result) {
-	return nil, events.NotImplemented("function %s received %s; handling it arrives with issue 6", Name, e.Type())
+// Handle handles the cron tick (sync every job of this hub) and job.progressing (sync that
+// job now, not a tick later).
+func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	if f.noHub != nil {
+		return nil, events.Unavailable("status sync has no hub: %v", f.noHub)
+	}
+	hubID, err := f.HubID(ctx)
+	if err != nil {
+		return nil, events.Unavailable("%v", err)
+	}
+	switch e.Type() {
+	case events.Ping:
+		r, err := f.Tick(ctx, hubID)
+		if err != nil {
+			return nil, events.Unavailable("status sync: %v", err)
+		}
+		return nil, events.Done("%s", r)
+	case events.JobProgressing:
+		jobID, err := jobIDOf(e)
+		if err != nil {
+			return nil, events.Unprocessable("%v", err)
+		}
+		r, err := f.SyncJob(ctx, hubID, jobID)
+		if err != nil {
+			return nil, events.Unavailable("status sync of job %s: %v", jobID, err)
+		}
+		return nil, events.Done("%s", r)
+	default:
+		return nil, events.Invalid("the statussync function does not handle %s", e.Type())
+	}
+}
+
+// HubID is the owner id of this hub: HUB_ID, else the UID of the hub's ClusterManager, read
+// once.
+func (f *Function) HubID(ctx context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hubID != "" {
+		return f.hubID, nil
+	}
+	id, err := f.hub.HubID(ctx, f.cfg.HubID)
+	if err != nil {
+		return "", err
+	}
+	f.hubID = id
+	return id, nil
+}
+
+// jobIDOf reads the job id of a job event: the jobid extension, else the subject, else the
+// data's id.
+func jobIDOf(e event.Event) (string, error) {
+	if v, ok := e.Extensions()[events.ExtJobID]; ok {
+		if s, ok := v.(string); ok && s != "" {
+			return s, nil
+		}
+	}
+	if e.Subject() != "" {
+		return e.Subject(), nil
+	}
+	var j struct {
+		ID  string `json:"id"`
+		ID2 string `json:"ID"`
+	}
+	if err := e.DataAs(&j); err == nil {
+		if j.ID != "" {
+			return j.ID, nil
+		}
+		if j.ID2 != "" {
+			return j.ID2, nil
+		}
+	}
+	return "", fmt.Errorf("the event names no job (no jobid extension, subject or data id)")
 }

@@ -345,5 +345,5 @@ var (
 	resourceStatusScript      = redis.NewScript(resourceStatusLua)
 	recordIncomplianceScript  = redis.NewScript(recordIncomplianceLua)
 	incomplianceOutcomeScript = redis.NewScript(incomplianceOutcomeLua)
-	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, recordIncomplianceScript, incomplianceOutcomeScript}
+	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, recordIncomplianceScript, incomplianceOutcomeScript, redeployScript}
 )

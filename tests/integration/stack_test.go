@@ -79,15 +79,15 @@ func startFunctions(t *testing.T, extraEnv map[string]string) *functions {
 		t.Fatal(err)
 	}
 	s := newSink(t)
-	env := map[string]string{
+	vars := map[string]string{
 		"REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig, "K_SINK": s.srv.URL,
 		"KEYCLOAK_PUBLIC_KEY": iss.PublicKeyBase64(), "STORE_PREFIX": "t" + uuid.NewString()[:8],
 		"FUNCTION": "", "LOG_LEVEL": "error", "PUBLISH_BACKOFF": "1ms",
 	}
 	for k, v := range extraEnv {
-		env[k] = v
+		vars[k] = v
 	}
-	for k, v := range env {
+	for k, v := range vars {
 		t.Setenv(k, v)
 	}
 	f := function.New()
@@ -173,3 +173,16 @@ func guestbook(t *testing.T) []byte {
 	}
 	return raw
 }
+
+// readAll reads a request body and returns a function that makes fresh readers of it.
+func readAll(r *http.Request) (func() io.ReadCloser, error) {
+	raw, err := io.ReadAll(r.Body)
+	return func() io.ReadCloser { return io.NopCloser(bytes.NewReader(raw)) }, err
+}
+
+// discard is a ResponseWriter that drops the answer.
+type discard struct{}
+
+func (discard) Header() http.Header         { return http.Header{} }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}

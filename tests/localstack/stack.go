@@ -18,10 +18,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	operatorclient "open-cluster-management.io/api/client/operator/clientset/versioned"
-	operatorv1 "open-cluster-management.io/api/operator/v1"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
@@ -72,7 +68,7 @@ func (s *Stack) Run(ctx context.Context) error {
 	if s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2}); err != nil {
 		return err
 	}
-	if s.hubID, err = s.ensureClusterManager(ctx); err != nil {
+	if s.hubID, err = s.env.Hub.HubID(ctx); err != nil {
 		return err
 	}
 	s.Log.Infow("hub ready", "url", s.env.Hub.URL(), "hubID", s.hubID, "clusters", []string{"cluster1", "cluster2"})
@@ -171,24 +167,6 @@ func (s *Stack) checkPorts() error {
 		l.Close()
 	}
 	return nil
-}
-
-// ensureClusterManager creates the ClusterManager cluster-manager a real hub has, so the
-// functions find their default hub id (its UID) as they would in production.
-func (s *Stack) ensureClusterManager(ctx context.Context) (string, error) {
-	c, err := operatorclient.NewForConfig(s.env.Hub.Config)
-	if err != nil {
-		return "", err
-	}
-	cms := c.OperatorV1().ClusterManagers()
-	cm, err := cms.Create(ctx, &operatorv1.ClusterManager{ObjectMeta: metav1.ObjectMeta{Name: "cluster-manager"}}, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		cm, err = cms.Get(ctx, "cluster-manager", metav1.GetOptions{})
-	}
-	if err != nil {
-		return "", fmt.Errorf("ClusterManager cluster-manager: %w", err)
-	}
-	return string(cm.UID), nil
 }
 
 func (s *Stack) startRedis() error {

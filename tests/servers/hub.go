@@ -16,7 +16,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	clusterclient "open-cluster-management.io/api/client/cluster/clientset/versioned"
+	operatorclient "open-cluster-management.io/api/client/operator/clientset/versioned"
 	workclient "open-cluster-management.io/api/client/work/clientset/versioned"
+	operatorv1 "open-cluster-management.io/api/operator/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -138,7 +140,30 @@ func StartHub(opts HubOptions) (*Hub, error) {
 		h.Stop()
 		return nil, err
 	}
+	// Every OCM hub has the ClusterManager cluster-manager; its UID is the default hub id.
+	cm := &operatorv1.ClusterManager{ObjectMeta: metav1.ObjectMeta{Name: "cluster-manager"}}
+	oc, err := operatorclient.NewForConfig(h.Config)
+	if err == nil {
+		_, err = oc.OperatorV1().ClusterManagers().Create(context.Background(), cm, metav1.CreateOptions{})
+	}
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		h.Stop()
+		return nil, fmt.Errorf("creating ClusterManager cluster-manager: %w", err)
+	}
 	return h, nil
+}
+
+// HubID is the UID of the hub's ClusterManager cluster-manager (the functions' default hub id).
+func (h *Hub) HubID(ctx context.Context) (string, error) {
+	oc, err := operatorclient.NewForConfig(h.Config)
+	if err != nil {
+		return "", err
+	}
+	cm, err := oc.OperatorV1().ClusterManagers().Get(ctx, "cluster-manager", metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return string(cm.UID), nil
 }
 
 // URL is the API server's address.

@@ -1,0 +1,269 @@
+package statussync
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+)
+
+// Reasons status sync gives when the agent's own conditions are not the cause.
+const (
+	// ReasonManifestWorkMissing: the ManifestWork of a deployed job is gone from the hub. It
+	// is not re-created: something outside ocm-jobs deleted it, and re-creating it silently
+	// would hide that.
+	ReasonManifestWorkMissing = "ManifestWorkMissing"
+	// ReasonTimeout: the job stayed Progressing longer than PROGRESS_DEADLINE without a
+	// verdict from the work agent.
+	ReasonTimeout = "Timeout"
+	// ReasonDeleted: a DeleteDeployment job's ManifestWork is gone.
+	ReasonDeleted = "ManifestWorkDeleted"
+	// ReasonAvailable: the ManifestWork is applied and available (the job is Finished).
+	ReasonAvailable = "AppliedAndAvailable"
+)
+
+// policy is what decide needs of the configuration.
+type policy struct {
+	grace    time.Duration
+	deadline time.Duration
+}
+
+// verdict is what a job's ManifestWork says about the job.
+type verdict struct {
+	// resource is the job's resource as it should be stored.
+	resource model.Resource
+	// outcome is the state the work puts the job in: Finished, Degraded, or 0 when the work
+	// has no verdict yet (or none that may be acted on).
+	outcome model.JobState
+	reason  string
+	message string
+	// missing says the verdict rests on the work being gone, which a LIST from the watch
+	// cache must confirm with a quorum GET before it is acted on.
+	missing bool
+}
+
+// why is the history note of the verdict.
+func (v verdict) why() string {
+	if v.message == "" {
+		return v.reason
+	}
+	return v.reason + ": " + v.message
+}
+
+// eligible says whether status sync looks after a job at all: an OCM job this hub owns that
+// was promoted (has a fence) and has a target, in Progressing, Finished or Degraded. Created
+// jobs belong to the executor; a finished DeleteDeployment has nothing left to watch.
+func eligible(j *model.Job, hubID string) bool {
+	if j.OwnerID != hubID || j.Fence == 0 || j.Targets == nil || j.Targets.ClusterName == "" {
+		return false
+	}
+	orch := j.Orchestrator
+	if orch == "" {
+		orch = j.Targets.Orchestrator
+	}
+	if orch != model.OCM || !j.Type.Valid() {
+		return false
+	}
+	switch j.State {
+	case model.Progressing, model.Degraded:
+		return true
+	case model.Finished:
+		return j.Type != model.DeleteDeployment
+	}
+	return false
+}
+
+// decide derives a job's resource and verdict from its ManifestWork (nil: there is none) at
+// time now. It is pure: the caller writes what changed.
+func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
+	v := verdict{resource: resourceOf(j)}
+	res := &v.resource
+	if w != nil {
+		mirror(res, w)
+	}
+	cluster, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
+	progressingTooLong := j.State == model.Progressing && now.Sub(j.UpdatedAt) >= p.deadline
+	// current: the work was written for the job's current execution, so its status is about it.
+	current := w != nil && w.Metadata.DeletionTimestamp == nil && (w.fence() == 0 || w.fence() == j.Fence)
+
+	switch {
+	case j.Type == model.DeleteDeployment:
+		if w == nil {
+			if j.State != model.Finished {
+				v.outcome, v.reason, v.message = model.Finished, ReasonDeleted, fmt.Sprintf("ManifestWork %s/%s is gone", cluster, name)
+			}
+		} else if progressingTooLong {
+			v.outcome, v.reason = model.Degraded, ReasonTimeout
+			v.message = fmt.Sprintf("ManifestWork %s/%s still exists %s after the delete", cluster, name, p.deadline)
+		}
+	case w == nil:
+		// Gone is only a verdict for a work that was there: one seen at this place before, or
+		// one a Finished job must have. A Progressing job whose work was never seen is still
+		// being created by the executor; a Degraded one never got one (the executor said why).
+		seen := res.ManifestWorkUID != "" && res.ClusterName == cluster && res.ManifestWorkName == name
+		switch {
+		case seen || j.State == model.Finished:
+			v.outcome, v.reason, v.missing = model.Degraded, ReasonManifestWorkMissing, true
+			v.message = fmt.Sprintf("ManifestWork %s/%s is gone from the hub; it is not re-created", cluster, name)
+		case progressingTooLong:
+			v.outcome, v.reason = model.Degraded, ReasonTimeout
+			v.message = fmt.Sprintf("no ManifestWork %s/%s after %s", cluster, name, p.deadline)
+		}
+	case w.Metadata.DeletionTimestamp != nil:
+		v.outcome, v.reason = model.Degraded, ReasonManifestWorkMissing
+		v.message = fmt.Sprintf("ManifestWork %s/%s is being deleted; it is not re-created", cluster, name)
+	case !current:
+		// Written for another execution: its status says nothing about this one yet.
+		if progressingTooLong {
+			v.outcome, v.reason = model.Degraded, ReasonTimeout
+			v.message = fmt.Sprintf("ManifestWork %s/%s was not written for execution %d within %s", cluster, name, j.Fence, p.deadline)
+		}
+	default:
+		v.outcome, v.reason, v.message = judge(w, now, p)
+		if v.outcome == 0 && progressingTooLong {
+			v.outcome, v.reason = model.Degraded, ReasonTimeout
+			v.message = fmt.Sprintf("no verdict from the work agent on ManifestWork %s/%s after %s (%s)", cluster, name, p.deadline, summary(w))
+		}
+	}
+
+	gen := int64(0)
+	if w != nil {
+		gen = w.Metadata.Generation
+	}
+	switch {
+	case v.outcome == model.Degraded:
+		res.SetCondition(metav1.Condition{Type: model.ConditionDegraded, Status: metav1.ConditionTrue,
+			Reason: v.reason, Message: v.message, ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
+	case current && condition(w, model.ConditionDegraded) != nil:
+		res.SetCondition(*condition(w, model.ConditionDegraded))
+	case v.outcome == model.Finished && res.Condition(model.ConditionDegraded) != nil:
+		res.SetCondition(metav1.Condition{Type: model.ConditionDegraded, Status: metav1.ConditionFalse,
+			Reason: v.reason, Message: v.message, ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
+	}
+	return v
+}
+
+// judge reads the verdict of a work written for the job's current execution from the
+// conditions the agent reported for the work's current generation.
+func judge(w *work, now time.Time, p policy) (model.JobState, string, string) {
+	applied, available, degraded := condition(w, model.ConditionApplied), condition(w, model.ConditionAvailable), condition(w, model.ConditionDegraded)
+	where := w.Metadata.Namespace + "/" + w.Metadata.Name
+	failed := func(c *metav1.Condition) (model.JobState, string, string) {
+		reason := c.Reason
+		if reason == "" {
+			reason = c.Type + string(c.Status)
+		}
+		msg := c.Message
+		if msg == "" {
+			msg = c.Type + "=" + string(c.Status)
+		}
+		return model.Degraded, reason, fmt.Sprintf("ManifestWork %s: %s", where, msg)
+	}
+	pastGrace := func(c *metav1.Condition) bool { return now.Sub(c.LastTransitionTime.Time) >= p.grace }
+	switch {
+	case degraded != nil && degraded.Status == metav1.ConditionTrue:
+		return failed(degraded)
+	case applied != nil && applied.Status == metav1.ConditionFalse && pastGrace(applied):
+		return failed(applied)
+	case available != nil && available.Status == metav1.ConditionFalse && pastGrace(available):
+		return failed(available)
+	case applied != nil && applied.Status == metav1.ConditionTrue && available != nil && available.Status == metav1.ConditionTrue:
+		return model.Finished, ReasonAvailable, fmt.Sprintf("ManifestWork %s is applied and available", where)
+	}
+	return 0, "", ""
+}
+
+// condition is the work's condition of type t if the agent reported it for the work's
+// current generation (a condition of an older spec says nothing about this one); nil else.
+func condition(w *work, t string) *metav1.Condition {
+	c := meta.FindStatusCondition(w.Status.Conditions, t)
+	if c == nil || (c.ObservedGeneration != 0 && c.ObservedGeneration != w.Metadata.Generation) {
+		return nil
+	}
+	return c
+}
+
+// summary lists the work's conditions, for a Timeout message.
+func summary(w *work) string {
+	if len(w.Status.Conditions) == 0 {
+		return "no conditions"
+	}
+	s := ""
+	for i, c := range w.Status.Conditions {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s=%s", c.Type, c.Status)
+		if c.ObservedGeneration != 0 && c.ObservedGeneration != w.Metadata.Generation {
+			s += fmt.Sprintf(" (generation %d of %d)", c.ObservedGeneration, w.Metadata.Generation)
+		}
+	}
+	return s
+}
+
+// resourceOf is a copy of the job's stored resource to change, or a new one.
+func resourceOf(j *model.Job) model.Resource {
+	if j.Resource == nil {
+		return model.Resource{ID: j.ID, JobID: j.ID}
+	}
+	r := *j.Resource
+	r.Conditions = append([]model.Condition(nil), j.Resource.Conditions...)
+	r.Workloads = append([]model.WorkloadStatus(nil), j.Resource.Workloads...)
+	if r.JobID == "" {
+		r.JobID = j.ID
+	}
+	return r
+}
+
+// mirrored are the work's condition types copied onto the resource as the agent reports them.
+var mirrored = []string{model.ConditionApplied, model.ConditionAvailable, model.ConditionProgressing}
+
+// mirror records the work on the resource: where it is, its UID, its conditions and the
+// workloads' status feedback. The resource's own id and resource_uuid are never touched (the
+// ICOS status sync overwrote the resource uid with the work's). Conditions are set with
+// SetCondition, so one stays one per type and keeps its lastTransitionTime while its status
+// holds.
+func mirror(res *model.Resource, w *work) {
+	if res.ManifestWorkUID != "" && res.ManifestWorkUID != w.Metadata.UID {
+		// Another work (re-created, or the job moved): the old one's conditions are history.
+		for _, t := range mirrored {
+			meta.RemoveStatusCondition(&res.Conditions, t)
+		}
+	}
+	res.ClusterName, res.ManifestWorkName, res.ManifestWorkUID = w.Metadata.Namespace, w.Metadata.Name, w.Metadata.UID
+	for _, t := range mirrored {
+		if c := meta.FindStatusCondition(w.Status.Conditions, t); c != nil {
+			res.SetCondition(metav1.Condition{Type: c.Type, Status: c.Status, ObservedGeneration: c.ObservedGeneration,
+				LastTransitionTime: c.LastTransitionTime, Reason: c.Reason, Message: c.Message})
+		}
+	}
+	res.Workloads = workloads(w)
+}
+
+// workloads are the status-feedback values of the work's workloads, in manifest order.
+func workloads(w *work) []model.WorkloadStatus {
+	var out []model.WorkloadStatus
+	for _, m := range w.Status.ResourceStatus.Manifests {
+		_, isWorkload := ocm.WorkloadKinds[m.ResourceMeta.Kind]
+		if !isWorkload && len(m.StatusFeedbacks.Values) == 0 {
+			continue
+		}
+		ws := model.WorkloadStatus{Kind: m.ResourceMeta.Kind, Namespace: m.ResourceMeta.Namespace, Name: m.ResourceMeta.Name}
+		for _, fv := range m.StatusFeedbacks.Values {
+			switch fv.Name {
+			case ocm.FeedbackReplicas:
+				ws.Replicas = fv.Value.Integer
+			case ocm.FeedbackReadyReplicas:
+				ws.ReadyReplicas = fv.Value.Integer
+			case ocm.FeedbackAvailableReplicas:
+				ws.AvailableReplicas = fv.Value.Integer
+			}
+		}
+		out = append(out, ws)
+	}
+	return out
+}
