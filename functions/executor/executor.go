@@ -101,6 +101,9 @@ func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.
 		}
 		*q.dst = v
 	}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("remediation settings: %w", err)
+	}
 	logging.FromContext(ctx).Infow("executor ready", "hubID", hubID)
 	return &Function{cfg: cfg, store: st, hub: hub, hubID: hubID, publisher: pub, opts: opts}, nil
 }
@@ -254,20 +257,31 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 		log.Errorw("FAULT_KILL_AFTER_APPLY: killing this process after applying the ManifestWork", "work", work.Namespace+"/"+work.Name)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
+	after := cur
+	if cur.Type == model.DeleteDeployment || cur.Type == model.UpdateDeployment {
+		// These changed the job on their way (finished it, recorded new manifests or a new
+		// target): read it again.
+		if got, err := f.store.GetJob(bg, j.ID); err == nil {
+			after = got
+		}
+	}
 	if work != nil {
-		if err := f.markDispatched(bg, c, work); err != nil {
+		// Only this execution writes the job while it holds the lease, so the job read
+		// after the promote is still current.
+		r, err := f.markDispatched(bg, c, after, work)
+		if err != nil {
 			log.Warnw("recording the dispatch", "error", err)
+		} else {
+			after.Resource = r
 		}
 	}
 	_ = f.store.ReleaseLease(bg, c)
-	if after, err := f.store.GetJob(bg, j.ID); err == nil {
-		typ := events.JobProgressing
-		if after.State == model.Finished {
-			typ = events.JobFinished
-		}
-		if err := events.PublishJobs(bg, f.publisher, typ, f.hubID, Name, []model.Job{*after}); err != nil {
-			log.Warnw("publishing the job's progress", "error", err)
-		}
+	typ := events.JobProgressing
+	if after.State == model.Finished {
+		typ = events.JobFinished
+	}
+	if err := events.PublishJobs(bg, f.publisher, typ, f.hubID, Name, []model.Job{*after}); err != nil {
+		log.Warnw("publishing the job's progress", "error", err)
 	}
 	return events.Done("job %s executed (%s)", j.ID, cur.Type)
 }

@@ -252,14 +252,11 @@ func (f *Function) chooseCluster(ctx context.Context, current string, named *mod
 }
 
 // markDispatched records on the job's resource that this execution applied its ManifestWork.
-func (f *Function) markDispatched(ctx context.Context, c store.Claim, work *workv1.ManifestWork) error {
-	j, err := f.store.GetJob(ctx, c.JobID)
-	if err != nil {
-		return err
-	}
+func (f *Function) markDispatched(ctx context.Context, c store.Claim, j *model.Job, work *workv1.ManifestWork) (*model.Resource, error) {
 	r := model.Resource{ID: j.ID, JobID: j.ID}
 	if j.Resource != nil {
 		r = *j.Resource
+		r.Conditions = append([]metav1.Condition(nil), j.Resource.Conditions...)
 	}
 	r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = work.Namespace, work.Name, string(work.UID)
 	if r.ResourceName == "" {
@@ -267,8 +264,8 @@ func (f *Function) markDispatched(ctx context.Context, c store.Claim, work *work
 	}
 	meta.RemoveStatusCondition(&r.Conditions, model.ConditionDegraded)
 	r.SetCondition(condition(ConditionDispatched, true, "ManifestWorkApplied", "ManifestWork "+work.Namespace+"/"+work.Name+" applied", c.Fence))
-	_, err = f.store.WriteResourceStatus(ctx, c, r)
-	return err
+	_, err := f.store.WriteResourceStatus(ctx, c, r)
+	return &r, err
 }
 
 func condition(typ string, status bool, reason, message string, fence uint64) metav1.Condition {
