@@ -42,9 +42,8 @@ type Config struct {
 	MemoryFloor         string        `envconfig:"REMEDIATION_MEMORY_FLOOR" default:"64Mi" desc:"scale-down never takes a container's memory below this"`
 	DeleteWait          time.Duration `envconfig:"DELETE_WAIT" default:"20s" desc:"how long a DeleteDeployment waits for its ManifestWork to be gone before leaving it to status sync"`
 	ReallocationTimeout time.Duration `envconfig:"REALLOCATION_TIMEOUT" default:"2m" desc:"how long a reallocation waits for the new cluster's ManifestWork to be Available before giving up (the old one is kept)"`
-	DefaultPlacement    string        `envconfig:"DEFAULT_PLACEMENT" desc:"OCM Placement (namespace/name or name) a reallocation picks its new cluster from; empty: any other ManagedCluster"`
-	PlacementNamespace  string        `envconfig:"PLACEMENT_NAMESPACE" default:"ocm-jobs" desc:"namespace of Placements named without one"`
-	SweepMax            int           `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
+	config.Placement
+	SweepMax int `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
 	// FaultKillAfterApply makes the process kill itself (SIGKILL) right after it applied a
 	// ManifestWork and before it recorded anything: the crash the fault tests need.
 	FaultKillAfterApply bool `envconfig:"FAULT_KILL_AFTER_APPLY" default:"false" desc:"testing only: SIGKILL this process right after a ManifestWork is applied, before the job's state is written"`
@@ -53,10 +52,6 @@ type Config struct {
 // Types are the event types the executor handles: new jobs, and the cron tick that sweeps
 // for jobs whose events were lost, executions that died, and jobs to take over.
 var Types = []string{events.JobCreated, events.Ping}
-
-// ConditionDispatched marks, with observedGeneration = the fence, that an execution applied
-// the job's ManifestWork; an execution that died before it is resumed by the sweep.
-const ConditionDispatched = "Dispatched"
 
 // Function is the executor.
 type Function struct {
@@ -169,7 +164,7 @@ func (f *Function) resumable(j *model.Job) bool {
 		return false
 	}
 	if j.Resource != nil {
-		if c := j.Resource.Condition(ConditionDispatched); c != nil && c.ObservedGeneration == int64(j.Fence) {
+		if c := j.Resource.Condition(model.ConditionDispatched); c != nil && c.ObservedGeneration == int64(j.Fence) {
 			return false
 		}
 	}

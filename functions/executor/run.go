@@ -135,7 +135,9 @@ func (c *clusterCache) saw(name string) {
 func (f *Function) undeploy(ctx context.Context, c store.Claim, j *model.Job) *failure {
 	works := f.hub.Work.WorkV1().ManifestWorks(j.Targets.ClusterName)
 	name := ocm.WorkName(j.ID)
-	err := works.Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)})
+	// The work's own DeleteOption (Foreground) makes the agent remove the objects before it
+	// lets the work go; the ManifestWork object itself has no dependents to propagate to.
+	err := works.Delete(ctx, name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return hubFailure(err, "deleting ManifestWork "+j.Targets.ClusterName+"/"+name)
 	}
@@ -198,7 +200,7 @@ func (f *Function) reallocate(ctx context.Context, c store.Claim, j *model.Job, 
 		}
 	}
 	old := f.hub.Work.WorkV1().ManifestWorks(from)
-	if err := old.Delete(ctx, ocm.WorkName(j.ID), metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil && !apierrors.IsNotFound(err) {
+	if err := old.Delete(ctx, ocm.WorkName(j.ID), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return nil, hubFailure(err, "deleting the old ManifestWork on "+from)
 	}
 	t := model.Target{ClusterName: to, Orchestrator: model.OCM}
@@ -254,18 +256,27 @@ func (f *Function) chooseCluster(ctx context.Context, current string, named *mod
 // markDispatched records on the job's resource that this execution applied its ManifestWork.
 func (f *Function) markDispatched(ctx context.Context, c store.Claim, j *model.Job, work *workv1.ManifestWork) (*model.Resource, error) {
 	r := model.Resource{ID: j.ID, JobID: j.ID}
-	if j.Resource != nil {
-		r = *j.Resource
-		r.Conditions = append([]metav1.Condition(nil), j.Resource.Conditions...)
+	prev := j.Resource
+	if prev != nil {
+		r = *prev
+		r.Conditions = append([]metav1.Condition(nil), prev.Conditions...)
 	}
 	r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = work.Namespace, work.Name, string(work.UID)
 	if r.ResourceName == "" {
 		r.ResourceName = j.Component
 	}
 	meta.RemoveStatusCondition(&r.Conditions, model.ConditionDegraded)
-	r.SetCondition(condition(ConditionDispatched, true, "ManifestWorkApplied", "ManifestWork "+work.Namespace+"/"+work.Name+" applied", c.Fence))
-	_, err := f.store.WriteResourceStatus(ctx, c, r)
-	return &r, err
+	r.SetCondition(condition(model.ConditionDispatched, true, "ManifestWorkApplied", "ManifestWork "+work.Namespace+"/"+work.Name+" applied", c.Fence))
+	// Status sync may have written the resource meanwhile: write only over what was read,
+	// and on a conflict read again and redo (both writers set disjoint conditions).
+	if _, err := f.store.WriteResourceStatusIf(ctx, c, prev, r); err == nil || !errors.Is(err, store.ErrResourceChanged) {
+		return &r, err
+	}
+	fresh, err := f.store.GetJob(ctx, j.ID)
+	if err != nil {
+		return nil, err
+	}
+	return f.markDispatched(ctx, c, fresh, work)
 }
 
 func condition(typ string, status bool, reason, message string, fence uint64) metav1.Condition {

@@ -34,9 +34,8 @@ type Config struct {
 	config.Runtime
 	config.Store
 	auth.Config
-	DefaultPlacement   string `envconfig:"DEFAULT_PLACEMENT" desc:"OCM Placement (namespace/name or name) that places components with no targets when the descriptor names none"`
-	PlacementNamespace string `envconfig:"PLACEMENT_NAMESPACE" default:"ocm-jobs" desc:"namespace of Placements named without one"`
-	MatchmakingURL     string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
+	config.Placement
+	MatchmakingURL string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
 }
 
 // Types are the event types the jobs function handles (and the cron tick, to re-resolve

@@ -87,8 +87,10 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 	}
 	cluster, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
 	progressingTooLong := j.State == model.Progressing && now.Sub(j.UpdatedAt) >= p.deadline
-	// current: the work was written for the job's current execution, so its status is about it.
-	current := w != nil && w.Metadata.DeletionTimestamp == nil && (w.fence() == 0 || w.fence() == j.Fence)
+	// current: the work was written for the job's current execution, so its status is about
+	// it and not about the previous spec (a tick between a promote and the executor's write of
+	// the new spec must not finish an UpdateDeployment on the old one).
+	current := w != nil && w.Metadata.DeletionTimestamp == nil && written(j, w)
 
 	switch {
 	case j.Type == model.DeleteDeployment:
@@ -145,6 +147,19 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 			Reason: v.reason, Message: v.message, ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
 	}
 	return v
+}
+
+// written says whether the work was written by the job's current execution: the work's fence
+// annotation says so, or, without one, the executor's Dispatched condition at the job's fence.
+func written(j *model.Job, w *work) bool {
+	if f := w.fence(); f != 0 {
+		return f == j.Fence
+	}
+	if j.Resource == nil {
+		return false
+	}
+	c := j.Resource.Condition(model.ConditionDispatched)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == int64(j.Fence)
 }
 
 // judge reads the verdict of a work written for the job's current execution from the

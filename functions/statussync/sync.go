@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,9 +35,12 @@ type Report struct {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("%d jobs, %d ManifestWorks, %d API calls: %d resources written, %d finished, %d degraded, %d skipped, in %s (jobs read in %s, works listed in %s)",
-		r.Jobs, r.Works, r.APICalls, r.ResourceWrites, r.Finished, r.Degraded, r.Skipped, r.Took.Round(time.Millisecond),
-		r.ReadJobs.Round(time.Millisecond), r.ListWorks.Round(time.Millisecond))
+	s := fmt.Sprintf("%d jobs, %d ManifestWorks, %d API calls: %d resources written, %d finished, %d degraded, %d skipped, in %s",
+		r.Jobs, r.Works, r.APICalls, r.ResourceWrites, r.Finished, r.Degraded, r.Skipped, r.Took.Round(time.Millisecond))
+	if r.ListWorks > 0 {
+		s += fmt.Sprintf(" (jobs read in %s, works listed in %s)", r.ReadJobs.Round(time.Millisecond), r.ListWorks.Round(time.Millisecond))
+	}
+	return s
 }
 
 // counters are a Report filled concurrently.
@@ -44,14 +48,19 @@ type counters struct {
 	resources, finished, degraded, skipped atomic.Int64
 }
 
-// plan is what a sync writes for one job.
+// plan is what a sync writes for one job, and what it was derived from (to derive it again
+// when the job's resource changed meanwhile).
 type plan struct {
-	job *model.Job
+	job  *model.Job
+	work *work
+	now  time.Time
 	// resource is the resource to store; nil when it is what is stored.
 	resource *model.Resource
 	// to is the state to move the job to; 0 for none.
 	to  model.JobState
 	why string
+	// again: this plan was derived a second time after a concurrent resource write.
+	again bool
 }
 
 func (f *Function) policy() policy {
@@ -75,7 +84,7 @@ func (f *Function) Tick(ctx context.Context, hubID string) (Report, error) {
 	go func() {
 		defer wg.Done()
 		if now, jobErr = f.now(ctx); jobErr == nil {
-			jobs, jobErr = f.store.JobsOfOwner(ctx, hubID)
+			jobs, jobErr = f.store.JobStatusOfOwner(ctx, hubID)
 		}
 		rep.ReadJobs = time.Since(start)
 	}()
@@ -102,16 +111,18 @@ func (f *Function) Tick(ctx context.Context, hubID string) (Report, error) {
 		if v.missing {
 			// The LIST came from the watch cache: confirm with a quorum read that the work is
 			// really gone before the job is degraded for it.
-			w, err := f.getWork(ctx, ns, name)
+			w, err := f.getWork(ctx, hubID, ns, name)
 			rep.APICalls++
 			if err != nil {
 				return rep, err
 			}
 			if w != nil {
+				works[key{ns, name}] = w
 				v = decide(j, w, now, pol)
 			}
 		}
 		if p, ok := planOf(j, v); ok {
+			p.work, p.now = works[key{ns, name}], now
 			plans = append(plans, p)
 		}
 	}
@@ -120,7 +131,9 @@ func (f *Function) Tick(ctx context.Context, hubID string) (Report, error) {
 	return rep, err
 }
 
-// SyncJob syncs one job with its ManifestWork (one GET), as a job.progressing event asks.
+// SyncJob syncs one job with its ManifestWork, as a job.progressing event asks: a GET now and
+// again with backoff until the work has a verdict on the job or PROGRESS_WAIT passes, then
+// the writes that change something.
 func (f *Function) SyncJob(ctx context.Context, hubID, jobID string) (Report, error) {
 	start := time.Now()
 	var rep Report
@@ -135,25 +148,38 @@ func (f *Function) SyncJob(ctx context.Context, hubID, jobID string) (Report, er
 		return rep, nil
 	}
 	rep.Jobs = 1
-	now, err := f.now(ctx)
-	if err != nil {
-		return rep, err
+	until, delay := start.Add(f.cfg.ProgressWait), 100*time.Millisecond
+	for {
+		now, err := f.now(ctx)
+		if err != nil {
+			return rep, err
+		}
+		w, err := f.getWork(ctx, hubID, j.Targets.ClusterName, ocm.WorkName(j.ID))
+		rep.APICalls++
+		if err != nil {
+			return rep, err
+		}
+		v := decide(j, w, now, f.policy())
+		if v.outcome != 0 || !time.Now().Add(delay).Before(until) {
+			if w != nil {
+				rep.Works = 1
+			}
+			var plans []plan
+			if p, ok := planOf(j, v); ok {
+				p.work, p.now = w, now
+				plans = append(plans, p)
+			}
+			err = f.apply(ctx, hubID, plans, &rep)
+			rep.Took = time.Since(start)
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
 	}
-	w, err := f.getWork(ctx, j.Targets.ClusterName, ocm.WorkName(j.ID))
-	rep.APICalls++
-	if err != nil {
-		return rep, err
-	}
-	if w != nil {
-		rep.Works = 1
-	}
-	var plans []plan
-	if p, ok := planOf(j, decide(j, w, now, f.policy())); ok {
-		plans = append(plans, p)
-	}
-	err = f.apply(ctx, hubID, plans, &rep)
-	rep.Took = time.Since(start)
-	return rep, err
 }
 
 // now is Redis' clock, the one every job timestamp was written with.
@@ -185,6 +211,11 @@ func sameResource(j *model.Job, next *model.Resource) bool {
 	if stored == nil {
 		empty := resourceOf(j)
 		stored = &empty
+	}
+	// Equal values are the common case of a steady tick, and cheaper to see than to marshal;
+	// values that differ only in representation (a time's location) fall through to JSON.
+	if reflect.DeepEqual(stored, next) {
+		return true
 	}
 	a, errA := json.Marshal(stored)
 	b, errB := json.Marshal(next)
@@ -237,7 +268,25 @@ func (f *Function) applyOne(ctx context.Context, hubID string, p plan, c *counte
 	log := logging.FromContext(ctx)
 	claim := store.ClaimOf(p.job)
 	if p.resource != nil {
-		wrote, err := f.store.WriteResourceStatus(ctx, claim, *p.resource)
+		// Written only while the stored resource is the one read: the executor writes the
+		// same resource (its Dispatched condition), and neither write may swallow the other.
+		wrote, err := f.store.WriteResourceStatusIf(ctx, claim, p.job.Resource, *p.resource)
+		if errors.Is(err, store.ErrResourceChanged) && !p.again {
+			j, gerr := f.store.GetJob(ctx, p.job.ID)
+			if gerr != nil {
+				return gerr
+			}
+			if !eligible(j, hubID) {
+				c.skipped.Add(1)
+				return nil
+			}
+			next, ok := planOf(j, decide(j, p.work, p.now, f.policy()))
+			if !ok {
+				return nil
+			}
+			next.work, next.now, next.again = p.work, p.now, true
+			return f.applyOne(ctx, hubID, next, c)
+		}
 		if refused(err) {
 			c.skipped.Add(1)
 			log.Debugw("resource write refused: the job changed meanwhile", "job", p.job.ID, "error", err)

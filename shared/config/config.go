@@ -72,3 +72,9 @@ func Load(spec any) error {
 	}
 	return nil
 }
+
+// Placement names the OCM Placement that chooses clusters when nothing else does.
+type Placement struct {
+	DefaultPlacement   string `envconfig:"DEFAULT_PLACEMENT" desc:"OCM Placement (namespace/name or name) that chooses clusters: for components with no targets when the descriptor names no placement (jobs), and for reallocations that name no cluster (executor)"`
+	PlacementNamespace string `envconfig:"PLACEMENT_NAMESPACE" default:"ocm-jobs" desc:"namespace of Placements named without one"`
+}

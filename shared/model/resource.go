@@ -18,6 +18,11 @@ const (
 	ConditionApplied     = "Applied"
 	ConditionAvailable   = "Available"
 	ConditionDegraded    = "Degraded"
+	// ConditionDispatched is set by the executor, with observedGeneration = the job's fence,
+	// once an execution applied the job's ManifestWork: status sync reads a work's status only
+	// for the execution that wrote it, and the executor's sweep resumes executions that died
+	// before it.
+	ConditionDispatched = "Dispatched"
 )
 
 // Resource is what a job deployed and how it is doing (ICOS `Resource`), plus what status

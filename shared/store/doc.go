@@ -7,8 +7,10 @@
 // state the change starts from, is owned by the caller, and the caller's fencing token is the
 // current one — and then writes the job, its indexes and its history together. A failed guard
 // writes nothing and comes back as a *GuardError naming the guard (errors.Is with ErrNotFound,
-// ErrWrongState, ErrNotOwner, ErrFenced, ErrLeaseHeld, ErrNoTarget, ErrExists). Callers never
-// read, decide and write: they ask for the change and learn whether it happened.
+// ErrWrongState, ErrNotOwner, ErrFenced, ErrLeaseHeld, ErrNoTarget, ErrExists,
+// ErrResourceChanged). Callers never read, decide and write: they ask for the change and learn
+// whether it happened (a resource derived from the one read is written with
+// WriteResourceStatusIf, which refuses it when another writer changed the resource meanwhile).
 //
 // # Ownership, leases and fencing
 //

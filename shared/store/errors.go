@@ -31,6 +31,9 @@ var (
 	ErrNoTarget = errors.New("no target")
 	// ErrNotDeletable: a group has jobs that may not be deleted yet.
 	ErrNotDeletable = errors.New("not deletable")
+	// ErrResourceChanged: the job's resource is no longer the one a write was derived from
+	// (another writer changed it since it was read).
+	ErrResourceChanged = errors.New("resource changed")
 )
 
 // Guards a script checks, as GuardError.Guard names them.
@@ -42,16 +45,19 @@ const (
 	GuardFence  = "fence"
 	GuardLease  = "lease"
 	GuardTarget = "target"
+	// GuardResource: the stored resource is the one the caller read.
+	GuardResource = "resource"
 )
 
 var guardSentinels = map[string]error{
-	GuardExists: ErrNotFound,
-	GuardAbsent: ErrExists,
-	GuardState:  ErrWrongState,
-	GuardOwner:  ErrNotOwner,
-	GuardFence:  ErrFenced,
-	GuardLease:  ErrLeaseHeld,
-	GuardTarget: ErrNoTarget,
+	GuardExists:   ErrNotFound,
+	GuardAbsent:   ErrExists,
+	GuardState:    ErrWrongState,
+	GuardOwner:    ErrNotOwner,
+	GuardFence:    ErrFenced,
+	GuardLease:    ErrLeaseHeld,
+	GuardTarget:   ErrNoTarget,
+	GuardResource: ErrResourceChanged,
 }
 
 // GuardError says which guard refused a write, and that nothing was written.

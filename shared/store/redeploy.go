@@ -10,7 +10,7 @@ import (
 
 // redeployLua records what the owner of a Progressing job deployed: new manifests (a
 // remediation) and/or a new target (a reallocation). Nothing changes when both are as stored.
-// KEYS: job. ARGV: prefix, id, owner, fence, manifests ('' keep), targets ('' keep), orch,
+// KEYS: job. ARGV: prefix, id, owner, fence, manifests (” keep), targets (” keep), orch,
 // history cap, by, why.
 const redeployLua = prelude + ownerGuards + `
 if j.state ~= '2' then return guard('state', '2', j.state) end

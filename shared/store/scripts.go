@@ -305,6 +305,17 @@ redis.call('HSET', KEYS[1], 'resource', ARGV[5], 'updated_at', string.format('%d
 return {'ok', '1'}
 `
 
+// resourceStatusIfLua is resourceStatusLua for a writer that derived the resource from the
+// one it read: it writes only while the stored resource is still that one.
+// KEYS: job. ARGV: prefix, id, owner, fence, resource, the resource read (” for none).
+const resourceStatusIfLua = prelude + ownerGuards + `
+local cur = redis.call('HGET', KEYS[1], 'resource') or ''
+if cur == ARGV[5] then return {'ok', '0'} end
+if cur ~= ARGV[6] then return guard('resource', 'the resource read', 'another') end
+redis.call('HSET', KEYS[1], 'resource', ARGV[5], 'updated_at', string.format('%d', now_ms()))
+return {'ok', '1'}
+`
+
 // recordIncomplianceLua records an incompliance once; a second delivery changes nothing.
 // KEYS: incompliance. ARGV: doc, job id, outcome, reason, ttl ms.
 const recordIncomplianceLua = `
@@ -343,7 +354,8 @@ var (
 	reopenScript              = redis.NewScript(reopenLua)
 	setTargetsScript          = redis.NewScript(setTargetsLua)
 	resourceStatusScript      = redis.NewScript(resourceStatusLua)
+	resourceStatusIfScript    = redis.NewScript(resourceStatusIfLua)
 	recordIncomplianceScript  = redis.NewScript(recordIncomplianceLua)
 	incomplianceOutcomeScript = redis.NewScript(incomplianceOutcomeLua)
-	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, recordIncomplianceScript, incomplianceOutcomeScript, redeployScript}
+	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, resourceStatusIfScript, recordIncomplianceScript, incomplianceOutcomeScript, redeployScript}
 )

@@ -306,3 +306,41 @@ func (s *Store) WriteResourceStatus(ctx context.Context, c Claim, r model.Resour
 	}
 	return out[1] == "1", nil
 }
+
+// WriteResourceStatusIf is WriteResourceStatus for a writer that derived r from the resource
+// it read (prev, nil when the job had none): it writes only while the stored resource is still
+// prev, so a concurrent write of another kind (the executor's) is never lost; otherwise it is
+// ErrResourceChanged and nothing is written, and the caller reads again. When the stored
+// resource is r already it writes nothing and reports false.
+func (s *Store) WriteResourceStatusIf(ctx context.Context, c Claim, prev *model.Resource, r model.Resource) (bool, error) {
+	const op = "write resource status"
+	if err := c.check(op); err != nil {
+		return false, err
+	}
+	if r.JobID == "" {
+		r.JobID = c.JobID
+	}
+	errs := r.Validate().ViaField("resource")
+	if r.JobID != c.JobID {
+		errs = errs.Also(apis.ErrInvalidValue(r.JobID, "resource.job_id", "the resource of job "+c.JobID))
+	}
+	if err := invalid(op, errs); err != nil {
+		return false, err
+	}
+	doc, err := marshal(r)
+	if err != nil {
+		return false, err
+	}
+	was := ""
+	if prev != nil {
+		if was, err = marshal(*prev); err != nil {
+			return false, err
+		}
+	}
+	out, err := s.run(ctx, resourceStatusIfScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
+		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, doc, was)
+	if err != nil {
+		return false, err
+	}
+	return out[1] == "1", nil
+}

@@ -89,6 +89,32 @@ func (s *e2e) tick(t *testing.T) {
 	s.broker.Wait()
 }
 
+// ticking sends the cron tick every interval until the test ends, as the PingSource would
+// (the local run ticks every SYNC_INTERVAL).
+func (s *e2e) ticking(t *testing.T, interval time.Duration) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				e := event.New()
+				e.SetID(uuid.NewString())
+				e.SetType("dev.knative.sources.ping")
+				e.SetSource("/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron")
+				_ = e.SetData("application/json", []byte(`{}`))
+				_ = s.broker.Publish(context.Background(), e)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
 // process is a function process started from the functions/serve binary.
 type process struct {
 	url  string

@@ -57,6 +57,7 @@ func spokeDeployment(t *testing.T, cluster, ns, name string) *appsv1.Deployment 
 
 func TestCreateDeploysToBothClusters(t *testing.T) {
 	s := startE2E(t, nil)
+	s.ticking(t, time.Second)
 	r := s.rest(t, http.MethodPost, "/jobmanager/groups", guestbook(t), s.token)
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST /groups: %d %s", r.status, r.body)
@@ -191,6 +192,7 @@ func TestRemediations(t *testing.T) {
 			}},
 	}
 	s := startE2E(t, nil)
+	s.ticking(t, time.Second)
 	i := 0
 	for name, tc := range tests {
 		i++
@@ -510,3 +512,49 @@ func newStore(t testing.TB, prefix string) *store.Store {
 
 var _ = meta.IsStatusConditionTrue
 var _ = yaml.Marshal
+
+// TestStopRemovesTheWorkload: stopping a deployed group deletes its ManifestWork (the agent
+// removes the objects from the spoke), finishes the Delete job, and then the group deletes.
+func TestStopRemovesTheWorkload(t *testing.T) {
+	s := startE2E(t, nil)
+	s.ticking(t, time.Second)
+	var g model.JobGroup
+	r := s.rest(t, http.MethodPost, "/jobmanager/groups", workloadApp("stopme"), s.token)
+	r.decode(t, &g)
+	job := g.Jobs[0]
+	waitJob(t, s.store, job.ID, 90*time.Second, "finished", finished)
+	if spokeDeployment(t, "cluster1", "stopme", "web") == nil {
+		t.Fatal("not deployed")
+	}
+	if r := s.rest(t, http.MethodPut, "/jobmanager/groups/undeploy/"+g.ID, nil, s.token); r.status != http.StatusOK {
+		t.Fatalf("undeploy: %d %s", r.status, r.body)
+	}
+	defer func() {
+		h, _ := s.store.History(context.Background(), job.ID)
+		for _, e := range h {
+			t.Logf("history: %+v", e)
+		}
+		mw, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Get(context.Background(), ocm.WorkName(job.ID), metav1.GetOptions{})
+		if err == nil {
+			t.Logf("work: deletion %v finalizers %v conditions %+v", mw.DeletionTimestamp, mw.Finalizers, mw.Status.Conditions)
+		} else {
+			t.Logf("work: %v", err)
+		}
+	}()
+	waitJob(t, s.store, job.ID, 90*time.Second, "undeployed", func(j *model.Job) bool {
+		return j.Type == model.DeleteDeployment && j.State == model.Finished
+	})
+	if worksOf(t, "cluster1", job.ID) != 0 {
+		t.Error("the ManifestWork is still on the hub")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for spokeDeployment(t, "cluster1", "stopme", "web") != nil && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if spokeDeployment(t, "cluster1", "stopme", "web") != nil {
+		t.Error("the Deployment is still on the spoke")
+	}
+	if r := s.rest(t, http.MethodDelete, "/jobmanager/groups/"+g.ID, nil, s.token); r.status != http.StatusOK {
+		t.Errorf("delete: %d %s", r.status, r.body)
+	}
+}

@@ -150,6 +150,7 @@ func newSuite(t *testing.T, tune func(*statussync.Config)) *suite {
 	cfg.HubID = s.hubID
 	cfg.Store.Prefix = "ss" + uuid.NewString()[:8]
 	cfg.SyncGrace = 2 * time.Second
+	cfg.ProgressWait = 10 * time.Second
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -275,6 +276,32 @@ func deployment(ns, name string, replicas int32) *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// dispatch records on the job's resource, as the executor does once it applied the job's
+// work, that the job's current execution wrote mw: the work's place and uid and the
+// Dispatched condition at the job's fence.
+func (s *suite) dispatch(id string, mw *workv1.ManifestWork) {
+	s.t.Helper()
+	if err := dispatch(context.Background(), s.store, id, mw); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func dispatch(ctx context.Context, st *store.Store, id string, mw *workv1.ManifestWork) error {
+	j, err := st.GetJob(ctx, id)
+	if err != nil {
+		return err
+	}
+	r := model.Resource{ID: j.ID, JobID: j.ID, ResourceName: j.Component}
+	if j.Resource != nil {
+		r = *j.Resource
+	}
+	r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = mw.Namespace, mw.Name, string(mw.UID)
+	r.SetCondition(metav1.Condition{Type: model.ConditionDispatched, Status: metav1.ConditionTrue, Reason: "ManifestWorkApplied",
+		Message: "ManifestWork " + mw.Namespace + "/" + mw.Name + " applied", ObservedGeneration: int64(j.Fence)})
+	_, err = st.WriteResourceStatus(ctx, store.ClaimOf(j), r)
+	return err
 }
 
 // create creates a ManifestWork on the hub.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,24 +57,19 @@ func TestFinishedWithFeedback(t *testing.T) {
 	j := s.job(s.hubID, cluster)
 	ns := uniq("fin")
 	mw := s.create(workOf(j, s.hubID, namespace(ns), deployment(ns, "web", 2), configMap(ns, "web")))
+	s.dispatch(j.ID, mw)
 
-	// The executor's job.progressing event checks the job at once: the agent needs a moment,
-	// so the event is answered 2xx and the job stays Progressing until a later check.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, res := s.fn.Handle(ctx, progressing(t, j))
-		if st := events.StatusOf(res); st != http.StatusOK {
-			t.Fatalf("job.progressing answered %d: %v", st, res)
-		}
-		if s.get(j.ID).State == model.Finished {
-			break
-		}
-		if time.Now().After(deadline) {
-			got, _ := s.hub.Work.WorkV1().ManifestWorks(cluster).Get(ctx, mw.Name, metav1.GetOptions{})
-			t.Fatalf("job not Finished after 30s; work conditions %v", got.Status.Conditions)
-		}
-		time.Sleep(300 * time.Millisecond)
+	// The executor's job.progressing event checks the job at once and, while the agent is
+	// still applying the fresh work, again until it has a verdict: no tick is needed.
+	_, res := s.fn.Handle(ctx, progressing(t, j))
+	if st := events.StatusOf(res); st != http.StatusOK {
+		t.Fatalf("job.progressing answered %d: %v", st, res)
 	}
+	if st := s.get(j.ID).State; st != model.Finished {
+		got, _ := s.hub.Work.WorkV1().ManifestWorks(cluster).Get(ctx, mw.Name, metav1.GetOptions{})
+		t.Fatalf("job is %s after its job.progressing event (%s); work conditions %v", st, events.MessageOf(res), got.Status.Conditions)
+	}
+	t.Logf("job.progressing: %s", events.MessageOf(res))
 
 	// The spokes run no controller-manager: set the Deployment's status as its controller
 	// would, and let the agent report it back.
@@ -95,7 +92,7 @@ func TestFinishedWithFeedback(t *testing.T) {
 	if r.ManifestWorkName != mw.Name || r.ManifestWorkUID != string(mw.UID) || r.ClusterName != cluster {
 		t.Errorf("resource records work %s/%s uid %s, want %s/%s uid %s", r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID, cluster, mw.Name, mw.UID)
 	}
-	if r.ID != j.ID || r.ResourceUUID != "" {
+	if r.ID != j.ID || r.ResourceUUID != "" || r.ResourceName != j.Component {
 		t.Errorf("resource id %q / resource_uuid %q were overwritten", r.ID, r.ResourceUUID)
 	}
 	oneOfEach(t, r)
@@ -154,7 +151,7 @@ func TestUnappliableDegrades(t *testing.T) {
 	s := newSuite(t, func(c *statussync.Config) { c.SyncGrace = time.Second })
 	ctx := context.Background()
 	j := s.job(s.hubID, cluster)
-	s.create(workOf(j, s.hubID, configMap(uniq("nowhere"), "web")))
+	s.dispatch(j.ID, s.create(workOf(j, s.hubID, configMap(uniq("nowhere"), "web"))))
 
 	got := s.until(j.ID, 40*time.Second, "Degraded", func(j *model.Job) bool { return j.State == model.Degraded })
 	mw, err := s.hub.Work.WorkV1().ManifestWorks(cluster).Get(ctx, ocm.WorkName(j.ID), metav1.GetOptions{})
@@ -194,6 +191,7 @@ func TestMissingWorkAndDeleteJob(t *testing.T) {
 	// No Namespace in this work: the spokes run no namespace controller, so a deleted
 	// namespace never goes, and neither would the work (its agent deletes in the foreground).
 	mw := s.create(workOf(j, s.hubID, configMap("default", uniq("gone"))))
+	s.dispatch(j.ID, mw)
 	s.until(j.ID, 30*time.Second, "Finished", func(j *model.Job) bool { return j.State == model.Finished })
 
 	if err := s.hub.Work.WorkV1().ManifestWorks(cluster).Delete(ctx, mw.Name, metav1.DeleteOptions{}); err != nil {
@@ -263,7 +261,7 @@ func TestProgressDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	withWork := s.job(s.hubID, lonely)
-	s.create(workOf(withWork, s.hubID, configMap("default", "web")))
+	s.dispatch(withWork.ID, s.create(workOf(withWork, s.hubID, configMap("default", "web"))))
 	noWork := s.job(s.hubID, cluster)
 
 	s.tick()
@@ -287,10 +285,11 @@ func TestProgressDeadline(t *testing.T) {
 // Only ours: a work without our owner label, and a job another hub owns (with its own
 // available work), are never touched — not by a tick, not by a job.progressing event.
 func TestOnlyOurs(t *testing.T) {
-	s := newSuite(t, nil)
+	s := newSuite(t, func(c *statussync.Config) { c.ProgressWait = time.Second })
 	ctx := context.Background()
 
-	// Our job, but its work does not carry our labels: the tick does not see it, so the job is
+	// Our job, not dispatched yet, and a work at its name that does not carry our labels (not
+	// the executor's): neither a tick nor a job.progressing event reads it, so the job is
 	// neither finished by it nor degraded for its absence.
 	ours := s.job(s.hubID, cluster)
 	ns := uniq("unlabelled")
@@ -303,20 +302,23 @@ func TestOnlyOurs(t *testing.T) {
 	theirs := s.job(other, cluster)
 	ns2 := uniq("theirs")
 	theirWork := s.create(workOf(theirs, other, namespace(ns2), configMap(ns2, "web")))
+	s.dispatch(theirs.ID, theirWork) // as the other hub's executor would
+	before := map[string]string{ours.ID: toJSON(s.get(ours.ID)), theirs.ID: toJSON(s.get(theirs.ID))}
 
 	waitAvailable(t, s, foreignWork.Name)
 	waitAvailable(t, s, theirWork.Name)
 	for range 3 {
 		s.tick()
 	}
-	_, res := s.fn.Handle(ctx, progressing(t, theirs))
-	if st := events.StatusOf(res); st != http.StatusOK {
-		t.Fatalf("job.progressing of another hub's job answered %d: %v", st, res)
+	for _, j := range []*model.Job{ours, theirs} {
+		_, res := s.fn.Handle(ctx, progressing(t, j))
+		if st := events.StatusOf(res); st != http.StatusOK {
+			t.Fatalf("job.progressing of job %s answered %d: %v", j.ID, st, res)
+		}
 	}
 	for _, id := range []string{ours.ID, theirs.ID} {
-		j := s.get(id)
-		if j.State != model.Progressing || j.Resource != nil {
-			t.Errorf("job %s was touched: state %s, resource %s", id, j.State, toJSON(j.Resource))
+		if after := toJSON(s.get(id)); after != before[id] {
+			t.Errorf("job %s was touched:\n%s\n→ %s", id, before[id], after)
 		}
 	}
 	if n := s.pub.count(); n != 0 {
@@ -348,23 +350,30 @@ func waitAvailable(t *testing.T, s *suite, name string) {
 	}
 }
 
-// A work written for an earlier execution (its fence annotation is older than the job's)
-// says nothing about the current one: the job stays Progressing.
-func TestStaleExecutionWork(t *testing.T) {
+// A work the job's current execution has not dispatched yet (the executor applies it, then
+// records Dispatched at the job's fence) says nothing about the job: it stays Progressing
+// while its resource records what the agent reports; once dispatched, it finishes.
+func TestUndispatchedWork(t *testing.T) {
 	s := newSuite(t, nil)
 	j := s.job(s.hubID, cluster)
-	ns := uniq("stale")
-	mw := workOf(j, s.hubID, namespace(ns), configMap(ns, "web"))
-	mw.Annotations = map[string]string{statussync.AnnotationFence: "999"}
-	s.create(mw)
+	ns := uniq("undispatched")
+	mw := s.create(workOf(j, s.hubID, namespace(ns), configMap(ns, "web")))
 	waitAvailable(t, s, mw.Name)
 	s.tick()
 	got := s.get(j.ID)
 	if got.State != model.Progressing {
-		t.Fatalf("job is %s on another execution's work", got.State)
+		t.Fatalf("job is %s on a work its execution has not dispatched", got.State)
 	}
 	if got.Resource == nil || got.Resource.Condition(model.ConditionAvailable) == nil {
 		t.Errorf("the work's conditions were not recorded: %s", toJSON(got.Resource))
+	}
+	s.dispatch(j.ID, mw)
+	s.tick()
+	if st := s.get(j.ID).State; st != model.Finished {
+		t.Fatalf("dispatched job is %s, want Finished", st)
+	}
+	if c := s.get(j.ID).Resource.Condition(model.ConditionDispatched); c == nil {
+		t.Error("the executor's Dispatched condition was lost")
 	}
 }
 
@@ -423,5 +432,74 @@ func TestUnreachable(t *testing.T) {
 	}
 	if d := dirty(t, s.rdb) - before; d != 0 {
 		t.Errorf("Redis changed %d times while the hub was down", d)
+	}
+}
+
+// interloper is a Redis hook that, on the first resource write of status sync, first lets
+// another writer (the executor, recording a new dispatch message) write the same job's
+// resource: the race status sync's read-modify-write must not lose.
+type interloper struct {
+	once  sync.Once
+	write func()
+}
+
+func (i *interloper) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (i *interloper) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := strings.ToLower(cmd.Name()); name == "evalsha" || name == "eval" {
+			i.once.Do(i.write)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (i *interloper) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A resource write of the executor between status sync's read and its write is kept: status
+// sync reads the job again and derives its write from what is stored now.
+func TestConcurrentResourceWriteIsKept(t *testing.T) {
+	s := newSuite(t, nil)
+	ctx := context.Background()
+	j := s.job(s.hubID, cluster)
+	ns := uniq("race")
+	mw := s.create(workOf(j, s.hubID, namespace(ns), configMap(ns, "web")))
+	s.dispatch(j.ID, mw)
+	waitAvailable(t, s, mw.Name)
+
+	other := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
+	defer other.Close()
+	executor, err := store.New(other, s.cfg.Store.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const note = "re-applied by the executor meanwhile"
+	s.rdb.AddHook(&interloper{write: func() {
+		cur, err := executor.GetJob(ctx, j.ID)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		r := *cur.Resource
+		r.Conditions = append([]model.Condition(nil), r.Conditions...)
+		c := *r.Condition(model.ConditionDispatched)
+		c.Message = note
+		r.SetCondition(c)
+		if _, err := executor.WriteResourceStatus(ctx, store.ClaimOf(cur), r); err != nil {
+			t.Error(err)
+		}
+	}})
+	rep := s.tick()
+	got := s.get(j.ID)
+	if got.State != model.Finished {
+		t.Fatalf("job is %s after the tick (%s), want Finished", got.State, rep)
+	}
+	if c := got.Resource.Condition(model.ConditionDispatched); c == nil || c.Message != note {
+		t.Errorf("the executor's concurrent write was lost: %s", fmtConds(got.Resource.Conditions))
+	}
+	if got.Resource.Condition(model.ConditionAvailable) == nil {
+		t.Errorf("status sync's write was lost: %s", fmtConds(got.Resource.Conditions))
 	}
 }

@@ -51,8 +51,9 @@ install_apt() {
 
 install_kube() {
   local dir=$TOOLS/k8s-$K8S_VERSION
-  if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/kubectl" ]; then
-    link kube-apiserver "$dir/kube-apiserver"; link kubectl "$dir/kubectl"; return
+  if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/kubectl" ] && [ -x "$dir/kube-controller-manager" ]; then
+    link kube-apiserver "$dir/kube-apiserver"; link kubectl "$dir/kubectl"
+    link kube-controller-manager "$dir/kube-controller-manager"; return
   fi
   local t0; t0=$(now)
   local work=$TOOLS/build/k8s-$K8S_VERSION
@@ -68,18 +69,24 @@ install_kube() {
     awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print "\t" $1 " => " $1 " '"$staging"'" }' "$modfile" | sort -u
     printf ')\n'
   } >"$work/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$work/tools.go"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$work/tools.go"
   (cd "$work" && rm -f go.sum && go mod tidy >/dev/null 2>&1)
   minor=${K8S_VERSION#1.}; minor=${minor%%.*}
   flags="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     flags="$flags -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  (cd "$work" && go build -trimpath -ldflags "$flags" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
-    && go build -trimpath -ldflags "$flags" -o "$dir/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
-  mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"; mv "$dir/kubectl.tmp" "$dir/kubectl"
+  # kube-controller-manager gives the spokes a garbage collector (Foreground deletion of the
+  # objects a ManifestWork applied) and the workload controllers (real replica counts).
+  local cmd
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    [ -x "$dir/$cmd" ] && continue
+    (cd "$work" && go build -trimpath -ldflags "$flags" -o "$dir/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
+    mv "$dir/$cmd.tmp" "$dir/$cmd"
+  done
   link kube-apiserver "$dir/kube-apiserver"; link kubectl "$dir/kubectl"
-  log "kube-apiserver + kubectl v$K8S_VERSION built in $(( $(now) - t0 ))s"
+  link kube-controller-manager "$dir/kube-controller-manager"
+  log "kube-apiserver, kube-controller-manager, kubectl v$K8S_VERSION built in $(( $(now) - t0 ))s"
 }
 
 # build_with_own_sum MODULE VERSION PKG OUT: builds a command of a module whose go.mod has
