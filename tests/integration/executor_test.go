@@ -530,6 +530,9 @@ func TestStopRemovesTheWorkload(t *testing.T) {
 		t.Fatalf("undeploy: %d %s", r.status, r.body)
 	}
 	defer func() {
+		if !t.Failed() {
+			return
+		}
 		h, _ := s.store.History(context.Background(), job.ID)
 		for _, e := range h {
 			t.Logf("history: %+v", e)

@@ -64,6 +64,7 @@ type Hub struct {
 	OCM  clusterclient.Interface
 
 	ownDir bool
+	kcm    *Process
 }
 
 // StartHub starts etcd and kube-apiserver from the tool cache with OCM's CRDs installed.
@@ -140,6 +141,10 @@ func StartHub(opts HubOptions) (*Hub, error) {
 		h.Stop()
 		return nil, err
 	}
+	if err := h.startControllers(); err != nil {
+		h.Stop()
+		return nil, err
+	}
 	// Every OCM hub has the ClusterManager cluster-manager; its UID is the default hub id.
 	cm := &operatorv1.ClusterManager{ObjectMeta: metav1.ObjectMeta{Name: "cluster-manager"}}
 	oc, err := operatorclient.NewForConfig(h.Config)
@@ -169,8 +174,34 @@ func (h *Hub) HubID(ctx context.Context) (string, error) {
 // URL is the API server's address.
 func (h *Hub) URL() string { return h.Config.Host }
 
+// startControllers runs kube-controller-manager against the API server with the controllers
+// a managed cluster needs here: the garbage collector (the work agent deletes applied objects
+// with Foreground propagation, which only the collector completes), the namespace controller
+// and the workload controllers (so Deployments and StatefulSets get real status and replica
+// counts to feed back; no scheduler or kubelet runs, so their pods stay Pending).
+func (h *Hub) startControllers() error {
+	bin, err := Bin("kube-controller-manager")
+	if err != nil {
+		return err
+	}
+	p, err := startProcess("kube-controller-manager", filepath.Join(h.Dir, "kube-controller-manager.log"), nil, bin,
+		"--kubeconfig="+h.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+		"--controllers=garbagecollector,namespace,deployment,replicaset,statefulset,daemonset",
+		"--concurrent-gc-syncs=5", "--v=1")
+	if err != nil {
+		return err
+	}
+	h.kcm = p
+	time.Sleep(300 * time.Millisecond)
+	if p.Exited() {
+		return fmt.Errorf("kube-controller-manager exited at start; log %s:\n%s", p.Log, p.tail())
+	}
+	return nil
+}
+
 // Stop stops kube-apiserver and etcd and removes their data (and Dir, if StartHub made it).
 func (h *Hub) Stop() {
+	h.kcm.Stop(5 * time.Second)
 	if h.Env != nil {
 		_ = h.Env.Stop()
 	}
