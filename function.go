@@ -30,6 +30,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/functions/incompliance"
 	"github.com/ocm-jobs/ocm-jobs/functions/jobs"
 	"github.com/ocm-jobs/ocm-jobs/functions/statussync"
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/logs"
@@ -122,6 +123,8 @@ type Function struct {
 	routes    map[string][]route
 	http      map[string]http.Handler
 	enabled   []string
+	// eventsAuth checks bearer tokens on the CloudEvents endpoint (AUTH_CLOUDEVENTS).
+	eventsAuth *auth.Verifier
 	// handler serves Handle once Start has built it: func-go starts serving before Start ends.
 	handler atomic.Pointer[http.Handler]
 }
@@ -160,6 +163,15 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 		}
 	} else {
 		log.Warn("K_SINK is not set: emitted events are dropped")
+	}
+	var ac auth.Config
+	if err := config.Load(&ac); err != nil {
+		return err
+	}
+	if ac.Events {
+		if f.eventsAuth, err = auth.NewVerifier(ac); err != nil {
+			return fmt.Errorf("AUTH_CLOUDEVENTS: %w", err)
+		}
 	}
 	if err := f.build(ctx); err != nil {
 		return err
@@ -288,13 +300,17 @@ func rank(status int) int {
 // Server returns the HTTP server of this process: CloudEvents, the functions' REST routes and
 // the health endpoints.
 func (f *Function) Server() *events.Server {
-	return &events.Server{
+	s := &events.Server{
 		Handler:      events.HandlerFunc(f.route),
 		Routes:       f.http,
 		MaxBodyBytes: f.Runtime.MaxBodyBytes,
 		Ready:        func(ctx context.Context) error { _, err := f.Ready(ctx); return err },
 		Logger:       f.log,
 	}
+	if f.eventsAuth != nil {
+		s.EventsMiddleware = f.eventsAuth.Middleware
+	}
+	return s
 }
 
 // Ready reports whether Redis answers.

@@ -56,6 +56,8 @@ type Server struct {
 	Ready func(ctx context.Context) error
 	// Logger is put in every request's context.
 	Logger *zap.SugaredLogger
+	// EventsMiddleware, when set, wraps the CloudEvents endpoint (e.g. bearer-token checks).
+	EventsMiddleware func(http.Handler) http.Handler
 }
 
 // HTTPHandler builds the process's http.Handler.
@@ -90,7 +92,11 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	for pattern, h := range s.Routes {
 		mux.Handle(pattern, s.limitBody(h))
 	}
-	mux.Handle("/", s.limitBody(s.checkCloudEvent(receiver)))
+	var events http.Handler = s.checkCloudEvent(receiver)
+	if s.EventsMiddleware != nil {
+		events = s.EventsMiddleware(events)
+	}
+	mux.Handle("/", s.limitBody(events))
 	return s.withLogger(mux), nil
 }
 

@@ -531,3 +531,79 @@ func TestStructuredModeCreate(t *testing.T) {
 		t.Fatalf("structured create: %d %s", resp.StatusCode, raw)
 	}
 }
+
+// TestCloudEventsCanRequireTokens: with AUTH_CLOUDEVENTS the CloudEvents endpoint checks
+// bearer tokens as the REST API does.
+func TestCloudEventsCanRequireTokens(t *testing.T) {
+	f := startFunctions(t, map[string]string{"AUTH_CLOUDEVENTS": "true"})
+	send := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, f.url+"/", strings.NewReader(nuvlaApp))
+		req.Header.Set("Ce-Specversion", "1.0")
+		req.Header.Set("Ce-Id", "auth-"+token[:min(len(token), 6)])
+		req.Header.Set("Ce-Source", "/tests")
+		req.Header.Set("Ce-Type", "eu.icos.jobgroup.create.v1")
+		req.Header.Set("Content-Type", "application/yaml")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := f.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := send(""); got != http.StatusUnauthorized {
+		t.Errorf("event without a token: %d, want 401", got)
+	}
+	if got := send(f.token); got != http.StatusOK {
+		t.Errorf("event with a token: %d, want 200", got)
+	}
+}
+
+// TestRemainingRESTRoutes: PUT /groups, GET /jobs, DELETE /jobs/{id}, PUT /groups/deploy/{id},
+// and the incompliance as a CloudEvent.
+func TestRemainingRESTRoutes(t *testing.T) {
+	f := startFunctions(t, nil)
+	var g model.JobGroup
+	f.rest(t, http.MethodPost, "/jobmanager/groups", nuvlaApp, f.token).decode(t, &g)
+	updated := strings.Replace(nuvlaApp, "metadata: {name: relay}}", "metadata: {name: relay}, data: {v: '2'}}", 1)
+	r := f.rest(t, http.MethodPut, "/jobmanager/groups", map[string]string{"id": g.ID, "descriptor": updated}, f.token)
+	if r.status != http.StatusOK {
+		t.Fatalf("PUT /groups: %d %s", r.status, r.body)
+	}
+	if r := f.rest(t, http.MethodPut, "/jobmanager/groups", map[string]string{"id": g.ID}, f.token); r.status != http.StatusUnprocessableEntity {
+		t.Errorf("PUT /groups without a descriptor: %d", r.status)
+	}
+	var all []model.Job
+	f.rest(t, http.MethodGet, "/jobmanager/jobs", nil, f.token).decode(t, &all)
+	found := 0
+	for _, j := range all {
+		if j.JobGroupID == g.ID {
+			found++
+		}
+	}
+	if found != 3 {
+		t.Errorf("GET /jobs lists %d of the group's 3 jobs", found)
+	}
+	// DELETE /jobs/{id} undeploys one job: never started, it finishes at once.
+	var del model.Job
+	r = f.rest(t, http.MethodDelete, "/jobmanager/jobs/"+g.Jobs[0].ID, nil, f.token)
+	r.decode(t, &del)
+	if r.status != http.StatusOK || del.Type != model.DeleteDeployment || del.State != model.Finished {
+		t.Errorf("DELETE /jobs/{id}: %d %s", r.status, r.body)
+	}
+	// Stop and start: a started group deploys its manifests again.
+	if r := f.rest(t, http.MethodPut, "/jobmanager/groups/undeploy/"+g.ID, nil, f.token); r.status != http.StatusOK {
+		t.Fatalf("undeploy: %d %s", r.status, r.body)
+	}
+	r = f.rest(t, http.MethodPut, "/jobmanager/groups/deploy/"+g.ID, nil, f.token)
+	if r.status != http.StatusOK {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	// The incompliance endpoint also takes CloudEvents: an unknown subject is a 422.
+	body, _ := json.Marshal(map[string]any{"policyName": "p", "remediation": "scale-out", "subject": map[string]string{"resourceId": "00000000-0000-4000-8000-000000000000"}})
+	if r := f.event(t, "eu.icos.policy.incompliance.v1", "inc-event-1", "application/json", body); r.status != http.StatusUnprocessableEntity {
+		t.Errorf("incompliance event about an unknown job: %d %s", r.status, r.body)
+	}
+}
