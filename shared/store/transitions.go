@@ -281,25 +281,11 @@ func (s *Store) SetTargets(ctx context.Context, jobID string, t model.Target, by
 // Resource.SetCondition on the stored resource so unchanged ones keep their
 // lastTransitionTime and compare equal.
 func (s *Store) WriteResourceStatus(ctx context.Context, c Claim, r model.Resource) (bool, error) {
-	const op = "write resource status"
-	if err := c.check(op); err != nil {
-		return false, err
-	}
-	if r.JobID == "" {
-		r.JobID = c.JobID
-	}
-	errs := r.Validate().ViaField("resource")
-	if r.JobID != c.JobID {
-		errs = errs.Also(apis.ErrInvalidValue(r.JobID, "resource.job_id", "the resource of job "+c.JobID))
-	}
-	if err := invalid(op, errs); err != nil {
-		return false, err
-	}
-	doc, err := marshal(r)
+	doc, err := s.resourceDoc(c, &r)
 	if err != nil {
 		return false, err
 	}
-	out, err := s.run(ctx, resourceStatusScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
+	out, err := s.run(ctx, resourceStatusScript, "write resource status", "job", c.JobID, []string{s.jobKey(c.JobID)},
 		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, doc)
 	if err != nil {
 		return false, err
@@ -313,21 +299,7 @@ func (s *Store) WriteResourceStatus(ctx context.Context, c Claim, r model.Resour
 // ErrResourceChanged and nothing is written, and the caller reads again. When the stored
 // resource is r already it writes nothing and reports false.
 func (s *Store) WriteResourceStatusIf(ctx context.Context, c Claim, prev *model.Resource, r model.Resource) (bool, error) {
-	const op = "write resource status"
-	if err := c.check(op); err != nil {
-		return false, err
-	}
-	if r.JobID == "" {
-		r.JobID = c.JobID
-	}
-	errs := r.Validate().ViaField("resource")
-	if r.JobID != c.JobID {
-		errs = errs.Also(apis.ErrInvalidValue(r.JobID, "resource.job_id", "the resource of job "+c.JobID))
-	}
-	if err := invalid(op, errs); err != nil {
-		return false, err
-	}
-	doc, err := marshal(r)
+	doc, err := s.resourceDoc(c, &r)
 	if err != nil {
 		return false, err
 	}
@@ -337,10 +309,29 @@ func (s *Store) WriteResourceStatusIf(ctx context.Context, c Claim, prev *model.
 			return false, err
 		}
 	}
-	out, err := s.run(ctx, resourceStatusIfScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
+	out, err := s.run(ctx, resourceStatusIfScript, "write resource status", "job", c.JobID, []string{s.jobKey(c.JobID)},
 		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, doc, was)
 	if err != nil {
 		return false, err
 	}
 	return out[1] == "1", nil
+}
+
+// resourceDoc checks a resource status write and encodes the resource.
+func (s *Store) resourceDoc(c Claim, r *model.Resource) (string, error) {
+	const op = "write resource status"
+	if err := c.check(op); err != nil {
+		return "", err
+	}
+	if r.JobID == "" {
+		r.JobID = c.JobID
+	}
+	errs := r.Validate().ViaField("resource")
+	if r.JobID != c.JobID {
+		errs = errs.Also(apis.ErrInvalidValue(r.JobID, "resource.job_id", "the resource of job "+c.JobID))
+	}
+	if err := invalid(op, errs); err != nil {
+		return "", err
+	}
+	return marshal(*r)
 }
