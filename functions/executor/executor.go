@@ -66,7 +66,7 @@ type Function struct {
 
 // New builds the executor: the store, the hub (KUBECONFIG or in-cluster) and this hub's id.
 func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	st, err := store.New(rdb, cfg.Store.Options())
+	st, err := cfg.Store.Open(ctx, rdb)
 	if err != nil {
 		return nil, err
 	}

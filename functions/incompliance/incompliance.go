@@ -48,8 +48,8 @@ type Function struct {
 }
 
 // New builds the function.
-func New(_ context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	st, err := store.New(rdb, cfg.Store.Options())
+func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
+	st, err := cfg.Store.Open(ctx, rdb)
 	if err != nil {
 		return nil, err
 	}

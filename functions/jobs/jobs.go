@@ -6,6 +6,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
@@ -35,7 +37,9 @@ type Config struct {
 	config.Store
 	auth.Config
 	config.Placement
-	MatchmakingURL string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
+	MaxDataRefBytes int64  `envconfig:"MAX_DATAREF_BYTES" default:"67108864" desc:"largest application descriptor read through a dataref (s3://bucket/key); a larger object is refused (422)"`
+	ArchivePrefix   string `envconfig:"ARCHIVE_PREFIX" default:"archive" desc:"key prefix of archived job groups in S3_BUCKET: <prefix>/<yyyy>/<mm>/<group id>.json; without S3_BUCKET deleted groups are not archived"`
+	MatchmakingURL  string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
 }
 
 // Types are the event types the jobs function handles (and the cron tick, to re-resolve
@@ -47,12 +51,14 @@ type Function struct {
 	cfg      Config
 	svc      *service
 	verifier *auth.Verifier
+	// objects fetches descriptors passed by reference; nil without an object store.
+	objects *objectstore.Client
 }
 
 // New builds the function: the store on rdb, the hub from KUBECONFIG or in-cluster (for
 // Placements; without a hub, components need their own targets or a matchmaker).
 func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	st, err := store.New(rdb, cfg.Store.Options())
+	st, err := cfg.Store.Open(ctx, rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +79,25 @@ func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.
 	} else {
 		log.Warnw("no hub API server: Placements cannot be used to choose targets", "error", err)
 	}
-	return &Function{cfg: cfg, verifier: v, svc: &service{store: st, targeter: t, publisher: pub, hubID: hubID}}, nil
+	f := &Function{cfg: cfg, verifier: v, svc: &service{store: st, targeter: t, publisher: pub, hubID: hubID}}
+	if opts := cfg.ObjectStore.Options(); opts.Enabled() {
+		if err := cfg.ObjectStore.Validate(); err != nil {
+			return nil, err
+		}
+		if cfg.MaxDataRefBytes <= 0 {
+			return nil, fmt.Errorf("MAX_DATAREF_BYTES=%d: must be positive", cfg.MaxDataRefBytes)
+		}
+		if opts.Bucket != "" && cfg.ArchivePrefix == "" {
+			return nil, fmt.Errorf("ARCHIVE_PREFIX: must not be empty with S3_BUCKET set")
+		}
+		if f.objects, err = objectstore.New(ctx, opts); err != nil {
+			return nil, err
+		}
+		if opts.Bucket != "" {
+			f.svc.archiver = &archiver{store: st, objects: f.objects, bucket: opts.Bucket, prefix: cfg.ArchivePrefix}
+		}
+	}
+	return f, nil
 }
 
 // Store is the function's store (for the REST API of the other functions in this process).
@@ -92,17 +116,25 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if err != nil {
 			return nil, events.Unavailable("re-resolving targets: %v", err)
 		}
-		return nil, events.Done("%d jobs got a target", n)
-	case events.JobGroupCreate:
-		data, err := descriptorData(e)
+		if f.svc.archiver == nil {
+			return nil, events.Done("%d jobs got a target", n)
+		}
+		// A failed archive is kept for the next tick; a redelivered tick would do no better.
+		archived, err := f.svc.archiver.sweep(ctx, f.svc)
 		if err != nil {
-			return nil, events.Unprocessable("%v", err)
+			logging.FromContext(ctx).Warnw("archiving deleted groups: some are kept for the next tick", "error", err)
+		}
+		return nil, events.Done("%d jobs got a target, %d groups archived", n, archived)
+	case events.JobGroupCreate:
+		data, res := f.descriptorData(ctx, e)
+		if res != nil {
+			return nil, res
 		}
 		g, fail = f.svc.createGroup(ctx, data, groupID(e.Source(), e.ID()), by)
 	case events.JobGroupUpdate:
-		id, data, err := updateData(e)
-		if err != nil {
-			return nil, events.Unprocessable("%v", err)
+		id, data, res := f.updateData(ctx, e)
+		if res != nil {
+			return nil, res
 		}
 		g, fail = f.svc.updateGroup(ctx, id, data, by)
 	case events.JobGroupStop, events.JobGroupStart, events.JobGroupDelete:
@@ -144,20 +176,45 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 	return &reply, events.Done("group %s: %d jobs", g.ID, len(g.Jobs))
 }
 
-// descriptorData returns an event's descriptor: YAML or JSON data. (A descriptor passed by
-// reference, dataref=s3://…, is fetched by the claim-check step; see issue 8.)
-func descriptorData(e event.Event) ([]byte, error) {
+// descriptorData returns an event's descriptor: YAML or JSON data, or the object its
+// dataref extension names (s3://bucket/key: the claim check, for descriptors larger than a
+// broker carries). A reference that cannot be read for good — no such object, no access, too
+// large, not matching its content address — is 422; an unreachable object store is 503, so
+// the broker retries.
+func (f *Function) descriptorData(ctx context.Context, e event.Event) ([]byte, protocol.Result) {
 	if ref, ok := e.Extensions()[events.ExtDataRef]; ok {
-		return nil, fmt.Errorf("descriptors passed by reference (dataref %v) need an object store, which this deployment does not configure", ref)
+		return f.fetchDescriptor(ctx, fmt.Sprint(ref))
 	}
 	if len(e.Data()) == 0 {
-		return nil, fmt.Errorf("the event carries no application descriptor")
+		return nil, events.Unprocessable("the event carries no application descriptor")
 	}
 	ct := e.DataContentType()
 	if ct != "" && !strings.Contains(ct, "yaml") && !strings.Contains(ct, "json") && !strings.HasPrefix(ct, "text/") {
-		return nil, fmt.Errorf("datacontenttype %q: send the descriptor as application/yaml or application/json", ct)
+		return nil, events.Unprocessable("datacontenttype %q: send the descriptor as application/yaml or application/json", ct)
 	}
 	return e.Data(), nil
+}
+
+// fetchDescriptor reads the descriptor a dataref names, at most MAX_DATAREF_BYTES of it.
+// Whether it is a descriptor is decided by the parser, as for one carried inline.
+func (f *Function) fetchDescriptor(ctx context.Context, dataref string) ([]byte, protocol.Result) {
+	if f.objects == nil {
+		return nil, events.Unprocessable("descriptors passed by reference (dataref %s) need an object store, which this deployment does not configure (S3_ENDPOINT, S3_BUCKET)", dataref)
+	}
+	ref, err := objectstore.ParseRef(dataref)
+	if err != nil {
+		return nil, events.Unprocessable("%v", err)
+	}
+	data, err := f.objects.Get(ctx, ref, f.cfg.MaxDataRefBytes)
+	switch {
+	case errors.Is(err, objectstore.ErrUnavailable):
+		return nil, events.Unavailable("fetching the descriptor: %v", err)
+	case err != nil:
+		return nil, events.Unprocessable("fetching the descriptor: %v", err)
+	case len(data) == 0:
+		return nil, events.Unprocessable("dataref %s: the object is empty, not an application descriptor", dataref)
+	}
+	return data, nil
 }
 
 // groupRef reads {"id": "<group id>"} (or the id as the event subject).
@@ -180,8 +237,8 @@ func groupRef(e event.Event) (string, error) {
 }
 
 // updateData reads an update: {"id": …, "descriptor": <YAML string or object>}, or the
-// descriptor as data with the group id as the event subject.
-func updateData(e event.Event) (string, []byte, error) {
+// descriptor as data (or by dataref) with the group id as the event subject.
+func (f *Function) updateData(ctx context.Context, e event.Event) (string, []byte, protocol.Result) {
 	var u struct {
 		ID         string          `json:"id"`
 		Descriptor json.RawMessage `json:"descriptor"`
@@ -194,8 +251,8 @@ func updateData(e event.Event) (string, []byte, error) {
 		return u.ID, u.Descriptor, nil
 	}
 	if e.Subject() == "" {
-		return "", nil, fmt.Errorf("an update names its group: data {\"id\": …, \"descriptor\": …}, or the descriptor as data and the group id as subject")
+		return "", nil, events.Unprocessable("an update names its group: data {\"id\": …, \"descriptor\": …}, or the descriptor as data and the group id as subject")
 	}
-	data, err := descriptorData(e)
-	return e.Subject(), data, err
+	data, res := f.descriptorData(ctx, e)
+	return e.Subject(), data, res
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -132,8 +134,26 @@ func (f *Function) updateGroup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, g)
 }
 
+// HeaderArchived marks an answer read from the archive rather than from Redis.
+const HeaderArchived = "X-Ocm-Jobs-Archived"
+
+// archivedGroup is GET /groups/{id} of a group Redis no longer has: the group as it was when
+// deleted, marked "archived", with when it was deleted and its jobs' histories.
+type archivedGroup struct {
+	model.JobGroup
+	Archived   bool                            `json:"archived"`
+	DeletedAt  *time.Time                      `json:"deleted_at,omitempty"`
+	ArchivedAt time.Time                       `json:"archived_at"`
+	Histories  map[string][]model.HistoryEntry `json:"histories,omitempty"`
+}
+
 func (f *Function) getGroup(w http.ResponseWriter, r *http.Request) {
-	g, err := f.svc.store.GetGroup(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	g, err := f.svc.store.GetGroup(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) && f.svc.archiver != nil {
+		f.getArchivedGroup(w, r, id, err)
+		return
+	}
 	if err != nil {
 		writeError(w, failureOf(err))
 		return
@@ -410,4 +430,22 @@ func caller(r *http.Request) string {
 		}
 	}
 	return "api:" + r.RemoteAddr
+}
+
+// getArchivedGroup answers GET /groups/{id} from the archive; notFound is Redis' answer,
+// kept when the archive has no such group either.
+func (f *Function) getArchivedGroup(w http.ResponseWriter, r *http.Request, id string, notFound error) {
+	a, err := f.svc.archiver.read(r.Context(), id)
+	switch {
+	case errors.Is(err, objectstore.ErrNotFound):
+		writeError(w, failureOf(notFound))
+	case errors.Is(err, objectstore.ErrUnavailable):
+		writeError(w, fail(http.StatusServiceUnavailable, "group %s is not in Redis and the archive is unavailable: %v", id, err))
+	case err != nil:
+		writeError(w, fail(http.StatusInternalServerError, "reading the archive of group %s: %v", id, err))
+	default:
+		w.Header().Set(HeaderArchived, "true")
+		writeJSON(w, http.StatusOK, archivedGroup{JobGroup: a.Group, Archived: true, DeletedAt: a.DeletedAt,
+			ArchivedAt: a.ArchivedAt, Histories: a.Histories})
+	}
 }

@@ -62,6 +62,8 @@ type service struct {
 	targeter  *Targeter
 	publisher events.Publisher
 	hubID     string
+	// archiver archives deleted groups; nil without an object store bucket.
+	archiver *archiver
 }
 
 // createGroup parses a descriptor, resolves targets and stores the group with one job per
@@ -312,6 +314,9 @@ func sameManifests(a, b []model.PlainManifest) bool {
 // deleteGroup deletes a group whose jobs are all undeployed or never ran; otherwise 409 with
 // the jobs that are still running.
 func (s *service) deleteGroup(ctx context.Context, id, by string) *Failure {
+	if s.archiver != nil {
+		return s.deleteGroupArchived(ctx, id, by)
+	}
 	return failureOf(s.store.DeleteGroup(ctx, id, by))
 }
 

@@ -121,11 +121,11 @@ func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.
 // NewWithHub builds the function on the given hub clients (tests and benchmarks pass clients
 // that count their calls). The hub id is resolved at the first event, so a hub that is down
 // when the process starts makes events fail with 503 rather than the process.
-func NewWithHub(_ context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher, hub *ocm.Hub) (*Function, error) {
+func NewWithHub(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher, hub *ocm.Hub) (*Function, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.New(rdb, cfg.Store.Options())
+	st, err := cfg.Store.Open(ctx, rdb)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,13 @@
 package config
 
 import (
+	"context"
+	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -15,6 +20,49 @@ type Store struct {
 	RetentionTTL     time.Duration `envconfig:"RETENTION_TTL" default:"24h" desc:"how long a deleted job group stays readable before its keys expire"`
 	IncomplianceTTL  time.Duration `envconfig:"INCOMPLIANCE_TTL" default:"168h" desc:"how long an incompliance record is kept"`
 	MaxManifestBytes int           `envconfig:"MAX_MANIFEST_BYTES" default:"1048576" desc:"largest total size of one job's manifests"`
+	OffloadBytes     int           `envconfig:"MANIFEST_OFFLOAD_BYTES" default:"65536" desc:"with an object store (S3_BUCKET), a job's manifests larger than this (as JSON) are kept in the bucket under their SHA-256 and only referenced from Redis; 0 keeps them all in Redis"`
+	ManifestPrefix   string        `envconfig:"MANIFEST_PREFIX" default:"manifests" desc:"key prefix of offloaded manifests in S3_BUCKET: <prefix>/<sha256>"`
+	// ObjectStore is here because every function reads jobs, and a job's manifests may be
+	// in the object store.
+	ObjectStore
+}
+
+// Open opens the store on rdb, with the object store for offloaded manifests when S3_BUCKET
+// is set.
+func (s Store) Open(ctx context.Context, rdb redis.UniversalClient) (*store.Store, error) {
+	opts := s.Options()
+	if s.S3Bucket != "" {
+		if err := s.ObjectStore.Validate(); err != nil {
+			return nil, err
+		}
+		c, err := objectstore.New(ctx, s.ObjectStore.Options())
+		if err != nil {
+			return nil, err
+		}
+		opts.Blobs = bucketBlobs{c: c, bucket: s.S3Bucket, limit: 4 * int64(s.MaxManifestBytes)}
+		opts.OffloadBytes = s.OffloadBytes
+		opts.BlobPrefix = s.ManifestPrefix + "/"
+	}
+	return store.New(rdb, opts)
+}
+
+// bucketBlobs are the store's Blobs in an S3 bucket.
+type bucketBlobs struct {
+	c      *objectstore.Client
+	bucket string
+	// limit bounds a read: manifests as JSON, escaping included, of at most MaxManifestBytes.
+	limit int64
+}
+
+func (b bucketBlobs) Put(ctx context.Context, key string, data []byte) error {
+	return b.c.Put(ctx, objectstore.Ref{Bucket: b.bucket, Key: key}, "application/json", data)
+}
+
+func (b bucketBlobs) Get(ctx context.Context, key string) ([]byte, error) {
+	if _, ok := objectstore.ContentAddress(key); !ok {
+		return nil, fmt.Errorf("blob key %q is not content-addressed", key)
+	}
+	return b.c.Get(ctx, objectstore.Ref{Bucket: b.bucket, Key: key}, b.limit)
 }
 
 // Options converts the configuration to store options.

@@ -34,6 +34,7 @@
 //	P:{b:xy}:job:<job>            hash   doc (the fixed ICOS fields), state, type, sub_type, owner,
 //	                                     fence, orch, targets, manifests, resource, remediation,
 //	                                     lease_holder, lease_until, created_at, updated_at, deleted_at
+//	P:{b:xy}:group:<group>:inc    set    ids of incompliances about the group (TTL IncomplianceTTL)
 //	P:{b:xy}:hist:<job>           list   history entries, newest first, capped at HistoryCap
 //	P:{b:xy}:inc:<incompliance>   hash   doc, job_id, outcome, reason, received_at (TTL IncomplianceTTL)
 //	P:{b:xy}:idx:groups           set    live group ids
@@ -42,6 +43,7 @@
 //	P:{b:xy}:idx:ready:<orch>:<hub> set  Created jobs with a target, owned by hub ("" = nobody)
 //	P:{b:xy}:idx:lease:<orch>     zset   CreateDeployment jobs in Progressing/Degraded, scored by
 //	                                     lease expiry (ms), for takeover
+//	P:{b:xy}:idx:archive          set    deleted groups whose record is not in the object store yet
 //
 // Times are Unix milliseconds from Redis TIME. A script declares the key it routes on and
 // builds the others of its bucket from the bucket prefix; they share the hash tag, so they
@@ -58,6 +60,17 @@
 // until then a second delete answers as the first and the history stays readable. History
 // lists are capped, incompliances expire, an index entry leaves with its job: nothing grows
 // without bound but the live groups themselves.
+//
+// # Object store
+//
+// With Options.Blobs set, a job's manifests larger than OffloadBytes (as JSON) are written to
+// the object store under their SHA-256 before the script runs, and the job's manifests field
+// holds "blob:<key>" instead; readers get the manifests back transparently (GetJob, the job
+// lists, GetGroup). The scripts never look inside the field, so they are unchanged.
+//
+// With an archive (functions/jobs), a group enters idx:archive before it is deleted and
+// leaves it once its GroupRecord is in the object store; until then HoldGroup keeps its keys
+// without a TTL, so an object store that is down delays the archive but never loses a group.
 //
 // The scripts also run on miniredis, which `make run` uses when no Redis is named; miniredis
 // expires keys only when its clock is moved (FastForward), leases work there regardless.

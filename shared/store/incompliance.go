@@ -39,8 +39,31 @@ func (s *Store) RecordIncompliance(ctx context.Context, in *model.Incompliance) 
 	}
 	at := msTime(out[2])
 	in.ReceivedAt = &at
+	if err := s.indexGroupIncompliance(ctx, in); err != nil {
+		return false, err
+	}
 	return out[1] == "1", nil
 }
+
+// indexGroupIncompliance adds an incompliance to its group's set P:{b:xy}:group:<id>:inc, so
+// the archive finds a group's incompliances. The record lives in its own id's slot, so this
+// is a second command after the script; a redelivered report (recorded again, answered false)
+// adds it again, which repairs a crash between the two.
+func (s *Store) indexGroupIncompliance(ctx context.Context, in *model.Incompliance) error {
+	g := in.Subject.AppInstance
+	if g == "" || checkID(g, "appInstance") != nil {
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	pipe.SAdd(ctx, s.groupIncKey(g), in.ID)
+	pipe.PExpire(ctx, s.groupIncKey(g), s.opts.IncomplianceTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record incompliance %s: indexing it under group %s: %w", in.ID, g, err)
+	}
+	return nil
+}
+
+func (s *Store) groupIncKey(id string) string { return s.groupKey(id) + ":inc" }
 
 // SetIncomplianceOutcome settles a pending incompliance as applied (naming the job opened for
 // it, when jobID is set) or rejected (with a reason). Settling it again the same way reports

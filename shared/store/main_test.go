@@ -269,7 +269,7 @@ func verifyIndexes(t *testing.T, c redis.UniversalClient, prefix string) {
 				}
 			}
 			got[k] = m
-		case strings.HasPrefix(rest, "group:") && !strings.HasSuffix(rest, ":jobs"):
+		case strings.HasPrefix(rest, "group:") && !strings.HasSuffix(rest, ":jobs") && !strings.HasSuffix(rest, ":inc"):
 			h := c.HGetAll(ctx, k).Val()
 			if h["deleted_at"] == "" {
 				add(bp+":idx:groups", strings.TrimPrefix(rest, "group:"), "")

@@ -24,6 +24,13 @@ type Options struct {
 	IncomplianceTTL time.Duration
 	// MaxManifestBytes caps the total size of one job's manifests. Default 1 MiB.
 	MaxManifestBytes int
+	// Blobs, when set, holds the manifests of jobs larger than OffloadBytes (see Blobs).
+	Blobs Blobs
+	// OffloadBytes is the size of a job's manifests (as JSON) above which they go to Blobs;
+	// 0 keeps every manifest in Redis.
+	OffloadBytes int
+	// BlobPrefix starts the key of offloaded manifests.
+	BlobPrefix string
 }
 
 // Defaults of Options.
@@ -76,6 +83,9 @@ func (o Options) Validate() error {
 	}
 	if o.HistoryCap < 1 {
 		return fmt.Errorf("store history cap %d: want at least 1", o.HistoryCap)
+	}
+	if o.OffloadBytes < 0 {
+		return fmt.Errorf("store offload bytes %d: want 0 (never) or more", o.OffloadBytes)
 	}
 	if o.MaxManifestBytes < 1 {
 		return fmt.Errorf("store max manifest bytes %d: want at least 1", o.MaxManifestBytes)

@@ -52,7 +52,7 @@ func (s *Store) Redeploy(ctx context.Context, c Claim, manifests []model.PlainMa
 	ms, targets, orch := "", "", ""
 	var err error
 	if len(manifests) > 0 {
-		if ms, err = marshal(manifests); err != nil {
+		if ms, err = s.manifestsField(ctx, manifests); err != nil {
 			return false, err
 		}
 	}

@@ -15,10 +15,12 @@ import (
 )
 
 // Store keeps job groups, jobs, their history and incompliances in Redis.
-// It is safe for concurrent use and holds no state of its own besides the client.
+// It is safe for concurrent use and holds no state of its own besides the client (and a
+// cache of offloaded manifests, which never change: their key is their SHA-256).
 type Store struct {
-	rdb  redis.UniversalClient
-	opts Options
+	rdb   redis.UniversalClient
+	opts  Options
+	cache blobCache
 	// buckets are the 256 bucket prefixes, "<prefix>:{b:xy}".
 	buckets [256]string
 }
@@ -275,7 +277,7 @@ func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc
 		if err != nil {
 			return fmt.Errorf("%s group %s: %w", op, g.ID, err)
 		}
-		ms, err := marshal(manifestsOrEmpty(j.Manifests))
+		ms, err := s.manifestsField(ctx, manifestsOrEmpty(j.Manifests))
 		if err != nil {
 			return fmt.Errorf("%s group %s: %w", op, g.ID, err)
 		}
@@ -370,14 +372,14 @@ func (s *Store) GetJob(ctx context.Context, id string) (*model.Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
-	j, err := decodeJob(h)
+	js, err := s.decodeJobs(ctx, []map[string]string{h}, false)
 	if err != nil {
 		return nil, err
 	}
-	if j == nil {
+	if len(js) == 0 {
 		return nil, &GuardError{Op: "get", Kind: "job", ID: id, Guard: GuardExists, Want: "job", Got: "none"}
 	}
-	return j, nil
+	return js[0], nil
 }
 
 // fetchJobs reads jobs by id in one pipeline, skipping those deleted meanwhile, ordered by
@@ -394,15 +396,17 @@ func (s *Store) fetchJobs(ctx context.Context, ids []string) ([]model.Job, error
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading %d jobs: %w", len(ids), err)
 	}
-	jobs := make([]model.Job, 0, len(ids))
-	for _, c := range cmds {
-		j, err := decodeJob(c.Val())
-		if err != nil {
-			return nil, err
-		}
-		if j != nil {
-			jobs = append(jobs, *j)
-		}
+	hs := make([]map[string]string, len(cmds))
+	for i, c := range cmds {
+		hs[i] = c.Val()
+	}
+	decoded, err := s.decodeJobs(ctx, hs, false)
+	if err != nil {
+		return nil, err
+	}
+	jobs := make([]model.Job, 0, len(decoded))
+	for _, j := range decoded {
+		jobs = append(jobs, *j)
 	}
 	sort.Slice(jobs, func(a, b int) bool {
 		if !jobs[a].CreatedAt.Equal(jobs[b].CreatedAt) {

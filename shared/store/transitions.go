@@ -226,7 +226,7 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 	}
 	ms := ""
 	if len(r.Manifests) > 0 {
-		if ms, err = marshal(r.Manifests); err != nil {
+		if ms, err = s.manifestsField(ctx, r.Manifests); err != nil {
 			return 0, err
 		}
 	}

@@ -17,7 +17,12 @@ type Need struct {
 	// Clusters is how many managed clusters get a real work agent: 1 is cluster1 (the hub's
 	// own API server as spoke); 2 adds cluster2, a second API server with its own agent.
 	Clusters int
+	// S3 starts an S3-compatible object store (versitygw) with the bucket S3Bucket.
+	S3 bool
 }
+
+// S3Bucket is the bucket the suite's object store starts with.
+const S3Bucket = "ocm-jobs"
 
 // Env is the set of servers started for one test binary.
 type Env struct {
@@ -27,6 +32,8 @@ type Env struct {
 	Spokes map[string]*Hub
 	// Agents are the work agents, by cluster name.
 	Agents map[string]*Agent
+	// S3 is the object store, when Need.S3.
+	S3 *S3
 }
 
 // Start starts what need names. On error everything already started is stopped.
@@ -40,6 +47,11 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 	if need.Redis {
 		if env.Redis, err = StartRedis(RedisOptions{}); err != nil {
 			return nil, fmt.Errorf("redis-server: %w", err)
+		}
+	}
+	if need.S3 {
+		if env.S3, err = StartS3(S3Bucket); err != nil {
+			return nil, fmt.Errorf("versitygw: %w", err)
 		}
 	}
 	if need.Hub || need.Clusters > 0 {
@@ -89,6 +101,9 @@ func (e *Env) Stop() {
 	}
 	if e.Redis != nil {
 		e.Redis.Stop()
+	}
+	if e.S3 != nil {
+		e.S3.Stop()
 	}
 }
 
