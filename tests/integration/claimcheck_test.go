@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -59,19 +58,7 @@ func contentKey(data []byte) string {
 // refEvent sends a create event in binary mode whose descriptor is passed by reference.
 func (f *functions) refEvent(t *testing.T, id, dataref string) reply {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, f.url+"/", nil)
-	req.Header.Set("Ce-Specversion", "1.0")
-	req.Header.Set("Ce-Id", id)
-	req.Header.Set("Ce-Source", "/tests/integration")
-	req.Header.Set("Ce-Type", "eu.icos.jobgroup.create.v1")
-	req.Header.Set("Ce-Dataref", dataref)
-	resp, err := f.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return reply{status: resp.StatusCode, body: raw, header: resp.Header}
+	return f.eventWith(t, "eu.icos.jobgroup.create.v1", id, map[string]string{"Ce-Dataref": dataref}, nil)
 }
 
 // bigApp is a descriptor of n components on cluster1, each a ConfigMap of size bytes: large

@@ -150,12 +150,20 @@ func (f *functions) rest(t *testing.T, method, path string, body any, token stri
 // event sends a CloudEvent in binary mode.
 func (f *functions) event(t *testing.T, typ, id, contentType string, data []byte) reply {
 	t.Helper()
+	return f.eventWith(t, typ, id, map[string]string{"Content-Type": contentType}, data)
+}
+
+// eventWith sends a CloudEvent in binary mode with extra headers (extensions, content type).
+func (f *functions) eventWith(t *testing.T, typ, id string, headers map[string]string, data []byte) reply {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, f.url+"/", bytes.NewReader(data))
 	req.Header.Set("Ce-Specversion", "1.0")
 	req.Header.Set("Ce-Id", id)
 	req.Header.Set("Ce-Source", "/tests/integration")
 	req.Header.Set("Ce-Type", typ)
-	req.Header.Set("Content-Type", contentType)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
