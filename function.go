@@ -59,34 +59,30 @@ type entry struct {
 
 // registry maps each function to its entry.
 var registry = map[string]entry{
-	config.Jobs: {jobs.Types, func() any { return &jobs.Config{} }, func(ctx context.Context, d deps) (component, error) {
-		var c jobs.Config
-		if err := config.Load(&c); err != nil {
-			return nil, err
-		}
-		return jobs.New(ctx, c, d.redis, d.publisher)
-	}},
-	config.Incompliance: {incompliance.Types, func() any { return &incompliance.Config{} }, func(ctx context.Context, d deps) (component, error) {
-		var c incompliance.Config
-		if err := config.Load(&c); err != nil {
-			return nil, err
-		}
-		return incompliance.New(ctx, c, d.redis, d.publisher)
-	}},
-	config.Executor: {executor.Types, func() any { return &executor.Config{} }, func(ctx context.Context, d deps) (component, error) {
-		var c executor.Config
-		if err := config.Load(&c); err != nil {
-			return nil, err
-		}
-		return executor.New(ctx, c, d.redis, d.publisher)
-	}},
-	config.StatusSync: {statussync.Types, func() any { return &statussync.Config{} }, func(ctx context.Context, d deps) (component, error) {
-		var c statussync.Config
-		if err := config.Load(&c); err != nil {
-			return nil, err
-		}
-		return statussync.New(ctx, c, d.redis, d.publisher)
-	}},
+	config.Jobs:         register(jobs.Types, jobs.New),
+	config.Incompliance: register(incompliance.Types, incompliance.New),
+	config.Executor:     register(executor.Types, executor.New),
+	config.StatusSync:   register(statussync.Types, statussync.New),
+}
+
+// register makes the entry of a function from its event types and its constructor: the
+// configuration struct C is filled from the environment before the function is built.
+func register[C any, F component](types []string, newFn func(context.Context, C, redis.UniversalClient, events.Publisher) (F, error)) entry {
+	return entry{
+		types:  types,
+		config: func() any { return new(C) },
+		build: func(ctx context.Context, d deps) (component, error) {
+			var c C
+			if err := config.Load(&c); err != nil {
+				return nil, err
+			}
+			f, err := newFn(ctx, c, d.redis, d.publisher)
+			if err != nil {
+				return nil, err // not f: a nil *Function in an interface is not nil
+			}
+			return f, nil
+		},
+	}
 }
 
 // ConfigSpecs returns a new, empty configuration struct of each function, by function name,

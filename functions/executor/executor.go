@@ -130,7 +130,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 
 // handleJob decides what to do with one job, from its stored state (the event may be stale).
 func (f *Function) handleJob(ctx context.Context, id string) protocol.Result {
-	j, err := f.store.GetJob(ctx, id)
+	// Deciding needs no manifests; execute reads the job whole once it is promoted.
+	j, err := f.store.GetJobStatus(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		return events.Done("job %s does not exist (any more): nothing to do", id)
@@ -175,11 +176,13 @@ func (f *Function) resumable(j *model.Job) bool {
 // given a target late, takeovers of jobs whose owner's lease lapsed past the takeover TTL)
 // and this hub's executions that died before dispatching.
 func (f *Function) sweep(ctx context.Context) protocol.Result {
-	ready, err := f.store.ExecutableJobs(ctx, model.OCM, f.hubID)
+	// Status reads (no manifests) are enough to choose; execute reads each job whole once it
+	// is promoted.
+	ready, err := f.store.ExecutableJobStatus(ctx, model.OCM, f.hubID)
 	if err != nil {
 		return events.Unavailable("state store: %v", err)
 	}
-	mine, err := f.store.JobsOfOwner(ctx, f.hubID)
+	mine, err := f.store.JobStatusOfOwner(ctx, f.hubID)
 	if err != nil {
 		return events.Unavailable("state store: %v", err)
 	}

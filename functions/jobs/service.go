@@ -74,13 +74,6 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 	if ferr != nil {
 		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
 	}
-	if id != "" {
-		if g, err := s.store.GetGroup(ctx, id); err == nil {
-			return g, nil // made by an earlier delivery of the same event
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return nil, failureOf(err)
-		}
-	}
 	missing, err := s.targeter.Resolve(ctx, app, descriptor)
 	if err != nil {
 		return nil, fail(http.StatusServiceUnavailable, "resolving targets: %v", err)
@@ -89,41 +82,46 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 	if g.ID == "" {
 		g.ID = model.NewID()
 	}
-	ns := app.Namespace
-	if ns == "" {
-		ns = app.Name
-	}
 	for _, c := range app.Components {
-		ms, err := c.Manifests()
-		if err != nil {
-			return nil, fail(http.StatusUnprocessableEntity, "component %s: %v", c.Name, err)
-		}
-		j := model.Job{
-			ID: model.NewJobID(g.ID), Type: model.CreateDeployment, State: model.Created, Manifests: ms,
-			Targets: c.Targets, Orchestrator: model.OCM, Namespace: ns, Component: c.Name,
-		}
-		if c.Targets != nil {
-			j.Orchestrator = c.Targets.Orchestrator
-		}
-		if why, ok := missing[c.Name]; ok {
-			j.Resource = awaitingTarget(j.ID, why)
+		j, fl := newJob(g.ID, app, c, missing)
+		if fl != nil {
+			return nil, fl
 		}
 		g.Jobs = append(g.Jobs, j)
 	}
 	if err := s.store.CreateGroup(ctx, g, by); err != nil {
 		if errors.Is(err, store.ErrExists) && id != "" {
+			// Made by an earlier delivery of the same event.
 			if existing, gerr := s.store.GetGroup(ctx, id); gerr == nil {
 				return existing, nil
 			}
 		}
 		return nil, failureOf(err)
 	}
-	stored, err := s.store.GetGroup(ctx, g.ID)
+	// CreateGroup filled in what the store decides (group fields, timestamps): g is the group
+	// as stored, with no need to read it back.
+	s.publishCreated(ctx, executable(g.Jobs))
+	return g, nil
+}
+
+// newJob is the Created CreateDeployment job of a component: its manifests, its target (or an
+// AwaitingTarget condition saying why it has none), in the application's namespace.
+func newJob(groupID string, app *Application, c Component, missing map[string]string) (model.Job, *Failure) {
+	ms, err := c.Manifests()
 	if err != nil {
-		return nil, failureOf(err)
+		return model.Job{}, fail(http.StatusUnprocessableEntity, "component %s: %v", c.Name, err)
 	}
-	s.publishCreated(ctx, executable(stored.Jobs))
-	return stored, nil
+	j := model.Job{
+		ID: model.NewJobID(groupID), Type: model.CreateDeployment, State: model.Created, Manifests: ms,
+		Targets: c.Targets, Orchestrator: model.OCM, Namespace: firstNonEmpty(app.Namespace, app.Name), Component: c.Name,
+	}
+	if c.Targets != nil {
+		j.Orchestrator = c.Targets.Orchestrator
+	}
+	if why, ok := missing[c.Name]; ok {
+		j.Resource = awaitingTarget(j.ID, why)
+	}
+	return j, nil
 }
 
 func awaitingTarget(jobID, why string) *model.Resource {
@@ -184,30 +182,61 @@ func (s *service) reopenAll(ctx context.Context, id, by, verb string, order func
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	var refused []string
+	rs := reopens{changed: map[string]bool{}}
 	for _, j := range g.Jobs {
-		r := order(j)
-		if r == nil {
-			continue
-		}
-		if _, err := s.store.Reopen(ctx, j.ID, *r); err != nil {
-			if f := failureOf(err); f.Status != http.StatusConflict {
-				return nil, f
+		if r := order(j); r != nil {
+			if fl := s.reopen(ctx, &rs, j, *r); fl != nil {
+				return nil, fl
 			}
-			refused = append(refused, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
 		}
 	}
 	after, err := s.store.GetGroup(ctx, id)
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	s.publishCreated(ctx, executable(after.Jobs))
-	if len(refused) > 0 {
-		sort.Strings(refused)
+	s.publishCreated(ctx, rs.executable(after.Jobs))
+	if len(rs.refused) > 0 {
 		return after, fail(http.StatusConflict, "cannot %s group %s yet: jobs being executed: %s (retry when they finish)",
-			verb, id, strings.Join(refused, ", "))
+			verb, id, rs.list())
 	}
 	return after, nil
+}
+
+// reopens are the outcomes of re-opening the jobs of one request: which jobs changed (and so
+// are announced, not the ones that were already waiting) and which refused.
+type reopens struct {
+	changed map[string]bool
+	refused []string
+}
+
+// reopen re-opens one job; a job being executed right now refuses, which is recorded and is
+// not an error of the request.
+func (s *service) reopen(ctx context.Context, rs *reopens, j model.Job, r store.Reopen) *Failure {
+	if _, err := s.store.Reopen(ctx, j.ID, r); err != nil {
+		if f := failureOf(err); f.Status != http.StatusConflict {
+			return f
+		}
+		rs.refused = append(rs.refused, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
+		return nil
+	}
+	rs.changed[j.ID] = true
+	return nil
+}
+
+// executable are the executable jobs among those this request changed.
+func (rs *reopens) executable(jobs []model.Job) []model.Job {
+	var out []model.Job
+	for _, j := range executable(jobs) {
+		if rs.changed[j.ID] {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func (rs *reopens) list() string {
+	sort.Strings(rs.refused)
+	return strings.Join(rs.refused, ", ")
 }
 
 // updateGroup applies a new descriptor to a group: components that have a job get their
@@ -227,7 +256,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		byComponent[j.Component] = j
 	}
 	var added []Component
-	var refused []string
+	rs := reopens{changed: map[string]bool{}}
 	keep := map[string]bool{}
 	for _, c := range app.Components {
 		keep[c.Name] = true
@@ -243,22 +272,16 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if sameManifests(j.Manifests, ms) {
 			continue
 		}
-		if _, err := s.store.Reopen(ctx, j.ID, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); err != nil {
-			if f := failureOf(err); f.Status != http.StatusConflict {
-				return nil, f
-			}
-			refused = append(refused, j.ID)
+		if fl := s.reopen(ctx, &rs, j, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
+			return nil, fl
 		}
 	}
 	for _, j := range g.Jobs {
 		if keep[j.Component] || (j.Type == model.DeleteDeployment && j.State == model.Finished) {
 			continue
 		}
-		if _, err := s.store.Reopen(ctx, j.ID, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "component removed by an update"}); err != nil {
-			if f := failureOf(err); f.Status != http.StatusConflict {
-				return nil, f
-			}
-			refused = append(refused, j.ID)
+		if fl := s.reopen(ctx, &rs, j, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "component removed by an update"}); fl != nil {
+			return nil, fl
 		}
 	}
 	if len(added) > 0 {
@@ -267,22 +290,14 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if err != nil {
 			return nil, fail(http.StatusServiceUnavailable, "resolving targets: %v", err)
 		}
-		ns := firstNonEmpty(app.Namespace, app.Name)
 		var jobs []model.Job
 		for _, c := range sub.Components {
-			ms, err := c.Manifests()
-			if err != nil {
-				return nil, fail(http.StatusUnprocessableEntity, "component %s: %v", c.Name, err)
-			}
-			j := model.Job{ID: model.NewJobID(id), Type: model.CreateDeployment, State: model.Created, Manifests: ms,
-				Targets: c.Targets, Orchestrator: model.OCM, Namespace: ns, Component: c.Name}
-			if c.Targets != nil {
-				j.Orchestrator = c.Targets.Orchestrator
-			}
-			if why, ok := missing[c.Name]; ok {
-				j.Resource = awaitingTarget(j.ID, why)
+			j, fl := newJob(id, app, c, missing)
+			if fl != nil {
+				return nil, fl
 			}
 			jobs = append(jobs, j)
+			rs.changed[j.ID] = true
 		}
 		if err := s.store.AddJobs(ctx, id, jobs, by); err != nil {
 			return nil, failureOf(err)
@@ -292,9 +307,9 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	s.publishCreated(ctx, executable(after.Jobs))
-	if len(refused) > 0 {
-		return after, fail(http.StatusConflict, "group %s updated except jobs being executed: %s (retry when they finish)", id, strings.Join(refused, ", "))
+	s.publishCreated(ctx, rs.executable(after.Jobs))
+	if len(rs.refused) > 0 {
+		return after, fail(http.StatusConflict, "group %s updated except jobs being executed: %s (retry when they finish)", id, rs.list())
 	}
 	return after, nil
 }

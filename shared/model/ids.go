@@ -54,17 +54,24 @@ type idFields struct {
 	Upper *string `json:"ID"`
 }
 
-// readID returns the id of a JSON object, `id` winning over `ID` when both are there.
-func readID(b []byte) (string, error) {
+// decodeWithID decodes a JSON object into v (a type without UnmarshalJSON, so this does not
+// recurse) and sets *id from `id` or `ID`, `id` winning when both are there: the one rule every
+// model type's UnmarshalJSON shares.
+func decodeWithID(b []byte, v any, id *string) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return err
+	}
 	var f idFields
 	if err := json.Unmarshal(b, &f); err != nil {
-		return "", err
+		return err
 	}
-	if f.Lower != nil && *f.Lower != "" {
-		return *f.Lower, nil
+	switch {
+	case f.Lower != nil && *f.Lower != "":
+		*id = *f.Lower
+	case f.Upper != nil:
+		*id = *f.Upper
+	default:
+		*id = ""
 	}
-	if f.Upper != nil {
-		return *f.Upper, nil
-	}
-	return "", nil
+	return nil
 }

@@ -43,17 +43,8 @@ type Subject struct {
 // UnmarshalJSON reads an incompliance, taking its id from `id` or `ID`.
 func (in *Incompliance) UnmarshalJSON(b []byte) error {
 	type plain Incompliance
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	id, err := readID(b)
-	if err != nil {
-		return err
-	}
-	p.ID = id
-	*in = Incompliance(p)
-	return nil
+	*in = Incompliance{}
+	return decodeWithID(b, (*plain)(in), &in.ID)
 }
 
 // Validate checks an incompliance: policyName and a known remediation are required, values

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -93,33 +92,15 @@ type HistoryEntry struct {
 // UnmarshalJSON reads a job, taking its id from `id` or `ID`.
 func (j *Job) UnmarshalJSON(b []byte) error {
 	type plain Job
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	id, err := readID(b)
-	if err != nil {
-		return err
-	}
-	p.ID = id
-	*j = Job(p)
-	return nil
+	*j = Job{}
+	return decodeWithID(b, (*plain)(j), &j.ID)
 }
 
 // UnmarshalJSON reads a job group, taking its id from `id` or `ID`.
 func (g *JobGroup) UnmarshalJSON(b []byte) error {
 	type plain JobGroup
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	id, err := readID(b)
-	if err != nil {
-		return err
-	}
-	p.ID = id
-	*g = JobGroup(p)
-	return nil
+	*g = JobGroup{}
+	return decodeWithID(b, (*plain)(g), &g.ID)
 }
 
 // Validate checks a job group and its jobs as the store receives them for creation.

@@ -1,8 +1,6 @@
 package model
 
 import (
-	"encoding/json"
-
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
@@ -67,17 +65,8 @@ func (r *Resource) Condition(t string) *Condition {
 // UnmarshalJSON reads a resource, taking its id from `id` or `ID`.
 func (r *Resource) UnmarshalJSON(b []byte) error {
 	type plain Resource
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	id, err := readID(b)
-	if err != nil {
-		return err
-	}
-	p.ID = id
-	*r = Resource(p)
-	return nil
+	*r = Resource{}
+	return decodeWithID(b, (*plain)(r), &r.ID)
 }
 
 // Validate checks the conditions: a type and a status of True, False or Unknown each, and no

@@ -382,6 +382,22 @@ func (s *Store) GetJob(ctx context.Context, id string) (*model.Job, error) {
 	return js[0], nil
 }
 
+// GetJobStatus reads a job without its manifests and remediation (as JobStatusOfOwner does):
+// what a caller needs to decide whether to act on a job, at a fraction of the bytes.
+func (s *Store) GetJobStatus(ctx context.Context, id string) (*model.Job, error) {
+	if fe := checkID(id, "id"); fe != nil {
+		return nil, invalid("get job", fe)
+	}
+	js, err := s.fetchJobStatus(ctx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(js) == 0 {
+		return nil, &GuardError{Op: "get", Kind: "job", ID: id, Guard: GuardExists, Want: "job", Got: "none"}
+	}
+	return &js[0], nil
+}
+
 // fetchJobs reads jobs by id in one pipeline, skipping those deleted meanwhile, ordered by
 // creation time then id.
 func (s *Store) fetchJobs(ctx context.Context, ids []string) ([]model.Job, error) {
@@ -536,6 +552,25 @@ func (s *Store) JobStatusOfOwner(ctx context.Context, owner string) ([]model.Job
 // Progressing or Degraded whose owner's lease lapsed more than the takeover TTL ago (by this
 // process's clock; Promote decides by the Redis clock).
 func (s *Store) ExecutableJobs(ctx context.Context, orch model.Orchestrator, owner string) ([]model.Job, error) {
+	ids, err := s.executableIDs(ctx, orch, owner)
+	if err != nil {
+		return nil, err
+	}
+	return s.fetchJobs(ctx, ids)
+}
+
+// ExecutableJobStatus is ExecutableJobs without the manifests and remediation: what a sweep
+// needs to pick the jobs it then promotes (and reads whole).
+func (s *Store) ExecutableJobStatus(ctx context.Context, orch model.Orchestrator, owner string) ([]model.Job, error) {
+	ids, err := s.executableIDs(ctx, orch, owner)
+	if err != nil {
+		return nil, err
+	}
+	return s.fetchJobStatus(ctx, ids)
+}
+
+// executableIDs reads the executable and takeover indexes of every bucket in one pipeline.
+func (s *Store) executableIDs(ctx context.Context, orch model.Orchestrator, owner string) ([]string, error) {
 	errs := checkID(owner, "owner_id")
 	if !orch.Valid() {
 		errs = errs.Also(apis.ErrInvalidValue(string(orch), "orchestrator", `want "ocm" or "nuvla"`))
@@ -555,7 +590,7 @@ func (s *Store) ExecutableJobs(ctx context.Context, orch model.Orchestrator, own
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading executable jobs: %w", err)
 	}
-	return s.fetchJobs(ctx, union(cmds))
+	return union(cmds), nil
 }
 
 // GetGroup reads a group with its jobs.

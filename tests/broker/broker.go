@@ -96,7 +96,7 @@ func (b *Broker) Publish(ctx context.Context, e event.Event) error {
 	if err := b.init(); err != nil {
 		return err
 	}
-	attr := attributes(e)
+	attr := Attributes(e)
 	var matched []Trigger
 	for _, t := range b.Triggers {
 		if t.Matches(attr) {
@@ -220,8 +220,9 @@ func (b *Broker) Stats() Stats {
 // Wait waits until every delivery in flight has ended.
 func (b *Broker) Wait() { b.inflight.Wait() }
 
-// attributes returns a lookup of an event's context attributes and extensions by name.
-func attributes(e event.Event) func(string) string {
+// Attributes returns a lookup of an event's context attributes and extensions by name, as a
+// Trigger filter reads them.
+func Attributes(e event.Event) func(string) string {
 	return func(name string) string {
 		switch name {
 		case "type":

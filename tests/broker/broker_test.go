@@ -54,7 +54,7 @@ func TestTriggersMatchSubscriptions(t *testing.T) {
 			e.SetSource(pings[0].Source())
 		}
 		for _, tr := range triggers {
-			if tr.Matches(attrs(e)) {
+			if tr.Matches(broker.Attributes(e)) {
 				got[typ] = append(got[typ], tr.Subscriber)
 			}
 		}
@@ -78,7 +78,7 @@ func TestTriggersMatchSubscriptions(t *testing.T) {
 	other.SetType(events.Ping)
 	other.SetSource("/apis/v1/namespaces/default/pingsources/someone-else")
 	for _, tr := range triggers {
-		if tr.Matches(attrs(other)) {
+		if tr.Matches(broker.Attributes(other)) {
 			t.Errorf("Trigger %s takes pings of another PingSource", tr.Name)
 		}
 	}
@@ -86,18 +86,6 @@ func TestTriggersMatchSubscriptions(t *testing.T) {
 		if tr.Delivery.DeadLetter == "" || tr.Delivery.Retry == 0 {
 			t.Errorf("Trigger %s has no retry or dead-letter sink: %+v", tr.Name, tr.Delivery)
 		}
-	}
-}
-
-func attrs(e event.Event) func(string) string {
-	return func(name string) string {
-		switch name {
-		case "type":
-			return e.Type()
-		case "source":
-			return e.Source()
-		}
-		return ""
 	}
 }
 
