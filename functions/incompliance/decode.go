@@ -2,7 +2,6 @@ package incompliance
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 
 	"knative.dev/pkg/apis"
@@ -101,10 +100,4 @@ func firstOf(vs ...string) string {
 		}
 	}
 	return ""
-}
-
-// String describes the request for logs.
-func (r *Request) String() string {
-	return fmt.Sprintf("%s on %s/%s%s", r.Incompliance.Remediation, r.Incompliance.Subject.AppInstance,
-		r.Incompliance.Subject.AppComponent, r.Incompliance.Subject.ResourceID)
 }

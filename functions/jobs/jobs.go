@@ -25,7 +25,6 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
-	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -99,9 +98,6 @@ func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.
 	}
 	return f, nil
 }
-
-// Store is the function's store (for the REST API of the other functions in this process).
-func (f *Function) Store() *store.Store { return f.svc.store }
 
 // Handle handles a job group event.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -114,9 +113,4 @@ func (d *Deduper) pending() time.Duration {
 		return 2 * time.Minute
 	}
 	return d.Pending
-}
-
-// String describes the deduper for logs.
-func (d *Deduper) String() string {
-	return fmt.Sprintf("idempotency on source+id (answers kept %s)", d.ttl())
 }

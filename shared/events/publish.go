@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -80,35 +79,4 @@ type Discard struct{}
 func (Discard) Publish(ctx context.Context, e event.Event) error {
 	logging.FromContext(ctx).Debugw("no K_SINK: event not published", "type", e.Type(), "id", e.ID())
 	return nil
-}
-
-// Recorder keeps every published event in memory; tests use it to see what a function emits.
-type Recorder struct {
-	events chan event.Event
-}
-
-// NewRecorder returns a recorder that holds up to n events.
-func NewRecorder(n int) *Recorder { return &Recorder{events: make(chan event.Event, n)} }
-
-// Publish records e.
-func (r *Recorder) Publish(_ context.Context, e event.Event) error {
-	select {
-	case r.events <- e:
-		return nil
-	default:
-		return errors.New("recorder full")
-	}
-}
-
-// Events returns the events recorded so far and forgets them.
-func (r *Recorder) Events() []event.Event {
-	var out []event.Event
-	for {
-		select {
-		case e := <-r.events:
-			out = append(out, e)
-		default:
-			return out
-		}
-	}
 }
