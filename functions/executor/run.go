@@ -255,28 +255,30 @@ func (f *Function) chooseCluster(ctx context.Context, current string, named *mod
 
 // markDispatched records on the job's resource that this execution applied its ManifestWork.
 func (f *Function) markDispatched(ctx context.Context, c store.Claim, j *model.Job, work *workv1.ManifestWork) (*model.Resource, error) {
-	r := model.Resource{ID: j.ID, JobID: j.ID}
-	prev := j.Resource
-	if prev != nil {
-		r = *prev
-		r.Conditions = append([]metav1.Condition(nil), prev.Conditions...)
+	// Status sync may write the resource meanwhile: write only over what was read, and on a
+	// conflict read again and redo (the two writers set different conditions). A few tries
+	// are plenty: status sync writes a job at most once per tick.
+	for attempt := 0; ; attempt++ {
+		prev := j.Resource
+		r := model.Resource{ID: j.ID, JobID: j.ID}
+		if prev != nil {
+			r = *prev
+			r.Conditions = append([]metav1.Condition(nil), prev.Conditions...)
+		}
+		r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = work.Namespace, work.Name, string(work.UID)
+		if r.ResourceName == "" {
+			r.ResourceName = j.Component
+		}
+		meta.RemoveStatusCondition(&r.Conditions, model.ConditionDegraded)
+		r.SetCondition(condition(model.ConditionDispatched, true, "ManifestWorkApplied", "ManifestWork "+work.Namespace+"/"+work.Name+" applied", c.Fence))
+		_, err := f.store.WriteResourceStatusIf(ctx, c, prev, r)
+		if err == nil || !errors.Is(err, store.ErrResourceChanged) || attempt == 4 {
+			return &r, err
+		}
+		if j, err = f.store.GetJobStatus(ctx, j.ID); err != nil {
+			return nil, err
+		}
 	}
-	r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = work.Namespace, work.Name, string(work.UID)
-	if r.ResourceName == "" {
-		r.ResourceName = j.Component
-	}
-	meta.RemoveStatusCondition(&r.Conditions, model.ConditionDegraded)
-	r.SetCondition(condition(model.ConditionDispatched, true, "ManifestWorkApplied", "ManifestWork "+work.Namespace+"/"+work.Name+" applied", c.Fence))
-	// Status sync may have written the resource meanwhile: write only over what was read,
-	// and on a conflict read again and redo (both writers set disjoint conditions).
-	if _, err := f.store.WriteResourceStatusIf(ctx, c, prev, r); err == nil || !errors.Is(err, store.ErrResourceChanged) {
-		return &r, err
-	}
-	fresh, err := f.store.GetJob(ctx, j.ID)
-	if err != nil {
-		return nil, err
-	}
-	return f.markDispatched(ctx, c, fresh, work)
 }
 
 func condition(typ string, status bool, reason, message string, fence uint64) metav1.Condition {
