@@ -19,6 +19,10 @@ type Need struct {
 	Clusters int
 	// S3 starts an S3-compatible object store (versitygw) with the bucket S3Bucket.
 	S3 bool
+	// TwoHubs starts two OCM hubs with disjoint clusters instead: hub A (Env.Hub) manages
+	// cluster1 and hub B (Env.HubB) manages cluster2, each the spoke of its own cluster with
+	// its own real work agent. Clusters is ignored.
+	TwoHubs bool
 }
 
 // S3Bucket is the bucket the suite's object store starts with.
@@ -34,11 +38,15 @@ type Env struct {
 	Agents map[string]*Agent
 	// S3 is the object store, when Need.S3.
 	S3 *S3
+	// HubB is the second hub, when Need.TwoHubs.
+	HubB *Hub
+	// hubOf is the hub that manages each cluster.
+	hubOf map[string]*Hub
 }
 
 // Start starts what need names. On error everything already started is stopped.
 func Start(ctx context.Context, need Need) (env *Env, err error) {
-	env = &Env{Spokes: map[string]*Hub{}, Agents: map[string]*Agent{}}
+	env = &Env{Spokes: map[string]*Hub{}, Agents: map[string]*Agent{}, hubOf: map[string]*Hub{}}
 	defer func() {
 		if err != nil {
 			env.Stop()
@@ -53,6 +61,9 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 		if env.S3, err = StartS3(S3Bucket); err != nil {
 			return nil, fmt.Errorf("versitygw: %w", err)
 		}
+	}
+	if need.TwoHubs {
+		return env, env.startTwoHubs(ctx)
 	}
 	if need.Hub || need.Clusters > 0 {
 		if env.Hub, err = StartHub(HubOptions{Knative: need.Knative}); err != nil {
@@ -73,14 +84,42 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 			return nil, fmt.Errorf("work agent of %s: %w", name, err)
 		}
 		env.Agents[name] = a
+		env.hubOf[name] = env.Hub
 	}
 	return env, nil
 }
+
+// startTwoHubs starts hub A with cluster1 and hub B with cluster2; each hub is the spoke of
+// its one cluster.
+func (e *Env) startTwoHubs(ctx context.Context) error {
+	var err error
+	if e.Hub, err = StartHub(HubOptions{}); err != nil {
+		return fmt.Errorf("hub A: %w", err)
+	}
+	if e.HubB, err = StartHub(HubOptions{}); err != nil {
+		return fmt.Errorf("hub B: %w", err)
+	}
+	for name, hub := range map[string]*Hub{"cluster1": e.Hub, "cluster2": e.HubB} {
+		a, err := StartAgent(ctx, hub, hub, name)
+		if err != nil {
+			return fmt.Errorf("work agent of %s: %w", name, err)
+		}
+		e.Agents[name] = a
+		e.hubOf[name] = hub
+	}
+	return nil
+}
+
+// HubOf returns the hub that manages a cluster (nil for an unknown cluster).
+func (e *Env) HubOf(cluster string) *Hub { return e.hubOf[cluster] }
 
 // Spoke returns the API server a cluster's workloads land on.
 func (e *Env) Spoke(cluster string) *Hub {
 	if s, ok := e.Spokes[cluster]; ok {
 		return s
+	}
+	if h := e.hubOf[cluster]; h != nil {
+		return h
 	}
 	return e.Hub
 }
@@ -95,6 +134,9 @@ func (e *Env) Stop() {
 	}
 	for _, s := range e.Spokes {
 		s.Stop()
+	}
+	if e.HubB != nil {
+		e.HubB.Stop()
 	}
 	if e.Hub != nil {
 		e.Hub.Stop()
