@@ -22,8 +22,8 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/functions/executor"
@@ -34,7 +34,10 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/logs"
+	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/redisconn"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
 // component is what each function package's Function provides.
@@ -43,18 +46,12 @@ type component interface {
 	Routes() map[string]http.Handler
 }
 
-// deps are what every function is built with.
-type deps struct {
-	redis     redis.UniversalClient
-	publisher events.Publisher
-}
-
 // entry describes one function: the event types it subscribes to, its configuration struct
 // and how to build it.
 type entry struct {
 	types  []string
 	config func() any
-	build  func(ctx context.Context, d deps) (component, error)
+	build  func(ctx context.Context, p platform.Platform) (component, error)
 }
 
 // registry maps each function to its entry.
@@ -67,16 +64,16 @@ var registry = map[string]entry{
 
 // register makes the entry of a function from its event types and its constructor: the
 // configuration struct C is filled from the environment before the function is built.
-func register[C any, F component](types []string, newFn func(context.Context, C, redis.UniversalClient, events.Publisher) (F, error)) entry {
+func register[C any, F component](types []string, newFn func(context.Context, C, platform.Platform) (F, error)) entry {
 	return entry{
 		types:  types,
 		config: func() any { return new(C) },
-		build: func(ctx context.Context, d deps) (component, error) {
+		build: func(ctx context.Context, p platform.Platform) (component, error) {
 			var c C
 			if err := config.Load(&c); err != nil {
 				return nil, err
 			}
-			f, err := newFn(ctx, c, d.redis, d.publisher)
+			f, err := newFn(ctx, c, p)
 			if err != nil {
 				return nil, err // not f: a nil *Function in an interface is not nil
 			}
@@ -112,13 +109,13 @@ type route struct {
 
 // Function serves the enabled functions of this process.
 type Function struct {
-	Runtime   config.Runtime
-	log       *zap.SugaredLogger
-	redis     redis.UniversalClient
-	publisher events.Publisher
-	routes    map[string][]route
-	http      map[string]http.Handler
-	enabled   []string
+	Runtime  config.Runtime
+	log      *zap.SugaredLogger
+	platform platform.Platform
+	relay    *events.Relay
+	routes   map[string][]route
+	http     map[string]http.Handler
+	enabled  []string
 	// eventsAuth checks bearer tokens on the CloudEvents endpoint (AUTH_CLOUDEVENTS).
 	eventsAuth *auth.Verifier
 	// handler serves Handle once Start has built it: func-go starts serving before Start ends.
@@ -128,9 +125,9 @@ type Function struct {
 // New returns the root function; Start configures it from the environment.
 func New() *Function { return &Function{} }
 
-// Start reads the configuration from the environment, connects to Redis and builds the
-// enabled functions. func's scaffolding passes its environment as cfg; the process
-// environment is read either way.
+// Start reads the configuration from the environment, builds the platform the enabled
+// functions share — one Redis store, one hub client and hub id, one object store client —
+// and the functions on it.
 func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	if err := config.Load(&f.Runtime); err != nil {
 		return err
@@ -148,18 +145,18 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	}
 	f.log = log
 	ctx = logging.WithLogger(ctx, log)
-	f.redis, err = redisconn.Connect(ctx, f.Runtime.RedisURL, 30*time.Second)
-	if err != nil {
+	if f.platform, err = buildPlatform(ctx, f.Runtime); err != nil {
 		return err
 	}
-	f.publisher = events.Discard{}
+	var pub events.Publisher = events.Discard{}
 	if f.Runtime.Sink != "" {
-		if f.publisher, err = events.NewSinkPublisher(f.Runtime.Sink, f.Runtime.PublishRetries, f.Runtime.PublishBackoff); err != nil {
+		if pub, err = events.NewSinkPublisher(f.Runtime.Sink, f.Runtime.PublishRetries, f.Runtime.PublishBackoff); err != nil {
 			return err
 		}
 	} else {
 		log.Warn("K_SINK is not set: emitted events are dropped")
 	}
+	f.relay = &events.Relay{Store: f.platform.Store, Publisher: pub, Age: f.Runtime.OutboxAge}
 	var ac auth.Config
 	if err := config.Load(&ac); err != nil {
 		return err
@@ -180,6 +177,51 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	return nil
 }
 
+// buildPlatform connects to Redis, opens the store, builds the hub clients and resolves the
+// hub id (once, for every function), and the object store client when one is configured.
+func buildPlatform(ctx context.Context, rt config.Runtime) (platform.Platform, error) {
+	var p platform.Platform
+	var sc config.Store
+	if err := config.Load(&sc); err != nil {
+		return p, err
+	}
+	var err error
+	if p.Redis, err = redisconn.Connect(ctx, rt.RedisURL, 30*time.Second); err != nil {
+		return p, err
+	}
+	if p.Objects, err = sc.Objects(ctx); err != nil {
+		return p, err
+	}
+	p.Bucket = sc.S3Bucket
+	if p.Store, err = sc.Open(p.Redis, p.Objects); err != nil {
+		return p, err
+	}
+	p.HubID = rt.HubID
+	rc, err := ocm.RestConfig()
+	if err != nil {
+		p.NoHub = err
+		logging.FromContext(ctx).Warnw("no hub API server", "error", err)
+		return p, nil
+	}
+	if p.Hub, err = ocm.NewHub(rc); err != nil {
+		return p, err
+	}
+	// The hub id is read once, waiting a while for a hub that is still starting.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		id, err := p.Hub.HubID(ctx, rt.HubID)
+		if err != nil {
+			logging.FromContext(ctx).Warnw("reading the hub id", "error", err)
+			return false, nil
+		}
+		p.HubID = id
+		return true, nil
+	})
+	if err != nil {
+		return p, fmt.Errorf("the hub id (HUB_ID, or the UID of the hub's ClusterManager %q): %w", ocm.ClusterManagerName, err)
+	}
+	return p, nil
+}
+
 func (f *Function) build(ctx context.Context) error {
 	f.routes = map[string][]route{}
 	f.http = map[string]http.Handler{}
@@ -192,20 +234,20 @@ func (f *Function) build(ctx context.Context) error {
 	sort.Strings(names)
 	for _, name := range names {
 		e := registry[name]
-		c, err := e.build(ctx, deps{redis: f.redis, publisher: f.publisher})
+		c, err := e.build(ctx, f.platform)
 		if err != nil {
 			return fmt.Errorf("function %s: %w", name, err)
 		}
 		// Each function remembers its own answers: the cron tick reaches several functions
 		// with the same source+id, and each must handle it once. A function acting for a hub
 		// (the executor) remembers per hub: another hub sharing the Redis decides for itself.
-		prefix := "ocmjobs:event:" + name + ":"
+		scope := name
 		if h, ok := c.(interface{ HubID() string }); ok {
-			prefix += h.HubID() + ":"
+			scope += ":" + h.HubID()
 		}
 		h := (&events.Deduper{
-			Redis: f.redis, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending, Prefix: prefix,
-		}).Wrap(c)
+			Store: f.platform.Store, Scope: scope, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending,
+		}).Wrap(f.announcing(c))
 		for _, t := range e.types {
 			f.routes[t] = append(f.routes[t], route{function: name, handler: h})
 		}
@@ -213,12 +255,43 @@ func (f *Function) build(ctx context.Context) error {
 			if _, dup := f.http[pattern]; dup {
 				return fmt.Errorf("function %s: route %s is served twice", name, pattern)
 			}
-			f.http[pattern] = rh
+			f.http[pattern] = f.announcingHTTP(rh)
 		}
 		f.enabled = append(f.enabled, name)
 	}
 	f.log.Infow("functions started", "functions", f.enabled, "types", f.types())
 	return nil
+}
+
+// announcing runs a handler and then publishes the events its changes appended to the
+// outbox. A publish that fails is not the handler's failure: the change is committed, and its
+// event stays in the outbox for the next drain.
+func (f *Function) announcing(next events.Handler) events.Handler {
+	return events.HandlerFunc(func(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+		ctx, pending := store.WithPending(ctx)
+		reply, result := next.Handle(ctx, e)
+		f.flush(ctx, pending)
+		return reply, result
+	})
+}
+
+// announcingHTTP is announcing for a REST route.
+func (f *Function) announcingHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, pending := store.WithPending(r.Context())
+		next.ServeHTTP(w, r.WithContext(ctx))
+		f.flush(ctx, pending)
+	})
+}
+
+func (f *Function) flush(ctx context.Context, pending *store.Pending) {
+	entries := pending.Take()
+	if len(entries) == 0 {
+		return
+	}
+	if _, err := f.relay.Flush(context.WithoutCancel(ctx), entries); err != nil {
+		logging.FromContext(ctx).Warnw("publishing events failed; they stay in the outbox for the next drain", "error", err)
+	}
 }
 
 func (f *Function) types() []string {
@@ -253,6 +326,14 @@ func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event
 // tick), the answer is the most urgent: a transient failure makes the broker retry, and the
 // functions that already handled the event answer the retry from memory.
 func (f *Function) route(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	if e.Type() == events.Ping {
+		// Every tick also publishes what the outboxes still hold (one process at a time).
+		defer func() {
+			if _, err := f.relay.Drain(context.WithoutCancel(ctx)); err != nil {
+				logging.FromContext(ctx).Warnw("draining the outbox", "error", err)
+			}
+		}()
+	}
 	routes := f.routes[e.Type()]
 	switch len(routes) {
 	case 0:
@@ -311,11 +392,11 @@ func (f *Function) Server() *events.Server {
 
 // Ready reports whether Redis answers.
 func (f *Function) Ready(ctx context.Context) (bool, error) {
-	if f.redis == nil {
+	if f.platform.Store == nil {
 		return false, errors.New("not started")
 	}
-	if err := f.redis.Ping(ctx).Err(); err != nil {
-		return false, fmt.Errorf("redis: %w", err)
+	if err := f.platform.Store.Ping(ctx); err != nil {
+		return false, err
 	}
 	return true, nil
 }
@@ -325,8 +406,8 @@ func (f *Function) Alive(context.Context) (bool, error) { return true, nil }
 
 // Stop closes the Redis connection.
 func (f *Function) Stop(context.Context) error {
-	if f.redis != nil {
-		return f.redis.Close()
+	if f.platform.Redis != nil {
+		return f.platform.Redis.Close()
 	}
 	return nil
 }

@@ -1,5 +1,12 @@
-// Package executor is the deployment execution function: it promotes jobs to this hub
-// (atomic, fenced), executes them as ManifestWorks on the OCM hub, and records the result.
+// Package executor is the deployment execution function: it promotes jobs of the clusters
+// this hub manages to this hub (atomic, fenced), executes them as ManifestWorks, and records
+// what it did.
+//
+// Who owns what: the executor alone promotes jobs and writes ManifestWorks (through
+// shared/ocm's Works); it records on the job what an execution decided (a remediation's
+// result, a reallocation's progress) and that it was applied, and it degrades a job it cannot
+// execute. Status sync alone reads the works' status back into the jobs. Every state change is
+// announced through the store's outbox, never published by hand.
 package executor
 
 import (
@@ -8,22 +15,21 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"syscall"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"knative.dev/pkg/logging"
 
+	"github.com/ocm-jobs/ocm-jobs/functions/executor/remediation"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -34,6 +40,7 @@ const Name = config.Executor
 type Config struct {
 	config.Runtime
 	config.Store
+	config.Verdict
 	MinReplicas         int32         `envconfig:"REMEDIATION_MIN_REPLICAS" default:"1" desc:"scale-in never goes below this many replicas"`
 	MaxReplicas         int32         `envconfig:"REMEDIATION_MAX_REPLICAS" default:"100" desc:"scale-out never goes above this many replicas"`
 	CPUStep             string        `envconfig:"REMEDIATION_CPU_STEP" default:"100m" desc:"CPU added (scale-up) or removed (scale-down) per container, on requests and limits"`
@@ -41,48 +48,39 @@ type Config struct {
 	CPUFloor            string        `envconfig:"REMEDIATION_CPU_FLOOR" default:"100m" desc:"scale-down never takes a container's CPU below this"`
 	MemoryFloor         string        `envconfig:"REMEDIATION_MEMORY_FLOOR" default:"64Mi" desc:"scale-down never takes a container's memory below this"`
 	DeleteWait          time.Duration `envconfig:"DELETE_WAIT" default:"20s" desc:"how long a DeleteDeployment waits for its ManifestWork to be gone before leaving it to status sync"`
-	ReallocationTimeout time.Duration `envconfig:"REALLOCATION_TIMEOUT" default:"2m" desc:"how long a reallocation waits for the new cluster's ManifestWork to be Available before giving up (the old one is kept)"`
+	ReallocationTimeout time.Duration `envconfig:"REALLOCATION_TIMEOUT" default:"2m" desc:"how long a reallocation waits, across deliveries and ticks, for the new cluster's ManifestWork to be Available before it rolls back (the old one is kept)"`
+	StepWait            time.Duration `envconfig:"REALLOCATION_STEP_WAIT" default:"10s" desc:"how long one delivery waits on a step of a reallocation (new work Available, old work gone) before leaving the rest to the next tick; keep it well under the Knative request timeout"`
 	config.Placement
-	SweepMax int `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
+	SweepMax        int           `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
+	ClusterCacheTTL time.Duration `envconfig:"CLUSTER_CACHE_TTL" default:"10s" desc:"how long the set of ManagedClusters this hub manages is cached"`
+	HubRegistration time.Duration `envconfig:"HUB_REGISTRATION_TTL" default:"2m" desc:"how long this hub's entry in the hub registry (the clusters it manages) lasts; renewed on every cron tick. A Created job whose cluster no registered hub manages is marked NoManagingHub"`
 	// FaultKillAfterApply makes the process kill itself (SIGKILL) right after it applied a
 	// ManifestWork and before it recorded anything: the crash the fault tests need.
 	FaultKillAfterApply bool `envconfig:"FAULT_KILL_AFTER_APPLY" default:"false" desc:"testing only: SIGKILL this process right after a ManifestWork is applied, before the job's state is written"`
 }
 
 // Types are the event types the executor handles: new jobs, and the cron tick that sweeps
-// for jobs whose events were lost, executions that died, and jobs to take over.
+// for jobs whose events were lost, executions that died, reallocations in progress, and jobs
+// to take over.
 var Types = []string{events.JobCreated, events.Ping}
 
 // Function is the executor.
 type Function struct {
-	cfg       Config
-	store     *store.Store
-	hub       *ocm.Hub
-	hubID     string
-	publisher events.Publisher
-	opts      RemediationOptions
-	clusters  clusterCache
+	cfg      Config
+	store    *store.Store
+	works    *ocm.Works
+	clusters *ocm.Clusters
+	hub      *ocm.Hub
+	hubID    string
+	opts     remediation.Options
 }
 
-// New builds the executor: the store, the hub (KUBECONFIG or in-cluster) and this hub's id.
-func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	st, err := cfg.Store.Open(ctx, rdb)
-	if err != nil {
-		return nil, err
+// New builds the executor on the platform's store and hub.
+func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error) {
+	if p.Hub == nil {
+		return nil, fmt.Errorf("the executor needs a hub API server: %v", p.NoHub)
 	}
-	rc, err := ocm.RestConfig()
-	if err != nil {
-		return nil, err
-	}
-	hub, err := ocm.NewHub(rc)
-	if err != nil {
-		return nil, err
-	}
-	hubID, err := hub.HubID(ctx, cfg.HubID)
-	if err != nil {
-		return nil, err
-	}
-	opts := DefaultRemediationOptions()
+	opts := remediation.DefaultOptions()
 	opts.MinReplicas, opts.MaxReplicas = cfg.MinReplicas, cfg.MaxReplicas
 	for _, q := range []struct {
 		dst *resource.Quantity
@@ -99,8 +97,13 @@ func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("remediation settings: %w", err)
 	}
-	logging.FromContext(ctx).Infow("executor ready", "hubID", hubID)
-	return &Function{cfg: cfg, store: st, hub: hub, hubID: hubID, publisher: pub, opts: opts}, nil
+	works, err := ocm.NewWorks(p.Hub, p.HubID, ocm.WorksOptions{})
+	if err != nil {
+		return nil, err
+	}
+	logging.FromContext(ctx).Infow("executor ready", "hubID", p.HubID)
+	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), works: works, hub: p.Hub, hubID: p.HubID,
+		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts}, nil
 }
 
 // HubID is the owner id this executor promotes jobs to.
@@ -113,7 +116,10 @@ func (f *Function) Routes() map[string]http.Handler { return nil }
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 	switch e.Type() {
 	case events.Ping:
-		return nil, f.sweep(ctx)
+		if err := f.sweep(ctx); err != nil {
+			return nil, events.Unavailable("%v", err)
+		}
+		return nil, events.Done("swept")
 	case events.JobCreated:
 		id, _ := e.Extensions()[events.ExtJobID].(string)
 		if id == "" {
@@ -138,15 +144,28 @@ func (f *Function) handleJob(ctx context.Context, id string) protocol.Result {
 	case err != nil:
 		return events.Unavailable("state store: %v", err)
 	}
-	switch {
-	case orchestrator(j) != model.OCM:
+	if orchestrator(j) != model.OCM {
 		return events.Done("job %s is for orchestrator %q, not ocm: left to its deployment manager", id, orchestrator(j))
-	case j.OwnerID != "" && j.OwnerID != f.hubID && j.State != model.Progressing && j.State != model.Degraded:
-		return events.Done("job %s is owned by hub %s: not ours to execute", id, j.OwnerID)
-	case j.State == model.Created:
+	}
+	if j.Targets == nil || j.Targets.ClusterName == "" {
+		return events.Done("job %s has no target yet", id)
+	}
+	mine, err := f.clusters.Manages(ctx, j.Targets.ClusterName)
+	if err != nil {
+		return events.Unavailable("hub: %v", err)
+	}
+	if !mine {
+		return events.Done("job %s is for cluster %s, which this hub does not manage: left to the hub that does", id, j.Targets.ClusterName)
+	}
+	switch {
+	case j.State == model.Created && (j.OwnerID == "" || j.OwnerID == f.hubID):
 		return f.execute(ctx, j, false)
 	case f.resumable(j):
 		return f.execute(ctx, j, true)
+	case f.takeover(j):
+		return f.execute(ctx, j, false)
+	case j.State == model.Created:
+		return events.Done("job %s is owned by hub %s: not ours to execute", id, j.OwnerID)
 	}
 	return events.Done("job %s is %s (%s): nothing to do", id, j.State, j.Type)
 }
@@ -158,58 +177,19 @@ func orchestrator(j *model.Job) model.Orchestrator {
 	return j.Orchestrator
 }
 
-// resumable: a job of this hub in Progressing whose execution died before it applied the
-// ManifestWork (no Dispatched condition at this fence) and whose lease has lapsed.
+// resumable: a job of this hub in Progressing whose execution is over (its lease lapsed or was
+// released) without having recorded that it was applied: it died half-way, failed
+// transiently, or is a reallocation waiting for its next step.
 func (f *Function) resumable(j *model.Job) bool {
-	if j.State != model.Progressing || j.OwnerID != f.hubID || time.Now().Before(j.LeaseUntil) {
-		return false
-	}
-	if j.Resource != nil {
-		if c := j.Resource.Condition(model.ConditionDispatched); c != nil && c.ObservedGeneration == int64(j.Fence) {
-			return false
-		}
-	}
-	return true
+	return j.State == model.Progressing && j.OwnerID == f.hubID && !time.Now().Before(j.LeaseUntil) && j.Applied != j.Fence
 }
 
-// sweep executes what job.created events did not reach: executable jobs (lost events, jobs
-// given a target late, takeovers of jobs whose owner's lease lapsed past the takeover TTL)
-// and this hub's executions that died before dispatching.
-func (f *Function) sweep(ctx context.Context) protocol.Result {
-	// Status reads (no manifests) are enough to choose; execute reads each job whole once it
-	// is promoted.
-	ready, err := f.store.ExecutableJobStatus(ctx, model.OCM, f.hubID)
-	if err != nil {
-		return events.Unavailable("state store: %v", err)
-	}
-	mine, err := f.store.JobStatusOfOwner(ctx, f.hubID)
-	if err != nil {
-		return events.Unavailable("state store: %v", err)
-	}
-	var todo []*model.Job
-	for i := range ready {
-		todo = append(todo, &ready[i])
-	}
-	for i := range mine {
-		if f.resumable(&mine[i]) {
-			todo = append(todo, &mine[i])
-		}
-	}
-	done, failed := 0, 0
-	for _, j := range todo {
-		if done >= f.cfg.SweepMax {
-			break
-		}
-		res := f.execute(ctx, j, j.State == model.Progressing && j.OwnerID == f.hubID)
-		if events.IsTransient(events.StatusOf(res)) {
-			failed++
-		}
-		done++
-	}
-	if failed > 0 {
-		return events.Unavailable("sweep: %d of %d jobs failed transiently", failed, done)
-	}
-	return events.Done("sweep: %d jobs executed", done)
+// takeover: a CreateDeployment of another hub (which also manages the cluster) stuck in
+// Progressing whose lease lapsed longer than the takeover TTL ago. The promote decides by the
+// Redis clock; this only saves asking too early.
+func (f *Function) takeover(j *model.Job) bool {
+	return j.State == model.Progressing && j.Type == model.CreateDeployment && j.OwnerID != f.hubID &&
+		time.Since(j.LeaseUntil) > f.store.Options().TakeoverTTL
 }
 
 // execute promotes (or resumes) a job and runs it, renewing the lease while it works.
@@ -231,16 +211,30 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 	}
 	log := logging.FromContext(ctx).With("job", j.ID, "fence", c.Fence, "resume", resume)
 	ctx = logging.WithLogger(ctx, log)
+	bg := context.WithoutCancel(ctx)
 	cur, err := f.store.GetJob(ctx, j.ID)
 	if err != nil {
-		_ = f.store.ReleaseLease(context.WithoutCancel(ctx), c)
+		_ = f.store.ReleaseLease(bg, c)
 		return events.Unavailable("state store: %v", err)
+	}
+	if resume && cur.Move == nil {
+		// The execution that died may have done its part on the hub: the work says.
+		done, err := f.appliedOnHub(ctx, cur)
+		if err != nil {
+			_ = f.store.ReleaseLease(bg, c)
+			return events.Unavailable("hub: %v", err)
+		}
+		if done {
+			if err := f.store.MarkApplied(bg, c); err != nil {
+				return events.Unavailable("state store: %v", err)
+			}
+			return events.Done("job %s: execution %d was applied before it died; recorded", j.ID, c.Fence)
+		}
 	}
 	renewCtx, stop := context.WithCancel(ctx)
 	go f.keepLease(renewCtx, c, log)
-	work, fl := f.run(ctx, c, cur)
+	out, fl := f.run(ctx, c, cur)
 	stop()
-	bg := context.WithoutCancel(ctx)
 	switch {
 	case fl != nil && fl.Transient:
 		// Nothing is half-written: the lease is released so the retry (or the sweep)
@@ -249,39 +243,32 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 		log.Warnw("execution failed, will be retried", "error", fl)
 		return events.Unavailable("job %s: %s", j.ID, fl.Message)
 	case fl != nil:
-		return f.degrade(bg, c, cur, fl, log)
+		return f.degrade(bg, c, fl, log)
+	case out == moving:
+		_ = f.store.ReleaseLease(bg, c)
+		return events.Done("job %s: reallocation in progress; the next tick goes on", j.ID)
 	}
-	if work != nil && f.cfg.FaultKillAfterApply {
-		log.Errorw("FAULT_KILL_AFTER_APPLY: killing this process after applying the ManifestWork", "work", work.Namespace+"/"+work.Name)
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	if f.cfg.FaultKillAfterApply {
+		killAfterApply(log)
 	}
-	after := cur
-	if cur.Type == model.DeleteDeployment || cur.Type == model.UpdateDeployment {
-		// These changed the job on their way (finished it, recorded new manifests or a new
-		// target): read it again.
-		if got, err := f.store.GetJob(bg, j.ID); err == nil {
-			after = got
-		}
-	}
-	if work != nil {
-		// Only this execution writes the job while it holds the lease, so the job read
-		// after the promote is still current.
-		r, err := f.markDispatched(bg, c, after, work)
-		if err != nil {
-			log.Warnw("recording the dispatch", "error", err)
-		} else {
-			after.Resource = r
-		}
-	}
-	_ = f.store.ReleaseLease(bg, c)
-	typ := events.JobProgressing
-	if after.State == model.Finished {
-		typ = events.JobFinished
-	}
-	if err := events.PublishJobs(bg, f.publisher, typ, f.hubID, Name, []model.Job{*after}); err != nil {
-		log.Warnw("publishing the job's progress", "error", err)
+	if err := f.store.MarkApplied(bg, c); err != nil {
+		// The sweep finds the job, sees on the hub that it was applied, and records it.
+		log.Warnw("recording the execution", "error", err)
 	}
 	return events.Done("job %s executed (%s)", j.ID, cur.Type)
+}
+
+// appliedOnHub says whether the job's current execution did its part on the hub: the work
+// carries the execution's fence (or, for a delete, is gone or going).
+func (f *Function) appliedOnHub(ctx context.Context, j *model.Job) (bool, error) {
+	w, err := f.works.Get(ctx, j.Targets.ClusterName, ocm.WorkName(j.ID))
+	if err != nil {
+		return false, err
+	}
+	if j.Type == model.DeleteDeployment {
+		return w == nil || w.Deleting(), nil
+	}
+	return w != nil && !w.Deleting() && w.Fence() == j.Fence, nil
 }
 
 // keepLease renews the execution's lease every third of its TTL until ctx ends.
@@ -301,26 +288,32 @@ func (f *Function) keepLease(ctx context.Context, c store.Claim, log *zap.Sugare
 	}
 }
 
-// degrade records why a job cannot be executed: a Degraded condition on its resource, the
-// Degraded state, and job.degraded. The event is answered 2xx: retrying cannot help.
-func (f *Function) degrade(ctx context.Context, c store.Claim, j *model.Job, fl *failure, log *zap.SugaredLogger) protocol.Result {
-	r := model.Resource{ID: j.ID, JobID: j.ID}
-	if j.Resource != nil {
-		r = *j.Resource
-	}
-	r.SetCondition(condition(model.ConditionDegraded, true, fl.Reason, fl.Message, c.Fence))
-	if _, err := f.store.WriteResourceStatus(ctx, c, r); err != nil {
-		log.Warnw("recording the degraded condition", "error", err)
-	}
-	if _, err := f.store.Degrade(ctx, c, fl.Reason+": "+fl.Message); err != nil {
-		return events.Unavailable("recording job %s Degraded: %v", j.ID, err)
-	}
-	_ = f.store.ReleaseLease(ctx, c)
-	log.Infow("job degraded", "reason", fl.Reason, "message", fl.Message)
-	if after, err := f.store.GetJob(ctx, j.ID); err == nil {
-		if err := events.PublishJobs(ctx, f.publisher, events.JobDegraded, f.hubID, Name, []model.Job{*after}); err != nil {
-			log.Warnw("publishing job.degraded", "error", err)
+// degrade records why a job cannot be executed: a Degraded condition on its resource and the
+// Degraded state, in one step (announced through the outbox). The event is answered 2xx:
+// retrying cannot help.
+func (f *Function) degrade(ctx context.Context, c store.Claim, fl *failure, log *zap.SugaredLogger) protocol.Result {
+	err := store.RetryOnResourceChange(func() error {
+		j, err := f.store.GetJobStatus(ctx, c.JobID)
+		if err != nil {
+			return err
 		}
+		r := model.Resource{ID: j.ID, JobID: j.ID}
+		if j.Resource != nil {
+			r = *j.Resource
+			r.Conditions = append([]model.Condition(nil), j.Resource.Conditions...)
+		}
+		r.SetCondition(condition(model.ConditionDegraded, true, fl.Reason, fl.Message, c.Fence))
+		_, err = f.store.Apply(ctx, c, store.Change{To: model.Degraded, Why: fl.Reason + ": " + fl.Message,
+			Resource: &r, Read: j.Resource, IfUnchanged: true})
+		return err
+	})
+	if err != nil {
+		var ge *store.GuardError
+		if errors.As(err, &ge) && !errors.Is(err, store.ErrResourceChanged) {
+			return events.Done("job %s changed meanwhile, not degraded here: %v", c.JobID, err)
+		}
+		return events.Unavailable("recording job %s Degraded: %v", c.JobID, err)
 	}
-	return events.Done("job %s Degraded: %s: %s", j.ID, fl.Reason, fl.Message)
+	log.Infow("job degraded", "reason", fl.Reason, "message", fl.Message)
+	return events.Done("job %s Degraded: %s: %s", c.JobID, fl.Reason, fl.Message)
 }

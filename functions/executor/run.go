@@ -2,38 +2,44 @@ package executor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"sort"
-	"sync"
+	"fmt"
+	"os"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
-	workv1 "open-cluster-management.io/api/work/v1"
+	"go.uber.org/zap"
 
+	"github.com/ocm-jobs/ocm-jobs/functions/executor/remediation"
+	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
-// fieldManager owns the ManifestWorks' fields in server-side apply.
-const fieldManager = "ocm-jobs"
+// outcome is how an execution that did not fail ended.
+type outcome int
 
-// run executes a promoted job by its type. It returns the ManifestWork it applied (nil when
-// the job finished here, e.g. a delete) or why it failed.
-func (f *Function) run(ctx context.Context, c store.Claim, j *model.Job) (*workv1.ManifestWork, *failure) {
+const (
+	// applied: the execution did its part on the hub; the job waits for status sync (or was
+	// finished here, a delete whose work is gone).
+	applied outcome = iota
+	// moving: a reallocation took a step and waits for the next one (the next tick).
+	moving
+)
+
+// run executes a promoted job by its type.
+func (f *Function) run(ctx context.Context, c store.Claim, j *model.Job) (outcome, *failure) {
 	if j.Targets == nil || j.Targets.ClusterName == "" {
-		return nil, degraded("NoTarget", "the job has no target cluster")
+		return applied, degraded("NoTarget", "the job has no target cluster")
 	}
 	switch j.Type {
 	case model.CreateDeployment, model.ReplaceDeployment:
-		return f.deploy(ctx, j, j.Targets.ClusterName, j.Manifests)
+		return applied, f.deploy(ctx, c, j, j.Targets.ClusterName, j.Manifests)
 	case model.DeleteDeployment:
-		return nil, f.undeploy(ctx, c, j)
+		return applied, f.undeploy(ctx, c, j)
 	case model.UpdateDeployment:
 		rem := model.Remediation{Action: j.SubType}
 		if j.Remediation != nil {
@@ -43,180 +49,194 @@ func (f *Function) run(ctx context.Context, c store.Claim, j *model.Job) (*workv
 			}
 		}
 		if rem.Action == model.Reallocation {
-			return f.reallocate(ctx, c, j, rem)
+			return f.move(ctx, c, j, rem)
 		}
-		ms, err := Remediate(j.Manifests, rem, f.opts)
-		if err != nil {
-			var na *NotApplicableError
+		return applied, f.remediate(ctx, c, j, rem)
+	}
+	return applied, degraded("UnknownJobType", "job type %d cannot be executed", j.Type)
+}
+
+// remediate computes the remediation's result once per execution and stores it before it is
+// applied: an execution that is resumed (it died after the apply, or the apply failed
+// transiently) applies the stored result again and never remediates twice.
+func (f *Function) remediate(ctx context.Context, c store.Claim, j *model.Job, rem model.Remediation) *failure {
+	ms := j.Manifests
+	if j.Remediated != c.Fence {
+		var err error
+		if ms, err = remediation.Remediate(j.Manifests, rem, f.opts); err != nil {
+			var na *remediation.NotApplicableError
 			if errors.As(err, &na) {
-				return nil, degraded(na.Reason, "%s", na.Message)
+				return degraded(na.Reason, "%s", na.Message)
 			}
-			return nil, degraded("RemediationFailed", "%v", err)
+			return degraded("RemediationFailed", "%v", err)
 		}
-		// Apply first, then record: a re-executed remediation recomputes from the stored
-		// manifests and lands on the same result instead of applying twice.
-		work, fl := f.deploy(ctx, j, j.Targets.ClusterName, ms)
-		if fl != nil {
-			return nil, fl
+		if _, err := f.store.Record(ctx, c, store.Record{Manifests: ms, Remediated: true, Why: string(rem.Action)}); err != nil {
+			return storeFailure(err)
 		}
-		if _, err := f.store.Redeploy(ctx, c, ms, nil, string(rem.Action)); err != nil {
-			return nil, storeFailure(err)
-		}
-		return work, nil
 	}
-	return nil, degraded("UnknownJobType", "job type %d cannot be executed", j.Type)
+	return f.deploy(ctx, c, j, j.Targets.ClusterName, ms)
 }
 
-// deploy server-side applies the job's ManifestWork on cluster: a retried apply converges on
-// the same single ManifestWork (deterministic name, whole spec owned by ocm-jobs).
-func (f *Function) deploy(ctx context.Context, j *model.Job, cluster string, manifests []model.PlainManifest) (*workv1.ManifestWork, *failure) {
-	if fl := f.checkCluster(ctx, cluster); fl != nil {
-		return nil, fl
-	}
-	mw, fl := buildWork(j, cluster, f.hubID, manifests)
-	if fl != nil {
-		return nil, fl
-	}
-	body, err := json.Marshal(mw)
+// deploy server-side applies the job's ManifestWork for this execution on cluster.
+func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, cluster string, manifests []model.PlainManifest) *failure {
+	mw, err := ocm.BuildWork(j, cluster, f.hubID, c.Fence, manifests)
 	if err != nil {
-		return nil, degraded("ManifestInvalid", "%v", err)
+		return degraded("ManifestInvalid", "%v", err)
 	}
-	got, err := f.hub.Work.WorkV1().ManifestWorks(cluster).Patch(ctx, mw.Name, types.ApplyPatchType, body,
-		metav1.PatchOptions{FieldManager: fieldManager, Force: ptr.To(true)})
-	if err != nil {
-		return nil, hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
+	if _, err := f.works.Apply(ctx, mw); err != nil {
+		return hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
 	}
-	return got, nil
-}
-
-// checkCluster refuses a target that is not a ManagedCluster of this hub. A cluster seen
-// recently is not asked for again: clusters come and go far slower than jobs.
-func (f *Function) checkCluster(ctx context.Context, cluster string) *failure {
-	if f.clusters.fresh(cluster) {
-		return nil
-	}
-	ok, err := f.hub.ClusterExists(ctx, cluster)
-	if err != nil {
-		return hubFailure(err, "reading ManagedCluster "+cluster)
-	}
-	if !ok {
-		return degraded("ClusterNotFound", "no ManagedCluster %q on this hub", cluster)
-	}
-	f.clusters.saw(cluster)
 	return nil
-}
-
-// clusterCache remembers for a short time which ManagedClusters exist.
-type clusterCache struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
-}
-
-const clusterCacheTTL = 10 * time.Second
-
-func (c *clusterCache) fresh(name string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Since(c.seen[name]) < clusterCacheTTL
-}
-
-func (c *clusterCache) saw(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seen == nil {
-		c.seen = map[string]time.Time{}
-	}
-	c.seen[name] = time.Now()
 }
 
 // undeploy deletes the job's ManifestWork (Foreground: the agent removes the objects first)
 // and finishes the job when it is gone; if that takes longer than DeleteWait the job stays
 // Progressing and status sync finishes it when the work disappears.
 func (f *Function) undeploy(ctx context.Context, c store.Claim, j *model.Job) *failure {
-	works := f.hub.Work.WorkV1().ManifestWorks(j.Targets.ClusterName)
-	name := ocm.WorkName(j.ID)
-	// The work's own DeleteOption (Foreground) makes the agent remove the objects before it
-	// lets the work go; the ManifestWork object itself has no dependents to propagate to.
-	err := works.Delete(ctx, name, metav1.DeleteOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return hubFailure(err, "deleting ManifestWork "+j.Targets.ClusterName+"/"+name)
+	cluster, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
+	if err := f.works.Delete(ctx, cluster, name); err != nil {
+		return hubFailure(err, "deleting ManifestWork "+cluster+"/"+name)
 	}
-	deadline := time.Now().Add(f.cfg.DeleteWait)
-	for {
-		_, err := works.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			if _, err := f.store.Finish(ctx, c, "ManifestWork "+name+" deleted"); err != nil {
-				return storeFailure(err)
-			}
-			return nil
+	gone, err := f.works.WaitGone(ctx, cluster, name, 200*time.Millisecond, f.cfg.DeleteWait)
+	if err != nil {
+		return hubFailure(err, "reading ManifestWork "+cluster+"/"+name)
+	}
+	if !gone {
+		return nil // status sync finishes it once the agent has removed the objects
+	}
+	if _, err := f.store.Apply(ctx, c, store.Change{To: model.Finished, Why: "ManifestWork " + name + " deleted"}); err != nil {
+		return storeFailure(err)
+	}
+	return nil
+}
+
+// move carries a reallocation one or more steps further, make-before-break: the ManifestWork
+// is applied on the new cluster; once the agent there reports it Available the new cluster
+// becomes the job's target and the old work is deleted; once that is gone the move is over
+// and status sync judges the job on its new cluster. If the new work fails, or is not
+// Available by the move's deadline, it is deleted again and, once it is gone, the job goes
+// Degraded (ReallocationFailed), still running on its old cluster. The move's phase and
+// deadline are recorded on the job, so each step is idempotent and a move outlives any one
+// delivery: each waits at most REALLOCATION_STEP_WAIT and leaves the rest to the next tick.
+func (f *Function) move(ctx context.Context, c store.Claim, j *model.Job, rem model.Remediation) (outcome, *failure) {
+	m := j.Move
+	if m == nil {
+		from := j.Targets.ClusterName
+		to, fl := f.chooseCluster(ctx, from, rem.Target)
+		if fl != nil {
+			return applied, fl
 		}
+		now, err := f.store.Now(ctx)
 		if err != nil {
-			return hubFailure(err, "reading ManifestWork "+name)
+			return applied, storeFailure(err)
 		}
-		if time.Now().After(deadline) {
-			return nil // status sync finishes it once the agent has removed the objects
-		}
-		select {
-		case <-ctx.Done():
-			return transient("%v", ctx.Err())
-		case <-time.After(200 * time.Millisecond):
+		m = &model.Move{From: from, To: to, Phase: model.MoveApply, Deadline: now.Add(f.cfg.ReallocationTimeout).UTC()}
+		if fl := f.recordMove(ctx, c, m, nil, "reallocation from "+from+" to "+to); fl != nil {
+			return applied, fl
 		}
 	}
-}
-
-// reallocate moves a job to another cluster, make-before-break: the ManifestWork is applied on
-// the new cluster, and only once the agent there reports it Available is the old one deleted
-// and the new target recorded. If the new one never becomes Available, it is removed again
-// and the old one kept.
-func (f *Function) reallocate(ctx context.Context, c store.Claim, j *model.Job, rem model.Remediation) (*workv1.ManifestWork, *failure) {
-	from := j.Targets.ClusterName
-	to, fl := f.chooseCluster(ctx, from, rem.Target)
-	if fl != nil {
-		return nil, fl
-	}
-	work, fl := f.deploy(ctx, j, to, j.Manifests)
-	if fl != nil {
-		return nil, fl
-	}
-	works := f.hub.Work.WorkV1().ManifestWorks(to)
-	deadline := time.Now().Add(f.cfg.ReallocationTimeout)
+	name := ocm.WorkName(j.ID)
 	for {
-		got, err := works.Get(ctx, work.Name, metav1.GetOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, hubFailure(err, "reading ManifestWork "+to+"/"+work.Name)
+		now, err := f.store.Now(ctx)
+		if err != nil {
+			return applied, storeFailure(err)
 		}
-		if err == nil && meta.IsStatusConditionTrue(got.Status.Conditions, workv1.WorkAvailable) {
-			work = got
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = works.Delete(context.WithoutCancel(ctx), work.Name, metav1.DeleteOptions{})
-			return nil, degraded("ReallocationFailed", "the ManifestWork on %s was not Available within %s; the job stays on %s", to, f.cfg.ReallocationTimeout, from)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, transient("%v", ctx.Err())
-		case <-time.After(250 * time.Millisecond):
+		switch m.Phase {
+		case model.MoveApply:
+			if fl := f.deploy(ctx, c, j, m.To, j.Manifests); fl != nil {
+				if fl.Transient {
+					return applied, fl
+				}
+				m.Phase, m.Why = model.MoveRollback, fl.Error()
+				if fl := f.recordMove(ctx, c, m, nil, "rolling back: "+m.Why); fl != nil {
+					return applied, fl
+				}
+				continue
+			}
+			// Past the deadline the work is still read once: it may have become Available.
+			wait := max(min(f.cfg.StepWait, m.Deadline.Sub(now)), 500*time.Millisecond)
+			_, v, err := f.works.WaitVerdict(ctx, m.To, name, c.Fence, f.cfg.SyncGrace, 250*time.Millisecond, wait)
+			if err != nil {
+				return applied, hubFailure(err, "reading ManifestWork "+m.To+"/"+name)
+			}
+			switch {
+			case v.Outcome == ocm.Done:
+				m.Phase = model.MoveRemoveOld
+				t := model.Target{ClusterName: m.To, Orchestrator: model.OCM}
+				if fl := f.recordMove(ctx, c, m, &t, "moved to "+m.To+"; removing the work on "+m.From); fl != nil {
+					return applied, fl
+				}
+			case v.Outcome == ocm.Failed:
+				m.Phase, m.Why = model.MoveRollback, v.Message
+				if fl := f.recordMove(ctx, c, m, nil, "rolling back: "+m.Why); fl != nil {
+					return applied, fl
+				}
+			case !now.Before(m.Deadline):
+				m.Phase = model.MoveRollback
+				m.Why = fmt.Sprintf("the ManifestWork on %s was not Available within %s", m.To, f.cfg.ReallocationTimeout)
+				if fl := f.recordMove(ctx, c, m, nil, "rolling back: "+m.Why); fl != nil {
+					return applied, fl
+				}
+			default:
+				return moving, nil
+			}
+		case model.MoveRemoveOld:
+			if done, fl := f.removed(ctx, m.From, name); fl != nil || !done {
+				return moving, fl
+			}
+			if _, err := f.store.Record(ctx, c, store.Record{EndMove: true, Why: "reallocated from " + m.From + " to " + m.To}); err != nil {
+				return applied, storeFailure(err)
+			}
+			return applied, nil
+		case model.MoveRollback:
+			if done, fl := f.removed(ctx, m.To, name); fl != nil || !done {
+				return moving, fl
+			}
+			return applied, degraded("ReallocationFailed", "%s; the job stays on %s", m.Why, m.From)
+		default:
+			return applied, degraded("ReallocationFailed", "unknown reallocation phase %q", m.Phase)
 		}
 	}
-	old := f.hub.Work.WorkV1().ManifestWorks(from)
-	if err := old.Delete(ctx, ocm.WorkName(j.ID), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return nil, hubFailure(err, "deleting the old ManifestWork on "+from)
-	}
-	t := model.Target{ClusterName: to, Orchestrator: model.OCM}
-	if _, err := f.store.Redeploy(ctx, c, nil, &t, "reallocated from "+from+" to "+to); err != nil {
-		return nil, storeFailure(err)
-	}
-	return work, nil
 }
 
-// chooseCluster picks where a reallocation goes: the cluster the job names; else the first
-// cluster the default Placement chose other than the current one; else any other
-// ManagedCluster of the hub (in name order).
+// recordMove records a move's new phase (and the job's new target).
+func (f *Function) recordMove(ctx context.Context, c store.Claim, m *model.Move, target *model.Target, why string) *failure {
+	if _, err := f.store.Record(ctx, c, store.Record{Move: m, Target: target, Why: why}); err != nil {
+		return storeFailure(err)
+	}
+	return nil
+}
+
+// removed deletes a work and waits up to StepWait for it to be gone.
+func (f *Function) removed(ctx context.Context, cluster, name string) (bool, *failure) {
+	if err := f.works.Delete(ctx, cluster, name); err != nil {
+		return false, hubFailure(err, "deleting ManifestWork "+cluster+"/"+name)
+	}
+	gone, err := f.works.WaitGone(ctx, cluster, name, 250*time.Millisecond, f.cfg.StepWait)
+	if err != nil {
+		return false, hubFailure(err, "reading ManifestWork "+cluster+"/"+name)
+	}
+	return gone, nil
+}
+
+// chooseCluster picks where a reallocation goes, among the clusters this hub manages: the
+// cluster the job names; else the first cluster the default Placement chose other than the
+// current one; else any other managed cluster (in name order).
 func (f *Function) chooseCluster(ctx context.Context, current string, named *model.Target) (string, *failure) {
+	mine, err := f.clusters.List(ctx)
+	if err != nil {
+		return "", hubFailure(err, "listing ManagedClusters")
+	}
+	managed := map[string]bool{}
+	for _, c := range mine {
+		managed[c] = true
+	}
 	if named != nil && named.ClusterName != "" {
-		if named.ClusterName == current {
+		switch {
+		case named.ClusterName == current:
 			return "", degraded("SameCluster", "the job already runs on %s", current)
+		case !managed[named.ClusterName]:
+			return "", degraded("ClusterNotManaged", "this hub does not manage cluster %s (it manages %v)", named.ClusterName, mine)
 		}
 		return named.ClusterName, nil
 	}
@@ -230,55 +250,129 @@ func (f *Function) chooseCluster(ctx context.Context, current string, named *mod
 			return "", hubFailure(err, "reading the placement")
 		}
 		for _, c := range clusters {
-			if c != current {
+			if c != current && managed[c] {
 				return c, nil
 			}
 		}
-		return "", degraded("NoTarget", "placement %s chose no cluster other than %s", ref, current)
+		return "", degraded("NoTarget", "placement %s chose no cluster of this hub other than %s", ref, current)
 	}
-	list, err := f.hub.Cluster.ClusterV1().ManagedClusters().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return "", hubFailure(err, "listing ManagedClusters")
-	}
-	var names []string
-	for _, mc := range list.Items {
-		if mc.Name != current && mc.Name != ocm.LocalCluster {
-			names = append(names, mc.Name)
+	for _, c := range mine {
+		if c != current && c != ocm.LocalCluster {
+			return c, nil
 		}
 	}
-	sort.Strings(names)
-	if len(names) == 0 {
-		return "", degraded("NoTarget", "no ManagedCluster other than %s to move to", current)
-	}
-	return names[0], nil
+	return "", degraded("NoTarget", "no ManagedCluster other than %s to move to", current)
 }
 
-// markDispatched records on the job's resource that this execution applied its ManifestWork.
-func (f *Function) markDispatched(ctx context.Context, c store.Claim, j *model.Job, work *workv1.ManifestWork) (*model.Resource, error) {
-	// Status sync may write the resource meanwhile: write only over what was read, and on a
-	// conflict read again and redo (the two writers set different conditions). A few tries
-	// are plenty: status sync writes a job at most once per tick.
-	for attempt := 0; ; attempt++ {
-		prev := j.Resource
-		r := model.Resource{ID: j.ID, JobID: j.ID}
-		if prev != nil {
-			r = *prev
-			r.Conditions = append([]metav1.Condition(nil), prev.Conditions...)
+// sweep does what job.created events did not: executes the executable jobs of this hub's
+// clusters (lost events, jobs given a target late, takeovers of jobs whose owner's lease
+// lapsed past the takeover TTL), resumes this hub's executions that are over without having
+// been applied (they died, failed transiently, or are reallocations waiting for their next
+// step), registers the clusters this hub manages, and marks jobs whose cluster no hub manages.
+func (f *Function) sweep(ctx context.Context) error {
+	mine, err := f.clusters.List(ctx)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := f.store.RegisterHub(ctx, f.hubID, mine, f.cfg.HubRegistration); err != nil {
+		return err
+	}
+	// Status reads (no manifests) are enough to choose; execute reads each job whole once it
+	// is promoted.
+	ready, err := f.store.ExecutableJobStatus(ctx, model.OCM, f.hubID)
+	if err != nil {
+		return err
+	}
+	owned, err := f.store.JobStatusOfOwner(ctx, f.hubID)
+	if err != nil {
+		return err
+	}
+	managed := map[string]bool{}
+	for _, c := range mine {
+		managed[c] = true
+	}
+	var todo []*model.Job
+	var strangers []*model.Job
+	for i := range ready {
+		j := &ready[i]
+		if j.Targets == nil || orchestrator(j) != model.OCM {
+			continue
 		}
-		r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = work.Namespace, work.Name, string(work.UID)
-		if r.ResourceName == "" {
-			r.ResourceName = j.Component
+		if !managed[j.Targets.ClusterName] {
+			if j.State == model.Created {
+				strangers = append(strangers, j)
+			}
+			continue
 		}
-		meta.RemoveStatusCondition(&r.Conditions, model.ConditionDegraded)
-		r.SetCondition(condition(model.ConditionDispatched, true, "ManifestWorkApplied", "ManifestWork "+work.Namespace+"/"+work.Name+" applied", c.Fence))
-		_, err := f.store.WriteResourceStatusIf(ctx, c, prev, r)
-		if err == nil || !errors.Is(err, store.ErrResourceChanged) || attempt == 4 {
-			return &r, err
-		}
-		if j, err = f.store.GetJobStatus(ctx, j.ID); err != nil {
-			return nil, err
+		todo = append(todo, j)
+	}
+	for i := range owned {
+		if f.resumable(&owned[i]) {
+			todo = append(todo, &owned[i])
 		}
 	}
+	failed := 0
+	for n, j := range todo {
+		if n >= f.cfg.SweepMax {
+			break
+		}
+		if code := events.StatusOf(f.execute(ctx, j, f.resumable(j))); code >= 500 {
+			failed++
+		}
+	}
+	if len(strangers) > 0 {
+		if err := f.markUnmanaged(ctx, strangers); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("sweep: %d of %d jobs failed transiently", failed, min(len(todo), f.cfg.SweepMax))
+	}
+	return nil
+}
+
+// markUnmanaged gives the Created jobs whose cluster no registered hub manages a condition
+// saying so (Progressing=False, NoManagingHub); they stay Created until a hub manages it.
+func (f *Function) markUnmanaged(ctx context.Context, jobs []*model.Job) error {
+	hubs, err := f.store.Hubs(ctx)
+	if err != nil {
+		return err
+	}
+	managedBy := map[string][]string{}
+	for id, h := range hubs {
+		for _, c := range h.Clusters {
+			managedBy[c] = append(managedBy[c], id)
+		}
+	}
+	for _, j := range jobs {
+		cluster := j.Targets.ClusterName
+		if len(managedBy[cluster]) > 0 {
+			continue // another hub's to run
+		}
+		msg := fmt.Sprintf("no hub sharing this store manages cluster %s (%d hubs registered); the job runs once one does", cluster, len(hubs))
+		err := store.RetryOnResourceChange(func() error {
+			cur, err := f.store.GetJobStatus(ctx, j.ID)
+			if err != nil {
+				return err
+			}
+			r := model.Resource{ID: cur.ID, JobID: cur.ID}
+			if cur.Resource != nil {
+				r = *cur.Resource
+				r.Conditions = append([]model.Condition(nil), cur.Resource.Conditions...)
+			}
+			if c := r.Condition(model.ConditionProgressing); c != nil && c.Reason == model.ReasonNoManagingHub && c.Message == msg {
+				return nil
+			}
+			r.SetCondition(metav1.Condition{Type: model.ConditionProgressing, Status: metav1.ConditionFalse,
+				Reason: model.ReasonNoManagingHub, Message: msg})
+			_, err = f.store.WriteCreatedResource(ctx, cur.ID, cur.Resource, r)
+			return err
+		})
+		if err != nil && !errors.Is(err, store.ErrWrongState) && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 func condition(typ string, status bool, reason, message string, fence uint64) metav1.Condition {
@@ -292,10 +386,31 @@ func condition(typ string, status bool, reason, message string, fence uint64) me
 	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: message, ObservedGeneration: int64(fence)}
 }
 
+// failure is why an execution did not succeed: degraded (the job goes Degraded with this
+// reason; retrying cannot help) or transient (answered 503, the broker retries).
+type failure struct {
+	Reason    string
+	Message   string
+	Transient bool
+}
+
+func (f *failure) Error() string { return f.Reason + ": " + f.Message }
+
+func degraded(reason, format string, args ...any) *failure {
+	return &failure{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+func transient(format string, args ...any) *failure {
+	return &failure{Reason: "Unavailable", Message: fmt.Sprintf(format, args...), Transient: true}
+}
+
 // hubFailure classifies an API server error: what the server refuses for good degrades the
-// job; what may pass (timeouts, 5xx, connection errors) is transient.
+// job; what may pass (timeouts, 5xx, connection errors, the context's end) is transient.
 func hubFailure(err error, what string) *failure {
+	var im *ocm.InvalidManifestError
 	switch {
+	case errors.As(err, &im):
+		return degraded("ManifestInvalid", "%s: %v", what, err)
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsRequestEntityTooLargeError(err),
 		apierrors.IsUnsupportedMediaType(err):
 		return degraded("ManifestRejected", "%s: %v", what, err)
@@ -307,8 +422,16 @@ func hubFailure(err error, what string) *failure {
 	return transient("%s: %v", what, err)
 }
 
-// storeFailure: a refused guard means another execution took the job over (degrading it
-// from here would be a stale write, which the store refuses anyway); anything else is Redis.
+// storeFailure: a refused guard means the job changed under this execution (taken over,
+// re-opened); anything else is Redis. Either way this execution stops, and is not degraded
+// from here (a stale write, which the store would refuse anyway).
 func storeFailure(err error) *failure {
 	return transient("state store: %v", err)
+}
+
+// killAfterApply is the crash of FAULT_KILL_AFTER_APPLY: after the hub has the work, before
+// anything is recorded.
+func killAfterApply(log *zap.SugaredLogger) {
+	log.Errorw("FAULT_KILL_AFTER_APPLY: killing this process after applying the ManifestWork")
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 }

@@ -14,13 +14,12 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	"github.com/redis/go-redis/v9"
-	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -40,24 +39,18 @@ var Types = []string{events.PolicyIncompliance}
 
 // Function is the incompliance function.
 type Function struct {
-	cfg       Config
-	store     *store.Store
-	redis     redis.UniversalClient
-	publisher events.Publisher
-	verifier  *auth.Verifier
+	cfg      Config
+	store    *store.Store
+	verifier *auth.Verifier
 }
 
-// New builds the function.
-func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	st, err := cfg.Store.Open(ctx, rdb)
-	if err != nil {
-		return nil, err
-	}
+// New builds the function on the platform's store.
+func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) {
 	v, err := auth.NewVerifier(cfg.Config)
 	if err != nil {
 		return nil, err
 	}
-	return &Function{cfg: cfg, store: st, redis: rdb, publisher: pub, verifier: v}, nil
+	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), verifier: v}, nil
 }
 
 // Routes serves the Policy Manager's webhook route of the ICOS Job Manager API.
@@ -104,8 +97,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 //   - 422: it is malformed, names no known job, or the job cannot be remediated (rejected);
 //   - 202: the job is already being remediated, or the same policy fired on the same job
 //     within the cooldown: recorded, no second job;
-//   - 200: the job was re-opened as an UpdateDeployment with the remediation as sub_type,
-//     and job.created published;
+//   - 200: the job was re-opened as an UpdateDeployment with the remediation as sub_type
+//     (announced as job.created by the store's outbox);
 //   - 503: Redis is unreachable; nothing was half-written, the sender retries.
 //
 // A redelivered incompliance (same id) answers as the first did.
@@ -148,8 +141,7 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 		return f.settle(ctx, &in, model.OutcomeRejected, fmt.Sprintf("job %s is Degraded: a remediation needs a Finished job; fix or redeploy it first", job.ID), job.ID)
 	}
 	// Alert storms: one remediation per policy and job within the cooldown.
-	key := fmt.Sprintf("%s:{b:%02x}:cooldown:%s:%s", f.cfg.Store.Prefix, model.Bucket(job.ID), job.ID, in.PolicyName)
-	ok, err := f.redis.SetNX(ctx, key, in.ID, f.cfg.Cooldown).Result()
+	ok, err := f.store.StartCooldown(ctx, job.ID, in.PolicyName, in.ID, f.cfg.Cooldown)
 	if err != nil {
 		return answer{status: http.StatusServiceUnavailable, msg: "redis unreachable: " + err.Error(), inc: &in}
 	}
@@ -167,21 +159,13 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 		// Another remediation got there first.
 		return f.settle(ctx, &in, model.OutcomeApplied, fmt.Sprintf("deduplicated: job %s changed meanwhile (%v)", job.ID, err), job.ID)
 	case errors.Is(err, store.ErrInvalid):
-		f.redis.Del(context.WithoutCancel(ctx), key)
+		_ = f.store.EndCooldown(context.WithoutCancel(ctx), job.ID, in.PolicyName)
 		return f.settle(ctx, &in, model.OutcomeRejected, err.Error(), job.ID)
 	case err != nil:
-		f.redis.Del(context.WithoutCancel(ctx), key)
+		_ = f.store.EndCooldown(context.WithoutCancel(ctx), job.ID, in.PolicyName)
 		return storeFailure(err, &in)
 	}
-	a := f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
-	if a.status == http.StatusOK {
-		if reopened, err := f.store.GetJob(ctx, job.ID); err == nil {
-			if err := events.PublishJobs(ctx, f.publisher, events.JobCreated, f.cfg.HubID, Name, []model.Job{*reopened}); err != nil {
-				logging.FromContext(ctx).Warnw("publishing job.created failed; the executor's sweep will find the job", "job", job.ID, "error", err)
-			}
-		}
-	}
-	return a
+	return f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
 }
 
 func subtype(j *model.Job) string {

@@ -15,7 +15,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	"github.com/redis/go-redis/v9"
 	"knative.dev/pkg/logging"
 	"sigs.k8s.io/yaml"
 
@@ -24,7 +23,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
-	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -54,46 +53,28 @@ type Function struct {
 	objects *objectstore.Client
 }
 
-// New builds the function: the store on rdb, the hub from KUBECONFIG or in-cluster (for
-// Placements; without a hub, components need their own targets or a matchmaker).
-func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	st, err := cfg.Store.Open(ctx, rdb)
-	if err != nil {
-		return nil, err
-	}
+// New builds the function on the platform's store, hub (for Placements; without a hub,
+// components need their own targets or a matchmaker) and object store.
+func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error) {
 	v, err := auth.NewVerifier(cfg.Config)
 	if err != nil {
 		return nil, err
 	}
-	t := &Targeter{DefaultPlacement: cfg.DefaultPlacement, PlacementNamespace: cfg.PlacementNamespace, MatchmakingURL: cfg.MatchmakingURL}
-	log := logging.FromContext(ctx)
-	hubID := cfg.HubID
-	if rc, err := ocm.RestConfig(); err == nil {
-		if t.Hub, err = ocm.NewHub(rc); err != nil {
-			return nil, err
-		}
-		if id, err := t.Hub.HubID(ctx, cfg.HubID); err == nil {
-			hubID = id
-		}
-	} else {
-		log.Warnw("no hub API server: Placements cannot be used to choose targets", "error", err)
+	t := &Targeter{Hub: p.Hub, DefaultPlacement: cfg.DefaultPlacement, PlacementNamespace: cfg.PlacementNamespace, MatchmakingURL: cfg.MatchmakingURL}
+	if p.Hub == nil {
+		logging.FromContext(ctx).Warnw("no hub API server: Placements cannot be used to choose targets", "error", p.NoHub)
 	}
-	f := &Function{cfg: cfg, verifier: v, svc: &service{store: st, targeter: t, publisher: pub, hubID: hubID}}
-	if opts := cfg.ObjectStore.Options(); opts.Enabled() {
-		if err := cfg.ObjectStore.Validate(); err != nil {
-			return nil, err
-		}
+	st := p.Store.As(events.Source(p.HubID, Name))
+	f := &Function{cfg: cfg, verifier: v, svc: &service{store: st, targeter: t, hubID: p.HubID}, objects: p.Objects}
+	if p.Objects != nil {
 		if cfg.MaxDataRefBytes <= 0 {
 			return nil, fmt.Errorf("MAX_DATAREF_BYTES=%d: must be positive", cfg.MaxDataRefBytes)
 		}
-		if opts.Bucket != "" && cfg.ArchivePrefix == "" {
+		if p.Bucket != "" && cfg.ArchivePrefix == "" {
 			return nil, fmt.Errorf("ARCHIVE_PREFIX: must not be empty with S3_BUCKET set")
 		}
-		if f.objects, err = objectstore.New(ctx, opts); err != nil {
-			return nil, err
-		}
-		if opts.Bucket != "" {
-			f.svc.archiver = &archiver{store: st, objects: f.objects, bucket: opts.Bucket, prefix: cfg.ArchivePrefix}
+		if p.Bucket != "" {
+			f.svc.archiver = &archiver{store: st, objects: p.Objects, bucket: p.Bucket, prefix: cfg.ArchivePrefix}
 		}
 	}
 	return f, nil

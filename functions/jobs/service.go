@@ -10,15 +10,11 @@ import (
 
 	"github.com/google/uuid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
-
-// ReasonAwaitingTarget is the condition reason of a job no target source could place yet.
-const ReasonAwaitingTarget = "AwaitingTarget"
 
 // Failure is an answer other than success: an HTTP status and a message, the same for the
 // REST API and CloudEvents.
@@ -33,8 +29,7 @@ func fail(status int, format string, args ...any) *Failure {
 	return &Failure{Status: status, Message: fmt.Sprintf(format, args...)}
 }
 
-// failureOf classifies a store error: bad input 422, missing 404, a refused guard 409, and
-// anything else (Redis unreachable) 503.
+// failureOf classifies an error by the one error → answer table (events.StatusOfError).
 func failureOf(err error) *Failure {
 	var f *Failure
 	switch {
@@ -42,32 +37,30 @@ func failureOf(err error) *Failure {
 		return nil
 	case errors.As(err, &f):
 		return f
-	case errors.Is(err, store.ErrInvalid):
-		return fail(http.StatusUnprocessableEntity, "%v", err)
-	case errors.Is(err, store.ErrNotFound):
-		return fail(http.StatusNotFound, "%v", err)
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrWrongState), errors.Is(err, store.ErrNotOwner),
-		errors.Is(err, store.ErrFenced), errors.Is(err, store.ErrLeaseHeld), errors.Is(err, store.ErrNoTarget),
-		errors.Is(err, store.ErrNotDeletable):
-		return fail(http.StatusConflict, "%v", err)
-	case errors.Is(err, context.Canceled):
-		return fail(http.StatusServiceUnavailable, "request canceled: %v", err)
 	}
-	return fail(http.StatusServiceUnavailable, "state store unavailable: %v", err)
+	status := events.StatusOfError(err)
+	if status == http.StatusServiceUnavailable {
+		return fail(status, "state store unavailable: %v", err)
+	}
+	return fail(status, "%v", err)
 }
 
-// service is what the jobs function does, shared by its CloudEvents and its REST API.
+// service is what the jobs function does, shared by its CloudEvents, its groups API and its
+// deployment-manager API: the only caller of the store in this function. Every job it
+// creates, re-opens or gives a target is announced by the store's outbox in the same step.
 type service struct {
-	store     *store.Store
-	targeter  *Targeter
-	publisher events.Publisher
-	hubID     string
+	store    *store.Store
+	targeter *Targeter
+	hubID    string
 	// archiver archives deleted groups; nil without an object store bucket.
 	archiver *archiver
 }
 
+// healthy checks that the store answers.
+func (s *service) healthy(ctx context.Context) error { return s.store.Ping(ctx) }
+
 // createGroup parses a descriptor, resolves targets and stores the group with one job per
-// component; it publishes job.created for every job that has a target. id, when set, is the
+// component (every job with a target is announced as job.created). id, when set, is the
 // group's id (derived from an event, so a redelivery finds the group it made).
 func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by string) (*model.JobGroup, *Failure) {
 	app, ferr := ParseDescriptor(descriptor)
@@ -100,7 +93,6 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 	}
 	// CreateGroup filled in what the store decides (group fields, timestamps): g is the group
 	// as stored, with no need to read it back.
-	s.publishCreated(ctx, executable(g.Jobs))
 	return g, nil
 }
 
@@ -127,27 +119,8 @@ func newJob(groupID string, app *Application, c Component, missing map[string]st
 func awaitingTarget(jobID, why string) *model.Resource {
 	r := &model.Resource{ID: jobID, JobID: jobID}
 	r.SetCondition(metav1.Condition{Type: model.ConditionProgressing, Status: metav1.ConditionFalse,
-		Reason: ReasonAwaitingTarget, Message: "awaiting a target: " + why})
+		Reason: model.ReasonAwaitingTarget, Message: "awaiting a target: " + why})
 	return r
-}
-
-// executable are the Created jobs with a target: those an executor can take.
-func executable(jobs []model.Job) []model.Job {
-	var out []model.Job
-	for _, j := range jobs {
-		if j.State == model.Created && j.Targets != nil {
-			out = append(out, j)
-		}
-	}
-	return out
-}
-
-func (s *service) publishCreated(ctx context.Context, jobs []model.Job) {
-	if err := events.PublishJobs(ctx, s.publisher, events.JobCreated, s.hubID, Name, jobs); err != nil {
-		// The jobs are stored and executable: the executor's sweep picks them up on the next
-		// tick even if the event is lost.
-		logging.FromContext(ctx).Warnw("publishing job.created failed; the executor's sweep will find the jobs", "error", err)
-	}
 }
 
 // stopGroup undeploys a group: every job that ran becomes a DeleteDeployment job, and every
@@ -155,7 +128,7 @@ func (s *service) publishCreated(ctx context.Context, jobs []model.Job) {
 // always be deleted once its Delete jobs finish. Jobs being executed right now refuse; the
 // answer says which (409), and the stop can be retried.
 func (s *service) stopGroup(ctx context.Context, id, by string) (*model.JobGroup, *Failure) {
-	return s.reopenAll(ctx, id, by, "stop", func(j model.Job) *store.Reopen {
+	return s.reopenAll(ctx, id, "stop", func(j model.Job) *store.Reopen {
 		if j.Type == model.DeleteDeployment && (j.State == model.Created || j.State == model.Finished) {
 			return nil // already stopping or stopped
 		}
@@ -166,7 +139,7 @@ func (s *service) stopGroup(ctx context.Context, id, by string) (*model.JobGroup
 // startGroup re-creates a stopped group's jobs: every finished DeleteDeployment becomes a
 // CreateDeployment of the same manifests again.
 func (s *service) startGroup(ctx context.Context, id, by string) (*model.JobGroup, *Failure) {
-	return s.reopenAll(ctx, id, by, "start", func(j model.Job) *store.Reopen {
+	return s.reopenAll(ctx, id, "start", func(j model.Job) *store.Reopen {
 		if j.Type != model.DeleteDeployment || j.State != model.Finished {
 			return nil
 		}
@@ -174,18 +147,17 @@ func (s *service) startGroup(ctx context.Context, id, by string) (*model.JobGrou
 	})
 }
 
-// reopenAll re-opens the group's jobs as order says (nil: leave the job alone), publishes
-// job.created for those that became executable, and answers with the group. Jobs that
-// refuse are listed in a 409; the others are re-opened all the same.
-func (s *service) reopenAll(ctx context.Context, id, by, verb string, order func(model.Job) *store.Reopen) (*model.JobGroup, *Failure) {
+// reopenAll re-opens the group's jobs as order says (nil: leave the job alone) and answers
+// with the group. Jobs that refuse are listed in a 409; the others are re-opened all the same.
+func (s *service) reopenAll(ctx context.Context, id, verb string, order func(model.Job) *store.Reopen) (*model.JobGroup, *Failure) {
 	g, err := s.store.GetGroup(ctx, id)
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	rs := reopens{changed: map[string]bool{}}
+	var refused []string
 	for _, j := range g.Jobs {
 		if r := order(j); r != nil {
-			if fl := s.reopen(ctx, &rs, j, *r); fl != nil {
+			if fl := s.reopen(ctx, &refused, j, *r); fl != nil {
 				return nil, fl
 			}
 		}
@@ -194,49 +166,28 @@ func (s *service) reopenAll(ctx context.Context, id, by, verb string, order func
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	s.publishCreated(ctx, rs.executable(after.Jobs))
-	if len(rs.refused) > 0 {
+	if len(refused) > 0 {
 		return after, fail(http.StatusConflict, "cannot %s group %s yet: jobs being executed: %s (retry when they finish)",
-			verb, id, rs.list())
+			verb, id, list(refused))
 	}
 	return after, nil
 }
 
-// reopens are the outcomes of re-opening the jobs of one request: which jobs changed (and so
-// are announced, not the ones that were already waiting) and which refused.
-type reopens struct {
-	changed map[string]bool
-	refused []string
-}
-
 // reopen re-opens one job; a job being executed right now refuses, which is recorded and is
 // not an error of the request.
-func (s *service) reopen(ctx context.Context, rs *reopens, j model.Job, r store.Reopen) *Failure {
+func (s *service) reopen(ctx context.Context, refused *[]string, j model.Job, r store.Reopen) *Failure {
 	if _, err := s.store.Reopen(ctx, j.ID, r); err != nil {
 		if f := failureOf(err); f.Status != http.StatusConflict {
 			return f
 		}
-		rs.refused = append(rs.refused, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
-		return nil
+		*refused = append(*refused, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
 	}
-	rs.changed[j.ID] = true
 	return nil
 }
 
-// executable are the executable jobs among those this request changed.
-func (rs *reopens) executable(jobs []model.Job) []model.Job {
-	var out []model.Job
-	for _, j := range executable(jobs) {
-		if rs.changed[j.ID] {
-			out = append(out, j)
-		}
-	}
-	return out
-}
-
-func (rs *reopens) list() string {
-	sort.Strings(rs.refused)
-	return strings.Join(rs.refused, ", ")
+func list(ids []string) string {
+	sort.Strings(ids)
+	return strings.Join(ids, ", ")
 }
 
 // updateGroup applies a new descriptor to a group: components that have a job get their
@@ -256,7 +207,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		byComponent[j.Component] = j
 	}
 	var added []Component
-	rs := reopens{changed: map[string]bool{}}
+	var refused []string
 	keep := map[string]bool{}
 	for _, c := range app.Components {
 		keep[c.Name] = true
@@ -272,7 +223,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if sameManifests(j.Manifests, ms) {
 			continue
 		}
-		if fl := s.reopen(ctx, &rs, j, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
+		if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
 			return nil, fl
 		}
 	}
@@ -280,7 +231,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if keep[j.Component] || (j.Type == model.DeleteDeployment && j.State == model.Finished) {
 			continue
 		}
-		if fl := s.reopen(ctx, &rs, j, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "component removed by an update"}); fl != nil {
+		if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "component removed by an update"}); fl != nil {
 			return nil, fl
 		}
 	}
@@ -297,7 +248,6 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 				return nil, fl
 			}
 			jobs = append(jobs, j)
-			rs.changed[j.ID] = true
 		}
 		if err := s.store.AddJobs(ctx, id, jobs, by); err != nil {
 			return nil, failureOf(err)
@@ -307,9 +257,8 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	s.publishCreated(ctx, rs.executable(after.Jobs))
-	if len(rs.refused) > 0 {
-		return after, fail(http.StatusConflict, "group %s updated except jobs being executed: %s (retry when they finish)", id, rs.list())
+	if len(refused) > 0 {
+		return after, fail(http.StatusConflict, "group %s updated except jobs being executed: %s (retry when they finish)", id, list(refused))
 	}
 	return after, nil
 }
@@ -336,14 +285,13 @@ func (s *service) deleteGroup(ctx context.Context, id, by string) *Failure {
 }
 
 // retarget gives every Created job without a target one, if a target source has one now
-// (the cron tick).
+// (the cron tick); the store announces each job that got one.
 func (s *service) retarget(ctx context.Context) (int, error) {
 	jobs, err := s.store.JobsInState(ctx, model.Created)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	var ready []model.Job
 	for _, j := range jobs {
 		if j.Targets != nil {
 			continue
@@ -355,20 +303,126 @@ func (s *service) retarget(ctx context.Context) (int, error) {
 		if t == nil {
 			continue
 		}
-		if changed, err := s.store.SetTargets(ctx, j.ID, *t, Name); err != nil {
-			if errors.Is(err, store.ErrWrongState) || errors.Is(err, store.ErrNotFound) {
-				continue
-			}
+		changed, err := s.store.SetTargets(ctx, j.ID, *t, Name)
+		switch {
+		case errors.Is(err, store.ErrWrongState), errors.Is(err, store.ErrNotFound):
+		case err != nil:
 			return n, err
-		} else if changed {
+		case changed:
 			n++
-			if got, err := s.store.GetJob(ctx, j.ID); err == nil {
-				ready = append(ready, *got)
-			}
 		}
 	}
-	s.publishCreated(ctx, ready)
 	return n, nil
+}
+
+// Reads.
+
+func (s *service) groups(ctx context.Context) ([]model.JobGroup, *Failure) {
+	gs, err := s.store.ListGroups(ctx)
+	return gs, failureOf(err)
+}
+
+func (s *service) group(ctx context.Context, id string) (*model.JobGroup, error) {
+	return s.store.GetGroup(ctx, id)
+}
+
+func (s *service) jobs(ctx context.Context) ([]model.Job, *Failure) {
+	js, err := s.store.ListJobs(ctx)
+	return js, failureOf(err)
+}
+
+func (s *service) job(ctx context.Context, id string) (*model.Job, *Failure) {
+	j, err := s.store.GetJob(ctx, id)
+	return j, failureOf(err)
+}
+
+func (s *service) history(ctx context.Context, id string) ([]model.HistoryEntry, *Failure) {
+	h, err := s.store.History(ctx, id)
+	return h, failureOf(err)
+}
+
+// undeployJob re-opens one job as a DeleteDeployment (one that never ran is finished at once).
+func (s *service) undeployJob(ctx context.Context, id, by string) (*model.Job, *Failure) {
+	if _, err := s.store.Reopen(ctx, id, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "job deleted through the API"}); err != nil {
+		return nil, failureOf(err)
+	}
+	return s.job(ctx, id)
+}
+
+// The deployment-manager side: what an external deployment manager (the ICOS OCM deployment
+// manager, Nuvla) does through the REST API, through the same store steps as this project's
+// own executor and status sync — so it is fenced, recorded and announced the same way.
+
+func (s *service) executable(ctx context.Context, orch model.Orchestrator, owner string) ([]model.Job, *Failure) {
+	js, err := s.store.ExecutableJobs(ctx, orch, owner)
+	if js == nil {
+		js = []model.Job{}
+	}
+	return js, failureOf(err)
+}
+
+// promote is the atomic promote of a job to an owner, for one API execution.
+func (s *service) promote(ctx context.Context, id, owner string) (store.Claim, *Failure) {
+	c, err := s.store.Promote(ctx, id, owner, "api:"+owner+":"+uuid.NewString())
+	return c, failureOf(err)
+}
+
+// report is what an owner says of its job: a new state (Progressing, Finished, Degraded)
+// and/or its resource, written in one step as status sync writes them, guarded by the owner
+// and its fencing token (fence 0: the job's current one).
+func (s *service) report(ctx context.Context, id, owner string, fence uint64, to model.JobState, res *model.Resource) (*model.Job, *Failure) {
+	if to != 0 && to != model.Progressing && to != model.Finished && to != model.Degraded {
+		return nil, fail(http.StatusUnprocessableEntity, "state %d: a report sets 2 (Progressing), 3 (Finished) or 4 (Degraded)", to)
+	}
+	err := store.RetryOnResourceChange(func() error {
+		cur, err := s.store.GetJobStatus(ctx, id)
+		if err != nil {
+			return err
+		}
+		if cur.OwnerID == "" {
+			return fail(http.StatusConflict, "job %s has no owner yet: promote it before reporting on it", id)
+		}
+		c := store.ClaimOf(cur)
+		c.Owner = owner
+		if fence != 0 {
+			c.Fence = fence
+		}
+		ch := store.Change{To: to, Why: "reported by " + owner}
+		if res != nil {
+			merged := mergeResource(cur, res)
+			if cond := merged.Condition(model.ConditionDegraded); to == model.Degraded && cond != nil && cond.Message != "" {
+				ch.Why = cond.Message
+			}
+			ch.Resource, ch.Read, ch.IfUnchanged = &merged, cur.Resource, true
+		}
+		_, err = s.store.Apply(ctx, c, ch)
+		return err
+	})
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	return s.job(ctx, id)
+}
+
+// mergeResource sets the reported conditions on the stored resource (one per type,
+// lastTransitionTime kept when the status is unchanged) and the reported identity fields.
+func mergeResource(cur *model.Job, in *model.Resource) model.Resource {
+	merged := model.Resource{ID: cur.ID, JobID: cur.ID}
+	if cur.Resource != nil {
+		merged = *cur.Resource
+		merged.Conditions = append([]model.Condition(nil), cur.Resource.Conditions...)
+	}
+	for _, cond := range in.Conditions {
+		merged.SetCondition(cond)
+	}
+	if in.ResourceUUID != "" {
+		merged.ResourceUUID = in.ResourceUUID
+	}
+	if in.ResourceName != "" {
+		merged.ResourceName = in.ResourceName
+	}
+	merged.JobID = cur.ID
+	return merged
 }
 
 // groupID derives a group's id from the event that creates it, so a redelivered create

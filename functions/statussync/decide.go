@@ -23,7 +23,7 @@ const (
 	// ReasonDeleted: a DeleteDeployment job's ManifestWork is gone.
 	ReasonDeleted = "ManifestWorkDeleted"
 	// ReasonAvailable: the ManifestWork is applied and available (the job is Finished).
-	ReasonAvailable = "AppliedAndAvailable"
+	ReasonAvailable = ocm.ReasonAvailable
 )
 
 // policy is what decide needs of the configuration.
@@ -56,9 +56,10 @@ func (v verdict) why() string {
 
 // eligible says whether status sync looks after a job at all: an OCM job this hub owns that
 // was promoted (has a fence) and has a target, in Progressing, Finished or Degraded. Created
-// jobs belong to the executor; a finished DeleteDeployment has nothing left to watch.
+// jobs belong to the executor, and so does a job while it is being moved to another cluster
+// (its reallocation decides); a finished DeleteDeployment has nothing left to watch.
 func eligible(j *model.Job, hubID string) bool {
-	if j.OwnerID != hubID || j.Fence == 0 || j.Targets == nil || j.Targets.ClusterName == "" {
+	if j.OwnerID != hubID || j.Fence == 0 || j.Targets == nil || j.Targets.ClusterName == "" || j.Move != nil {
 		return false
 	}
 	orch := j.Orchestrator
@@ -79,7 +80,7 @@ func eligible(j *model.Job, hubID string) bool {
 
 // decide derives a job's resource and verdict from its ManifestWork (nil: there is none) at
 // time now. It is pure: the caller writes what changed.
-func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
+func decide(j *model.Job, w *ocm.Work, now time.Time, p policy) verdict {
 	v := verdict{resource: resourceOf(j)}
 	res := &v.resource
 	if w != nil {
@@ -87,10 +88,11 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 	}
 	cluster, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
 	progressingTooLong := j.State == model.Progressing && now.Sub(j.UpdatedAt) >= p.deadline
-	// current: the work was written for the job's current execution, so its status is about
-	// it and not about the previous spec (a tick between a promote and the executor's write of
-	// the new spec must not finish an UpdateDeployment on the old one).
-	current := w != nil && w.Metadata.DeletionTimestamp == nil && written(j, w)
+	// current: the work was written for the job's current execution (it carries the job's
+	// fence), so its status is about it and not about the previous spec (a tick between a
+	// promote and the executor's write of the new spec must not finish an UpdateDeployment on
+	// the old one).
+	current := w != nil && !w.Deleting() && w.Fence() == j.Fence
 
 	switch {
 	case j.Type == model.DeleteDeployment:
@@ -115,7 +117,7 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 			v.outcome, v.reason = model.Degraded, ReasonTimeout
 			v.message = fmt.Sprintf("no ManifestWork %s/%s after %s", cluster, name, p.deadline)
 		}
-	case w.Metadata.DeletionTimestamp != nil:
+	case w.Deleting():
 		v.outcome, v.reason = model.Degraded, ReasonManifestWorkMissing
 		v.message = fmt.Sprintf("ManifestWork %s/%s is being deleted; it is not re-created", cluster, name)
 	case !current:
@@ -125,7 +127,12 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 			v.message = fmt.Sprintf("ManifestWork %s/%s was not written for execution %d within %s", cluster, name, j.Fence, p.deadline)
 		}
 	default:
-		v.outcome, v.reason, v.message = judge(w, now, p)
+		switch verdict := ocm.VerdictOf(w, now, p.grace); verdict.Outcome {
+		case ocm.Done:
+			v.outcome, v.reason, v.message = model.Finished, verdict.Reason, verdict.Message
+		case ocm.Failed:
+			v.outcome, v.reason, v.message = model.Degraded, verdict.Reason, verdict.Message
+		}
 		if v.outcome == 0 && progressingTooLong {
 			v.outcome, v.reason = model.Degraded, ReasonTimeout
 			v.message = fmt.Sprintf("no verdict from the work agent on ManifestWork %s/%s after %s (%s)", cluster, name, p.deadline, summary(w))
@@ -140,8 +147,8 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 	case v.outcome == model.Degraded:
 		res.SetCondition(metav1.Condition{Type: model.ConditionDegraded, Status: metav1.ConditionTrue,
 			Reason: v.reason, Message: v.message, ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
-	case current && condition(w, model.ConditionDegraded) != nil:
-		res.SetCondition(*condition(w, model.ConditionDegraded))
+	case current && w.Condition(model.ConditionDegraded) != nil:
+		res.SetCondition(*w.Condition(model.ConditionDegraded))
 	case v.outcome == model.Finished && res.Condition(model.ConditionDegraded) != nil:
 		res.SetCondition(metav1.Condition{Type: model.ConditionDegraded, Status: metav1.ConditionFalse,
 			Reason: v.reason, Message: v.message, ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
@@ -149,61 +156,8 @@ func decide(j *model.Job, w *work, now time.Time, p policy) verdict {
 	return v
 }
 
-// written says whether the work was written by the job's current execution: the work's fence
-// annotation says so, or, without one, the executor's Dispatched condition at the job's fence.
-func written(j *model.Job, w *work) bool {
-	if f := w.fence(); f != 0 {
-		return f == j.Fence
-	}
-	if j.Resource == nil {
-		return false
-	}
-	c := j.Resource.Condition(model.ConditionDispatched)
-	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == int64(j.Fence)
-}
-
-// judge reads the verdict of a work written for the job's current execution from the
-// conditions the agent reported for the work's current generation.
-func judge(w *work, now time.Time, p policy) (model.JobState, string, string) {
-	applied, available, degraded := condition(w, model.ConditionApplied), condition(w, model.ConditionAvailable), condition(w, model.ConditionDegraded)
-	where := w.Metadata.Namespace + "/" + w.Metadata.Name
-	failed := func(c *metav1.Condition) (model.JobState, string, string) {
-		reason := c.Reason
-		if reason == "" {
-			reason = c.Type + string(c.Status)
-		}
-		msg := c.Message
-		if msg == "" {
-			msg = c.Type + "=" + string(c.Status)
-		}
-		return model.Degraded, reason, fmt.Sprintf("ManifestWork %s: %s", where, msg)
-	}
-	pastGrace := func(c *metav1.Condition) bool { return now.Sub(c.LastTransitionTime.Time) >= p.grace }
-	switch {
-	case degraded != nil && degraded.Status == metav1.ConditionTrue:
-		return failed(degraded)
-	case applied != nil && applied.Status == metav1.ConditionFalse && pastGrace(applied):
-		return failed(applied)
-	case available != nil && available.Status == metav1.ConditionFalse && pastGrace(available):
-		return failed(available)
-	case applied != nil && applied.Status == metav1.ConditionTrue && available != nil && available.Status == metav1.ConditionTrue:
-		return model.Finished, ReasonAvailable, fmt.Sprintf("ManifestWork %s is applied and available", where)
-	}
-	return 0, "", ""
-}
-
-// condition is the work's condition of type t if the agent reported it for the work's
-// current generation (a condition of an older spec says nothing about this one); nil else.
-func condition(w *work, t string) *metav1.Condition {
-	c := meta.FindStatusCondition(w.Status.Conditions, t)
-	if c == nil || (c.ObservedGeneration != 0 && c.ObservedGeneration != w.Metadata.Generation) {
-		return nil
-	}
-	return c
-}
-
 // summary lists the work's conditions, for a Timeout message.
-func summary(w *work) string {
+func summary(w *ocm.Work) string {
 	if len(w.Status.Conditions) == 0 {
 		return "no conditions"
 	}
@@ -220,16 +174,26 @@ func summary(w *work) string {
 	return s
 }
 
-// resourceOf is a copy of the job's stored resource to change, or a new one.
+// resourceOf is a copy of the job's stored resource to change, or a new one, named after the
+// job's component (as the ICOS deployment manager names it). A condition that said why the job
+// waited to be placed (AwaitingTarget, NoManagingHub) is dropped: the job runs now.
 func resourceOf(j *model.Job) model.Resource {
 	if j.Resource == nil {
-		return model.Resource{ID: j.ID, JobID: j.ID}
+		return model.Resource{ID: j.ID, JobID: j.ID, ResourceName: j.Component}
 	}
 	r := *j.Resource
-	r.Conditions = append([]model.Condition(nil), j.Resource.Conditions...)
+	r.Conditions = nil
+	for _, c := range j.Resource.Conditions {
+		if !model.Waiting(c) {
+			r.Conditions = append(r.Conditions, c)
+		}
+	}
 	r.Workloads = append([]model.WorkloadStatus(nil), j.Resource.Workloads...)
 	if r.JobID == "" {
 		r.JobID = j.ID
+	}
+	if r.ResourceName == "" {
+		r.ResourceName = j.Component
 	}
 	return r
 }
@@ -242,7 +206,7 @@ var mirrored = []string{model.ConditionApplied, model.ConditionAvailable, model.
 // ICOS status sync overwrote the resource uid with the work's). Conditions are set with
 // SetCondition, so one stays one per type and keeps its lastTransitionTime while its status
 // holds.
-func mirror(res *model.Resource, w *work) {
+func mirror(res *model.Resource, w *ocm.Work) {
 	if res.ManifestWorkUID != "" && res.ManifestWorkUID != w.Metadata.UID {
 		// Another work (re-created, or the job moved): the old one's conditions are history.
 		for _, t := range mirrored {
@@ -260,7 +224,7 @@ func mirror(res *model.Resource, w *work) {
 }
 
 // workloads are the status-feedback values of the work's workloads, in manifest order.
-func workloads(w *work) []model.WorkloadStatus {
+func workloads(w *ocm.Work) []model.WorkloadStatus {
 	var out []model.WorkloadStatus
 	for _, m := range w.Status.ResourceStatus.Manifests {
 		_, isWorkload := ocm.WorkloadKinds[m.ResourceMeta.Kind]

@@ -1,7 +1,6 @@
 package statussync
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -23,34 +22,40 @@ var (
 
 const jobID = "0a000000-0000-4000-8000-000000000001"
 
-// job is a job at fence 3; without a resource given, its resource says (as the executor's
-// does) that execution 3 dispatched its work.
+// job is a job at fence 3 (with an empty resource when none is given).
 func job(ty model.JobType, st model.JobState, updated time.Time, res *model.Resource) *model.Job {
 	if res == nil {
-		res = &model.Resource{ID: jobID, JobID: jobID, Conditions: []metav1.Condition{dispatchedAt(3)}}
+		res = &model.Resource{ID: jobID, JobID: jobID}
 	}
 	return &model.Job{ID: jobID, Type: ty, State: st, OwnerID: "hub", Fence: 3, UpdatedAt: updated, Orchestrator: model.OCM,
 		Targets: &model.Target{ClusterName: "c1", Orchestrator: model.OCM}, Resource: res}
-}
-
-func dispatchedAt(fence int64) metav1.Condition {
-	return cond(model.ConditionDispatched, metav1.ConditionTrue, "ManifestWorkApplied", fence, t0)
 }
 
 func cond(t string, s metav1.ConditionStatus, reason string, gen int64, at time.Time) metav1.Condition {
 	return metav1.Condition{Type: t, Status: s, Reason: reason, Message: reason + " message", ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(at)}
 }
 
-func mw(gen int64, conds ...metav1.Condition) *work {
-	w := &work{Metadata: workMeta{Name: ocm.WorkName(jobID), Namespace: "c1", UID: "uid-1", Generation: gen}}
+// mw is the job's work as execution 3 (the job's current one) wrote it.
+func mw(gen int64, conds ...metav1.Condition) *ocm.Work {
+	w := &ocm.Work{Metadata: ocm.WorkMeta{Name: ocm.WorkName(jobID), Namespace: "c1", UID: "uid-1", Generation: gen,
+		Annotations: map[string]string{ocm.AnnotationFence: "3"}}}
 	w.Status.Conditions = conds
+	return w
+}
+
+// writtenBy is w as another execution (fence; 0: none recorded) wrote it.
+func writtenBy(fence string, w *ocm.Work) *ocm.Work {
+	w.Metadata.Annotations = map[string]string{ocm.AnnotationFence: fence}
+	if fence == "" {
+		w.Metadata.Annotations = nil
+	}
 	return w
 }
 
 // seen is a resource on which status sync recorded the job's work before.
 func seen(conds ...metav1.Condition) *model.Resource {
 	return &model.Resource{ID: jobID, JobID: jobID, ResourceUUID: "icos-resource-uuid", ClusterName: "c1",
-		ManifestWorkName: ocm.WorkName(jobID), ManifestWorkUID: "uid-1", Conditions: append([]metav1.Condition{dispatchedAt(3)}, conds...)}
+		ManifestWorkName: ocm.WorkName(jobID), ManifestWorkUID: "uid-1", Conditions: conds}
 }
 
 func TestDecide(t *testing.T) {
@@ -62,14 +67,12 @@ func TestDecide(t *testing.T) {
 	moved.ClusterName = "c0"
 	deleting := mw(1, applied, available)
 	deleting.Metadata.DeletionTimestamp = &metav1.Time{Time: now}
-	staleFence := mw(1, applied, available)
-	staleFence.Metadata.Annotations = map[string]string{AnnotationFence: "2"}
+	staleFence := writtenBy("2", mw(1, applied, available))
 	currentFence := mw(1, applied, available)
-	currentFence.Metadata.Annotations = map[string]string{AnnotationFence: "3"}
 
 	for name, tc := range map[string]struct {
 		job       *model.Job
-		work      *work
+		work      *ocm.Work
 		outcome   model.JobState
 		reason    string
 		missing   bool
@@ -80,10 +83,10 @@ func TestDecide(t *testing.T) {
 			outcome: model.Finished, reason: ReasonAvailable},
 		"fence of this execution: finished": {job: job(model.CreateDeployment, model.Progressing, recent, nil), work: currentFence,
 			outcome: model.Finished, reason: ReasonAvailable},
-		"work of this execution not dispatched yet: no verdict": {job: job(model.UpdateDeployment, model.Progressing, recent,
-			&model.Resource{ID: jobID, JobID: jobID, Conditions: []metav1.Condition{dispatchedAt(2)}}), work: mw(1, applied, available)},
-		"never dispatched: no verdict": {job: job(model.CreateDeployment, model.Progressing, recent, &model.Resource{ID: jobID, JobID: jobID}),
-			work: mw(1, applied, available)},
+		"work of this execution not written yet: no verdict": {job: job(model.UpdateDeployment, model.Progressing, recent, nil),
+			work: writtenBy("2", mw(1, applied, available))},
+		"work without a fence: no verdict": {job: job(model.CreateDeployment, model.Progressing, recent, nil),
+			work: writtenBy("", mw(1, applied, available))},
 		"applied, availability not reported yet: no verdict": {job: job(model.CreateDeployment, model.Progressing, recent, nil), work: mw(1, applied)},
 		"applied false within the grace: no verdict": {job: job(model.CreateDeployment, model.Progressing, recent, nil),
 			work: mw(1, cond(model.ConditionApplied, metav1.ConditionFalse, "AppliedManifestWorkFailed", 1, recent))},
@@ -164,12 +167,12 @@ func TestDecideKeepsTransitionTimes(t *testing.T) {
 	if !sameResource(j, &again.resource) {
 		t.Fatalf("same statuses changed the resource: %+v → %+v", stored.Conditions, again.resource.Conditions)
 	}
-	if again.outcome != model.Finished || len(again.resource.Conditions) != 3 { // Dispatched, Applied, Available
+	if again.outcome != model.Finished || len(again.resource.Conditions) != 2 { // Applied, Available
 		t.Fatalf("outcome %v, %d conditions", again.outcome, len(again.resource.Conditions))
 	}
 	flipped := decide(j, mw(1, cond(model.ConditionApplied, metav1.ConditionTrue, "Applied", 1, later), cond(model.ConditionAvailable, metav1.ConditionFalse, "Gone", 1, later)), now, pol)
 	c := flipped.resource.Condition(model.ConditionAvailable)
-	if c.Status != metav1.ConditionFalse || !c.LastTransitionTime.Time.Equal(later) || len(flipped.resource.Conditions) != 4 || flipped.outcome != model.Degraded {
+	if c.Status != metav1.ConditionFalse || !c.LastTransitionTime.Time.Equal(later) || len(flipped.resource.Conditions) != 3 || flipped.outcome != model.Degraded {
 		t.Fatalf("flipped Available = %+v (%d conditions, outcome %v), want False since %v, and Degraded past the grace", c, len(flipped.resource.Conditions), flipped.outcome, later)
 	}
 	// A re-created work (another uid) starts its conditions afresh.
@@ -216,29 +219,12 @@ func TestEligible(t *testing.T) {
 		"finished create":          {func(j *model.Job) { j.State = model.Finished }, true},
 		"degraded delete":          {func(j *model.Job) { j.Type, j.State = model.DeleteDeployment, model.Degraded }, true},
 		"orchestrator from target": {func(j *model.Job) { j.Orchestrator = "" }, true},
+		"being moved":              {func(j *model.Job) { j.Move = &model.Move{From: "c1", To: "c2", Phase: model.MoveApply} }, false},
 	} {
 		j := base()
 		tc.change(j)
 		if got := eligible(j, "hub"); got != tc.want {
 			t.Errorf("%s: eligible = %v, want %v", name, got, tc.want)
 		}
-	}
-}
-
-func TestDecodeList(t *testing.T) {
-	raw := `{"kind":"ManifestWorkList","apiVersion":"work.open-cluster-management.io/v1","metadata":{"resourceVersion":"9","continue":"abc"},"items":[` +
-		`{"metadata":{"name":"job-a","namespace":"c1","uid":"u1","generation":2,"annotations":{"jobmanager.icos.eu/fence":"4"}},"spec":{"workload":{"manifests":[{"kind":"ConfigMap"}]}},"status":{"conditions":[{"type":"Applied","status":"True","lastTransitionTime":"2026-01-01T10:00:00Z","reason":"r","message":"m"}]}},` +
-		`{"metadata":{"name":"job-b","namespace":"c2","uid":"u2"}}]}`
-	var l workList
-	var got []*work
-	if err := decodeList(strings.NewReader(raw), &l, func(w *work) { got = append(got, w) }); err != nil {
-		t.Fatal(err)
-	}
-	if l.Metadata.Continue != "abc" || len(got) != 2 || got[0].Metadata.Generation != 2 || got[0].fence() != 4 ||
-		len(got[0].Status.Conditions) != 1 || got[1].Metadata.Namespace != "c2" || got[1].fence() != 0 {
-		t.Fatalf("decoded %+v, items %+v", l, got)
-	}
-	if err := decodeList(strings.NewReader(`{"items":[{"metadata":`), &l, func(*work) {}); err == nil {
-		t.Fatal("a truncated list decoded")
 	}
 }

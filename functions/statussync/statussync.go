@@ -31,19 +31,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
-	"github.com/redis/go-redis/v9"
-	"k8s.io/client-go/rest"
 	"knative.dev/pkg/logging"
-	workclient "open-cluster-management.io/api/client/work/clientset/versioned"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -54,7 +51,7 @@ const Name = config.StatusSync
 type Config struct {
 	config.Runtime
 	config.Store
-	SyncGrace        time.Duration `envconfig:"SYNC_GRACE" default:"30s" desc:"how long a ManifestWork may report Applied=False or Available=False before its job goes Degraded (the work agent retries meanwhile)"`
+	config.Verdict
 	ProgressDeadline time.Duration `envconfig:"PROGRESS_DEADLINE" default:"5m" desc:"how long a job may stay Progressing without a verdict from the work agent before it goes Degraded with reason Timeout"`
 	ProgressWait     time.Duration `envconfig:"PROGRESS_WAIT" default:"15s" desc:"how long a job.progressing event waits for the work agent's verdict on the job's ManifestWork (one GET at 0.1 s, 0.2 s, … then every second) before leaving the job to the cron tick"`
 	ListPageSize     int64         `envconfig:"LIST_PAGE_SIZE" default:"0" desc:"ManifestWorks per page of the tick's LIST; 0 lists them in one call served from the API server's watch cache (resourceVersion=0), which is the fastest"`
@@ -84,66 +81,34 @@ var Types = []string{events.JobProgressing, events.Ping}
 
 // Function is the statussync function.
 type Function struct {
-	cfg       Config
-	store     *store.Store
-	redis     redis.UniversalClient
-	publisher events.Publisher
-	hub       *ocm.Hub
-	// works reads ManifestWorks (uncompressed unless HUB_COMPRESSION).
-	works rest.Interface
+	cfg   Config
+	store *store.Store
+	hubID string
+	works *ocm.Works
 	// noHub says why there is no hub (no kubeconfig, not in a cluster): every event is
 	// answered 503 until the function is deployed where a hub is.
 	noHub error
-
-	mu    sync.Mutex
-	hubID string
 }
 
-// New builds the function from its configuration, with the hub from KUBECONFIG or the
-// in-cluster service account.
-func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher) (*Function, error) {
-	rc, err := ocm.RestConfig()
-	if err != nil {
-		logging.FromContext(ctx).Warnw("no hub API server: status sync answers 503 until it has one", "error", err)
-		f, ferr := NewWithHub(ctx, cfg, rdb, pub, nil)
-		if ferr == nil {
-			f.noHub = err
-		}
-		return f, ferr
-	}
-	hub, err := ocm.NewHub(rc)
-	if err != nil {
-		return nil, err
-	}
-	return NewWithHub(ctx, cfg, rdb, pub, hub)
-}
-
-// NewWithHub builds the function on the given hub clients (tests and benchmarks pass clients
-// that count their calls). The hub id is resolved at the first event, so a hub that is down
-// when the process starts makes events fail with 503 rather than the process.
-func NewWithHub(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.Publisher, hub *ocm.Hub) (*Function, error) {
+// New builds the function on the platform's store and hub.
+func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := cfg.Store.Open(ctx, rdb)
-	if err != nil {
-		return nil, err
-	}
-	if pub == nil {
-		pub = events.Discard{}
-	}
-	f := &Function{cfg: cfg, store: st, redis: rdb, publisher: pub, hub: hub}
-	if hub == nil {
-		f.noHub = fmt.Errorf("no hub clients")
+	f := &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), hubID: p.HubID}
+	if p.Hub == nil {
+		f.noHub = p.NoHub
+		if f.noHub == nil {
+			f.noHub = fmt.Errorf("no hub clients")
+		}
+		logging.FromContext(ctx).Warnw("no hub API server: status sync answers 503 until it has one", "error", f.noHub)
 		return f, nil
 	}
-	rc := rest.CopyConfig(hub.Config)
-	rc.DisableCompression = !cfg.HubCompression
-	wc, err := workclient.NewForConfig(rc)
+	var err error
+	f.works, err = ocm.NewWorks(p.Hub, p.HubID, ocm.WorksOptions{PageSize: cfg.ListPageSize, Compress: cfg.HubCompression})
 	if err != nil {
 		return nil, err
 	}
-	f.works = wc.WorkV1().RESTClient()
 	return f, nil
 }
 
@@ -157,13 +122,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 	if f.noHub != nil {
 		return nil, events.Unavailable("status sync has no hub: %v", f.noHub)
 	}
-	hubID, err := f.HubID(ctx)
-	if err != nil {
-		return nil, events.Unavailable("%v", err)
-	}
 	switch e.Type() {
 	case events.Ping:
-		r, err := f.Tick(ctx, hubID)
+		r, err := f.Tick(ctx)
 		if err != nil {
 			return nil, events.Unavailable("status sync: %v", err)
 		}
@@ -173,7 +134,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if err != nil {
 			return nil, events.Unprocessable("%v", err)
 		}
-		r, err := f.SyncJob(ctx, hubID, jobID)
+		r, err := f.SyncJob(ctx, jobID)
 		if err != nil {
 			return nil, events.Unavailable("status sync of job %s: %v", jobID, err)
 		}
@@ -181,22 +142,6 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 	default:
 		return nil, events.Invalid("the statussync function does not handle %s", e.Type())
 	}
-}
-
-// HubID is the owner id of this hub: HUB_ID, else the UID of the hub's ClusterManager, read
-// once.
-func (f *Function) HubID(ctx context.Context) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.hubID != "" {
-		return f.hubID, nil
-	}
-	id, err := f.hub.HubID(ctx, f.cfg.HubID)
-	if err != nil {
-		return "", err
-	}
-	f.hubID = id
-	return id, nil
 }
 
 // jobIDOf reads the job id of a job event: the jobid extension, else the subject, else the

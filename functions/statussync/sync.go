@@ -5,14 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"knative.dev/pkg/logging"
 
-	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
@@ -52,7 +53,7 @@ type counters struct {
 // when the job's resource changed meanwhile).
 type plan struct {
 	job  *model.Job
-	work *work
+	work *ocm.Work
 	now  time.Time
 	// resource is the resource to store; nil when it is what is stored.
 	resource *model.Resource
@@ -69,13 +70,13 @@ func (f *Function) policy() policy {
 
 // Tick syncs every job this hub owns with its ManifestWork: the jobs in two Redis round
 // trips, the works in one LIST (or its pages), then only the writes that change something.
-func (f *Function) Tick(ctx context.Context, hubID string) (Report, error) {
+func (f *Function) Tick(ctx context.Context) (Report, error) {
 	start := time.Now()
 	var (
 		rep            Report
 		now            time.Time
 		jobs           []model.Job
-		works          map[key]*work
+		works          map[ocm.Key]*ocm.Work
 		jobErr, hubErr error
 		wg             sync.WaitGroup
 	)
@@ -83,14 +84,14 @@ func (f *Function) Tick(ctx context.Context, hubID string) (Report, error) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if now, jobErr = f.now(ctx); jobErr == nil {
-			jobs, jobErr = f.store.JobStatusOfOwner(ctx, hubID)
+		if now, jobErr = f.store.Now(ctx); jobErr == nil {
+			jobs, jobErr = f.store.JobStatusOfOwner(ctx, f.hubID)
 		}
 		rep.ReadJobs = time.Since(start)
 	}()
 	go func() {
 		defer wg.Done()
-		works, rep.APICalls, hubErr = f.listWorks(ctx, hubID)
+		works, rep.APICalls, hubErr = f.works.List(ctx)
 		rep.ListWorks = time.Since(start)
 	}()
 	wg.Wait()
@@ -102,93 +103,92 @@ func (f *Function) Tick(ctx context.Context, hubID string) (Report, error) {
 	var plans []plan
 	for i := range jobs {
 		j := &jobs[i]
-		if !eligible(j, hubID) {
+		if !eligible(j, f.hubID) {
 			continue
 		}
 		rep.Jobs++
-		ns, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
-		v := decide(j, works[key{ns, name}], now, pol)
+		k := ocm.Key{Namespace: j.Targets.ClusterName, Name: ocm.WorkName(j.ID)}
+		v := decide(j, works[k], now, pol)
 		if v.missing {
 			// The LIST came from the watch cache: confirm with a quorum read that the work is
 			// really gone before the job is degraded for it.
-			w, err := f.getWork(ctx, hubID, ns, name)
+			w, err := f.works.Get(ctx, k.Namespace, k.Name)
 			rep.APICalls++
 			if err != nil {
 				return rep, err
 			}
 			if w != nil {
-				works[key{ns, name}] = w
+				works[k] = w
 				v = decide(j, w, now, pol)
 			}
 		}
 		if p, ok := planOf(j, v); ok {
-			p.work, p.now = works[key{ns, name}], now
+			p.work, p.now = works[k], now
 			plans = append(plans, p)
 		}
 	}
-	err := f.apply(ctx, hubID, plans, &rep)
+	err := f.apply(ctx, plans, &rep)
 	rep.Took = time.Since(start)
 	return rep, err
 }
 
 // SyncJob syncs one job with its ManifestWork, as a job.progressing event asks: a GET now and
-// again with backoff until the work has a verdict on the job or PROGRESS_WAIT passes, then
-// the writes that change something.
-func (f *Function) SyncJob(ctx context.Context, hubID, jobID string) (Report, error) {
+// again with backoff (0.1 s, 0.2 s, … then every second) until the work has a verdict on the
+// job or PROGRESS_WAIT passes, then the writes that change something.
+func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
 	start := time.Now()
 	var rep Report
-	j, err := f.store.GetJob(ctx, jobID)
+	j, err := f.store.GetJobStatus(ctx, jobID)
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 		return rep, nil
 	}
 	if err != nil {
 		return rep, err
 	}
-	if !eligible(j, hubID) {
+	if !eligible(j, f.hubID) {
 		return rep, nil
 	}
 	rep.Jobs = 1
-	until, delay := start.Add(f.cfg.ProgressWait), 100*time.Millisecond
-	for {
-		now, err := f.now(ctx)
-		if err != nil {
-			return rep, err
+	var (
+		w   *ocm.Work
+		v   verdict
+		now time.Time
+	)
+	waitCtx, cancel := context.WithTimeout(ctx, f.cfg.ProgressWait)
+	defer cancel()
+	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: time.Second, Steps: math.MaxInt32}
+	err = wait.ExponentialBackoffWithContext(waitCtx, backoff, func(wctx context.Context) (bool, error) {
+		var err error
+		if now, err = f.store.Now(wctx); err != nil {
+			return false, err
 		}
-		w, err := f.getWork(ctx, hubID, j.Targets.ClusterName, ocm.WorkName(j.ID))
+		w, err = f.works.Get(wctx, j.Targets.ClusterName, ocm.WorkName(j.ID))
 		rep.APICalls++
 		if err != nil {
-			return rep, err
+			return false, err
 		}
-		v := decide(j, w, now, f.policy())
-		if v.outcome != 0 || !time.Now().Add(delay).Before(until) {
-			if w != nil {
-				rep.Works = 1
-			}
-			var plans []plan
-			if p, ok := planOf(j, v); ok {
-				p.work, p.now = w, now
-				plans = append(plans, p)
-			}
-			err = f.apply(ctx, hubID, plans, &rep)
-			rep.Took = time.Since(start)
-			return rep, err
-		}
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, time.Second)
+		v = decide(j, w, now, f.policy())
+		return v.outcome != 0, nil
+	})
+	switch {
+	case ctx.Err() != nil:
+		return rep, ctx.Err()
+	case err != nil && !wait.Interrupted(err) && waitCtx.Err() == nil:
+		return rep, err
+	case now.IsZero():
+		return rep, fmt.Errorf("no verdict read within PROGRESS_WAIT (%s): %w", f.cfg.ProgressWait, err)
 	}
-}
-
-// now is Redis' clock, the one every job timestamp was written with.
-func (f *Function) now(ctx context.Context) (time.Time, error) {
-	t, err := f.redis.Time(ctx).Result()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("reading the Redis clock: %w", err)
+	if w != nil {
+		rep.Works = 1
 	}
-	return t, nil
+	var plans []plan
+	if p, ok := planOf(j, v); ok {
+		p.work, p.now = w, now
+		plans = append(plans, p)
+	}
+	err = f.apply(ctx, plans, &rep)
+	rep.Took = time.Since(start)
+	return rep, err
 }
 
 // planOf is what must be written for a verdict; false when nothing changes.
@@ -222,10 +222,10 @@ func sameResource(j *model.Job, next *model.Resource) bool {
 	return errA == nil && errB == nil && string(a) == string(b)
 }
 
-// apply runs the plans, WriteConcurrency at a time, and publishes an event for every job
-// whose state it changed. Every write carries the owner's fencing token; a write refused
-// because the job changed meanwhile is skipped, not an error.
-func (f *Function) apply(ctx context.Context, hubID string, plans []plan, rep *Report) error {
+// apply runs the plans, WriteConcurrency at a time. Every write carries the owner's fencing
+// token; a write refused because the job changed meanwhile is skipped, not an error. A change
+// of state is announced through the store's outbox, in the same step as the write.
+func (f *Function) apply(ctx context.Context, plans []plan, rep *Report) error {
 	var (
 		c    counters
 		mu   sync.Mutex
@@ -243,7 +243,7 @@ func (f *Function) apply(ctx context.Context, hubID string, plans []plan, rep *R
 				if i >= len(plans) {
 					return
 				}
-				if err := f.applyOne(ctx, hubID, plans[i], &c); err != nil {
+				if err := f.applyOne(ctx, plans[i], &c); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -262,85 +262,53 @@ func (f *Function) apply(ctx context.Context, hubID string, plans []plan, rep *R
 	return nil
 }
 
-// applyOne writes one job's plan: its resource first, so that whoever sees the new state
-// also finds its reason in the resource conditions, then its state.
-func (f *Function) applyOne(ctx context.Context, hubID string, p plan, c *counters) error {
+// applyOne writes one job's plan — its resource and its state together, in one step — while
+// the stored resource is still the one the plan was derived from. When another writer changed
+// it meanwhile, the job is read again and the plan derived again from the same work.
+func (f *Function) applyOne(ctx context.Context, p plan, c *counters) error {
 	log := logging.FromContext(ctx)
-	claim := store.ClaimOf(p.job)
-	if p.resource != nil {
-		// Written only while the stored resource is the one read: the executor writes the
-		// same resource (its Dispatched condition), and neither write may swallow the other.
-		wrote, err := f.store.WriteResourceStatusIf(ctx, claim, p.job.Resource, *p.resource)
-		if errors.Is(err, store.ErrResourceChanged) && !p.again {
-			j, gerr := f.store.GetJob(ctx, p.job.ID)
-			if gerr != nil {
-				return gerr
+	var changed store.Changed
+	err := store.RetryOnResourceChange(func() error {
+		if p.again {
+			j, err := f.store.GetJobStatus(ctx, p.job.ID)
+			if err != nil {
+				return err
 			}
-			if !eligible(j, hubID) {
-				c.skipped.Add(1)
-				return nil
+			next, ok := plan{}, false
+			if eligible(j, f.hubID) {
+				next, ok = planOf(j, decide(j, p.work, p.now, f.policy()))
 			}
-			next, ok := planOf(j, decide(j, p.work, p.now, f.policy()))
 			if !ok {
-				return nil
+				changed = store.Changed{}
+				return nil // nothing to write any more
 			}
-			next.work, next.now, next.again = p.work, p.now, true
-			return f.applyOne(ctx, hubID, next, c)
+			next.work, next.now = p.work, p.now
+			p = next
 		}
-		if refused(err) {
-			c.skipped.Add(1)
-			log.Debugw("resource write refused: the job changed meanwhile", "job", p.job.ID, "error", err)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if wrote {
-			c.resources.Add(1)
-		}
-	}
-	if p.to == 0 {
-		return nil
-	}
-	var (
-		changed bool
-		err     error
-		typ     string
-	)
-	switch p.to {
-	case model.Finished:
-		changed, err = f.store.Finish(ctx, claim, p.why)
-		typ = events.JobFinished
-	case model.Degraded:
-		changed, err = f.store.Degrade(ctx, claim, p.why)
-		typ = events.JobDegraded
-	default:
-		return fmt.Errorf("job %s: status sync does not move jobs to %s", p.job.ID, p.to)
-	}
+		p.again = true
+		var err error
+		changed, err = f.store.Apply(ctx, store.ClaimOf(p.job), store.Change{To: p.to, Why: p.why,
+			Resource: p.resource, Read: p.job.Resource, IfUnchanged: true})
+		return err
+	})
 	if refused(err) {
 		c.skipped.Add(1)
-		log.Debugw("state change refused: the job changed meanwhile", "job", p.job.ID, "to", p.to, "error", err)
+		log.Debugw("write refused: the job changed meanwhile", "job", p.job.ID, "to", p.to, "error", err)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if !changed {
-		return nil
+	if changed.Resource {
+		c.resources.Add(1)
 	}
-	if p.to == model.Finished {
-		c.finished.Add(1)
-	} else {
-		c.degraded.Add(1)
-	}
-	log.Infow("job state synced from its ManifestWork", "job", p.job.ID, "from", p.job.State, "to", p.to, "why", p.why)
-	// The event carries the job as it is now (its id derives from the new state and time).
-	j, err := f.store.GetJob(ctx, p.job.ID)
-	if err != nil {
-		return fmt.Errorf("job %s changed to %s, reading it for the event: %w", p.job.ID, p.to, err)
-	}
-	if err := events.PublishJobs(ctx, f.publisher, typ, hubID, Name, []model.Job{*j}); err != nil {
-		return fmt.Errorf("job %s changed to %s, publishing %s: %w", p.job.ID, p.to, typ, err)
+	if changed.State {
+		if p.to == model.Finished {
+			c.finished.Add(1)
+		} else {
+			c.degraded.Add(1)
+		}
+		log.Infow("job state synced from its ManifestWork", "job", p.job.ID, "from", p.job.State, "to", p.to, "why", p.why)
 	}
 	return nil
 }

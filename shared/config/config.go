@@ -34,6 +34,7 @@ type Runtime struct {
 	IdempotencyPending time.Duration `envconfig:"IDEMPOTENCY_PENDING_TTL" default:"2m" desc:"how long a delivery being handled blocks a concurrent duplicate (answered 503, retried) before it counts as lost"`
 	PublishRetries     int           `envconfig:"PUBLISH_RETRIES" default:"5" desc:"retries of an emitted event the sink answers 429/5xx or cannot be reached"`
 	PublishBackoff     time.Duration `envconfig:"PUBLISH_BACKOFF" default:"100ms" desc:"first delay between publish retries (doubles each retry)"`
+	OutboxAge          time.Duration `envconfig:"OUTBOX_AGE" default:"5s" desc:"how long an event waits in the outbox before a cron tick publishes it (the handler whose change appended it publishes it at once; the tick publishes what a failed or dead handler left)"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"grace period for requests in flight on SIGTERM"`
 	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
@@ -71,6 +72,12 @@ func Load(spec any) error {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	return nil
+}
+
+// Verdict is how a ManifestWork's status becomes a verdict (ocm.VerdictOf), for the executor
+// and status sync alike.
+type Verdict struct {
+	SyncGrace time.Duration `envconfig:"SYNC_GRACE" default:"30s" desc:"how long a ManifestWork may report Applied=False or Available=False before it counts as failed (the work agent retries meanwhile): its job goes Degraded, a reallocation rolls back"`
 }
 
 // Placement names the OCM Placement that chooses clusters when nothing else does.

@@ -27,18 +27,22 @@ type Store struct {
 	ObjectStore
 }
 
-// Open opens the store on rdb, with the object store for offloaded manifests when S3_BUCKET
-// is set.
-func (s Store) Open(ctx context.Context, rdb redis.UniversalClient) (*store.Store, error) {
+// Objects returns the object store client the configuration names, or nil when it names none.
+func (s Store) Objects(ctx context.Context) (*objectstore.Client, error) {
+	if !s.ObjectStore.Options().Enabled() {
+		return nil, nil
+	}
+	if err := s.ObjectStore.Validate(); err != nil {
+		return nil, err
+	}
+	return objectstore.New(ctx, s.ObjectStore.Options())
+}
+
+// Open opens the store on rdb, with the object store c (nil: none) for offloaded manifests
+// when S3_BUCKET is set.
+func (s Store) Open(rdb redis.UniversalClient, c *objectstore.Client) (*store.Store, error) {
 	opts := s.Options()
-	if s.S3Bucket != "" {
-		if err := s.ObjectStore.Validate(); err != nil {
-			return nil, err
-		}
-		c, err := objectstore.New(ctx, s.ObjectStore.Options())
-		if err != nil {
-			return nil, err
-		}
+	if s.S3Bucket != "" && c != nil {
 		opts.Blobs = bucketBlobs{c: c, bucket: s.S3Bucket, limit: 4 * int64(s.MaxManifestBytes)}
 		opts.OffloadBytes = s.OffloadBytes
 		opts.BlobPrefix = s.ManifestPrefix + "/"

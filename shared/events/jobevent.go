@@ -1,51 +1,52 @@
 package events
 
 import (
-	"context"
 	"fmt"
+	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 
-	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
-// JobEvent builds an emitted job event: its data is the job as the REST API returns it, and
-// it carries the jobid, jobgroupid and hubid extensions. The id is derived from the job, the
-// type and the job's fence and state, so re-publishing the same change (a retried handler)
-// emits the same event id and consumers de-duplicate it.
-func JobEvent(typ, hubID, function string, j *model.Job) (event.Event, error) {
-	e := event.New()
-	e.SetType(typ)
-	e.SetSource(Source(hubID, function))
-	e.SetID(uuid.NewSHA1(uuid.NameSpaceURL, []byte(fmt.Sprintf("%s/%s/%d/%d/%d/%d", typ, j.ID, j.Fence, j.State, j.Type, j.UpdatedAt.UnixNano()))).String())
-	e.SetSubject(j.ID)
-	e.SetExtension(ExtJobID, j.ID)
+// JobEvent builds the event an outbox entry holds: its data is the job as the REST API
+// returns it (without its manifests and remediation, which can be large: read them with GET
+// /jobmanager/jobs/{id}), and it carries the jobid, jobgroupid and hubid extensions. The id is
+// derived from the job's change (type, fence, state, time), so publishing the same entry
+// again — a redelivery, the drain after a crash — emits the same event id and consumers
+// de-duplicate it.
+func JobEvent(e store.OutboxEntry) (event.Event, error) {
+	j := &e.Job
+	ev := event.New()
+	ev.SetType(e.Type)
+	ev.SetSource(e.Source)
+	ev.SetID(uuid.NewSHA1(uuid.NameSpaceURL, []byte(fmt.Sprintf("%s/%s/%d/%d/%d/%d", e.Type, j.ID, j.Fence, j.State, j.Type, j.UpdatedAt.UnixNano()))).String())
+	ev.SetTime(j.UpdatedAt)
+	ev.SetSubject(j.ID)
+	ev.SetExtension(ExtJobID, j.ID)
 	if j.JobGroupID != "" {
-		e.SetExtension(ExtJobGroupID, j.JobGroupID)
+		ev.SetExtension(ExtJobGroupID, j.JobGroupID)
 	}
-	if hubID != "" {
-		e.SetExtension(ExtHubID, hubID)
+	if hub := HubOf(e.Source); hub != "" {
+		ev.SetExtension(ExtHubID, hub)
 	}
-	if err := e.SetData(cloudevents.ApplicationJSON, j); err != nil {
-		return e, fmt.Errorf("job event data: %w", err)
+	if err := ev.SetData(cloudevents.ApplicationJSON, j); err != nil {
+		return ev, fmt.Errorf("job event data: %w", err)
 	}
-	return e, nil
+	return ev, nil
 }
 
-// PublishJobs publishes one event of type typ per job, returning the first error after
-// trying them all.
-func PublishJobs(ctx context.Context, p Publisher, typ, hubID, function string, jobs []model.Job) error {
-	var first error
-	for i := range jobs {
-		e, err := JobEvent(typ, hubID, function, &jobs[i])
-		if err == nil {
-			err = p.Publish(ctx, e)
-		}
-		if err != nil && first == nil {
-			first = err
-		}
+// HubOf is the hub id in a source Source made ("" when it names none).
+func HubOf(source string) string {
+	rest, ok := strings.CutPrefix(source, "/ocm-jobs/hubs/")
+	if !ok {
+		return ""
 	}
-	return first
+	hub, _, _ := strings.Cut(rest, "/")
+	if hub == "unknown" {
+		return ""
+	}
+	return hub
 }

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
 // testFunction is a function whose behaviour is chosen by the event type.
@@ -70,6 +71,16 @@ type stack struct {
 	logs  *observer.ObservedLogs
 }
 
+// storeOn is a store on rdb, under a prefix of the test's own.
+func storeOn(t *testing.T, rdb redis.UniversalClient) *store.Store {
+	t.Helper()
+	st, err := store.New(rdb, store.Options{Prefix: "events-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func newStack(t *testing.T, maxBody int64) *stack {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: redisServer.Addr})
@@ -77,7 +88,7 @@ func newStack(t *testing.T, maxBody int64) *stack {
 	fn := &testFunction{calls: map[string]int{}, gate: make(chan struct{})}
 	core, logs := observer.New(zap.DebugLevel)
 	s := &events.Server{
-		Handler:      (&events.Deduper{Redis: rdb, TTL: time.Hour, Pending: time.Minute, Prefix: "test:" + t.Name() + ":"}).Wrap(fn),
+		Handler:      (&events.Deduper{Store: storeOn(t, rdb), TTL: time.Hour, Pending: time.Minute, Scope: t.Name()}).Wrap(fn),
 		MaxBodyBytes: maxBody,
 		Logger:       zap.New(core).Sugar(),
 		Routes: map[string]http.Handler{"/jobmanager/healthz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -329,7 +340,7 @@ func TestRedisDownIs503(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer rdb.Close()
 	fn := &testFunction{calls: map[string]int{}}
-	s := &events.Server{Handler: (&events.Deduper{Redis: rdb}).Wrap(fn), Logger: zap.NewNop().Sugar()}
+	s := &events.Server{Handler: (&events.Deduper{Store: storeOn(t, rdb), Scope: "down"}).Wrap(fn), Logger: zap.NewNop().Sugar()}
 	h, err := s.HTTPHandler(context.Background())
 	if err != nil {
 		t.Fatal(err)

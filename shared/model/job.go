@@ -42,11 +42,51 @@ type Job struct {
 	// Remediation is what an UpdateDeployment job opened by an incompliance must change.
 	Remediation *Remediation `json:"remediation,omitempty"`
 
+	// Move is the reallocation in progress, while its owner carries it from one cluster to
+	// another (make-before-break, one step per delivery or tick).
+	Move *Move `json:"move,omitempty"`
+
 	// LeaseHolder is the execution that holds (or last held) the job's lease.
 	LeaseHolder string `json:"-"`
 	// LeaseUntil is when that lease lapses (or lapsed).
 	LeaseUntil time.Time `json:"-"`
+	// Applied is the fence of the last execution that did on the hub what the job asked and
+	// recorded it; an execution whose fence is not Applied may have died half-way.
+	Applied uint64 `json:"-"`
+	// Remediated is the fence of the execution whose remediation result the job's manifests
+	// are: it is computed once per execution and stored before it is applied, so an execution
+	// that is resumed applies the same result again instead of remediating twice.
+	Remediated uint64 `json:"-"`
 }
+
+// Move is a reallocation in progress: make-before-break, each phase idempotent.
+type Move struct {
+	// From and To are the clusters the job moves between.
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Phase is where the move stands (MoveApply, MoveRemoveOld, MoveRollback).
+	Phase MovePhase `json:"phase"`
+	// Deadline is when a move whose new ManifestWork is not Available yet is given up.
+	Deadline time.Time `json:"deadline"`
+	// Why says why a move rolls back.
+	Why string `json:"why,omitempty"`
+}
+
+// MovePhase is a step of a reallocation.
+type MovePhase string
+
+// The phases of a reallocation.
+const (
+	// MoveApply: the ManifestWork is applied on the new cluster; the move waits until it is
+	// Available there (or the deadline passes).
+	MoveApply MovePhase = "apply"
+	// MoveRemoveOld: the job runs on the new cluster (its target); the old ManifestWork is
+	// deleted and the move waits until it is gone.
+	MoveRemoveOld MovePhase = "remove-old"
+	// MoveRollback: the new cluster failed; its ManifestWork is deleted and the job, still on
+	// its old cluster, goes Degraded once it is gone.
+	MoveRollback MovePhase = "rollback"
+)
 
 // PlainManifest is one Kubernetes object of a job, as YAML (ICOS `PlainManifest`).
 type PlainManifest struct {

@@ -16,12 +16,22 @@ const (
 	ConditionApplied     = "Applied"
 	ConditionAvailable   = "Available"
 	ConditionDegraded    = "Degraded"
-	// ConditionDispatched is set by the executor, with observedGeneration = the job's fence,
-	// once an execution applied the job's ManifestWork: status sync reads a work's status only
-	// for the execution that wrote it, and the executor's sweep resumes executions that died
-	// before it.
-	ConditionDispatched = "Dispatched"
 )
+
+// Reasons of the Progressing=False condition of a Created job that waits to be placed. They
+// describe a job that is not executed yet, so status sync drops them once the job runs.
+const (
+	// ReasonAwaitingTarget: no target source (component, Placement, matchmaker) gave the job a
+	// cluster yet.
+	ReasonAwaitingTarget = "AwaitingTarget"
+	// ReasonNoManagingHub: no hub sharing this store manages the job's cluster.
+	ReasonNoManagingHub = "NoManagingHub"
+)
+
+// Waiting reports whether c says a Created job waits to be placed.
+func Waiting(c Condition) bool {
+	return c.Type == ConditionProgressing && (c.Reason == ReasonAwaitingTarget || c.Reason == ReasonNoManagingHub)
+}
 
 // Resource is what a job deployed and how it is doing (ICOS `Resource`), plus what status
 // sync reads from the job's ManifestWork.

@@ -54,7 +54,11 @@ func BenchmarkRedisMemory(b *testing.B) {
 					S3PathStyle: true, S3AccessKeyID: env.S3.AccessKey, S3SecretAccessKey: env.S3.SecretKey, S3Timeout: time.Minute,
 					S3MaxAttempts: 3}
 			}
-			st, err := cfg.Open(ctx, rdb)
+			objects, err := cfg.Objects(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := cfg.Open(rdb, objects)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 )
@@ -74,11 +73,3 @@ func (h *Hub) PlacementClusters(ctx context.Context, p PlacementRef) ([]string, 
 	return out, nil
 }
 
-// ClusterExists reports whether the hub has a ManagedCluster of that name.
-func (h *Hub) ClusterExists(ctx context.Context, name string) (bool, error) {
-	_, err := h.Cluster.ClusterV1().ManagedClusters().Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	return err == nil, err
-}

@@ -31,7 +31,7 @@ func (s *Store) MarkForArchive(ctx context.Context, id string) error {
 	if fe := checkID(id, "id"); fe != nil {
 		return invalid("mark for archive", fe)
 	}
-	if err := s.rdb.SAdd(ctx, s.bucket(id)+":idx:archive", id).Err(); err != nil {
+	if err := s.rdb.SAdd(ctx, s.archiveIndexKey(id), id).Err(); err != nil {
 		return fmt.Errorf("mark group %s for archive: %w", id, err)
 	}
 	return nil
@@ -79,7 +79,7 @@ func (s *Store) Archived(ctx context.Context, id string) error {
 	for _, k := range s.groupKeys(id, jobIDs) {
 		pipe.PExpire(ctx, k, s.opts.RetentionTTL)
 	}
-	pipe.SRem(ctx, s.bucket(id)+":idx:archive", id)
+	pipe.SRem(ctx, s.archiveIndexKey(id), id)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("archived group %s: %w", id, err)
 	}
@@ -159,7 +159,7 @@ func (s *Store) GroupRecord(ctx context.Context, id string) (*GroupRecord, error
 // Unmark takes a group out of the archive index without archiving it (it was not deleted
 // after all, or nothing of it is left).
 func (s *Store) Unmark(ctx context.Context, id string) error {
-	if err := s.rdb.SRem(ctx, s.bucket(id)+":idx:archive", id).Err(); err != nil {
+	if err := s.rdb.SRem(ctx, s.archiveIndexKey(id), id).Err(); err != nil {
 		return fmt.Errorf("unmark group %s for archive: %w", id, err)
 	}
 	return nil

@@ -63,8 +63,6 @@ func (s *Store) indexGroupIncompliance(ctx context.Context, in *model.Incomplian
 	return nil
 }
 
-func (s *Store) groupIncKey(id string) string { return s.groupKey(id) + ":inc" }
-
 // SetIncomplianceOutcome settles a pending incompliance as applied (naming the job opened for
 // it, when jobID is set) or rejected (with a reason). Settling it again the same way reports
 // false; settling it differently is ErrWrongState.

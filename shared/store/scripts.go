@@ -5,11 +5,15 @@ import "github.com/redis/go-redis/v9"
 // The Lua scripts of the store. Each runs in one bucket (one hash tag, so one Redis Cluster
 // slot): KEYS[1] names the object it changes (that is how a cluster client routes it) and
 // ARGV[1] is the bucket prefix every other key it touches is built from; those keys carry
-// the same hash tag, so they live in the same slot.
+// the same hash tag, so they live in the same slot. The last ARGV of every job script is the
+// emitter: the CloudEvents source of the events the change implies (run appends it).
 //
 // A script answers a table: {'ok', …} when it did (or had nothing to do), or
 // {'guard', guard, want, got} when a guard failed and it wrote nothing. Guards are checked
-// before the first write, so a refused script leaves Redis as it was.
+// before the first write, so a refused script leaves Redis as it was. A script that changed a
+// job's state also appends the event the change implies to the bucket's outbox stream (the
+// transactional outbox: the change and its announcement commit together) and returns the
+// entries after its answer, behind the marker '#outbox' (see parseOutbox).
 //
 // Only Lua 5.1 and commands miniredis also has are used (no cjson, no redis.setresp, no
 // bit ops); time comes from Redis TIME, so every writer of a job shares one clock.
@@ -17,6 +21,7 @@ import "github.com/redis/go-redis/v9"
 // prelude is shared by every script that reads or indexes jobs.
 const prelude = `
 local P = ARGV[1]
+local SRC = ARGV[#ARGV]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -43,14 +48,15 @@ local function iorch(j)
 end
 
 -- memberships lists the indexes a job in this situation belongs to, with its score in the
--- lease index ('' in a set).
+-- lease index ('' in a set). Only a Progressing CreateDeployment is in the lease index: it
+-- is the only job another hub may ever take over. Finished and Degraded are terminal.
 local function memberships(st, ty, owner, orch, lu)
   local m = {['state:' .. st] = ''}
   if owner ~= '' then m['owner:' .. owner] = '' end
   if orch ~= '' then
     if st == '1' then
       m['ready:' .. orch .. ':' .. owner] = ''
-    elseif (st == '2' or st == '4') and ty == '5' then
+    elseif st == '2' and ty == '5' then
       m['lease:' .. orch] = string.format('%d', lu)
     end
   end
@@ -84,12 +90,43 @@ local function history(id, cap, at, by, action, from, to, why, fence)
 end
 
 local function guard(name, want, got) return {'guard', name, want, got} end
+
+-- The outbox. emit appends to the bucket's stream the event a job's new state implies — a
+-- job that became Created with a target is announced to the executors, every other state to
+-- whoever follows jobs — with the job as it is now (without manifests and remediation), and
+-- remembers the entry for the answer.
+local OUT = {}
+local EVENT_OF = {['1'] = 'eu.icos.job.created.v1', ['2'] = 'eu.icos.job.progressing.v1',
+  ['3'] = 'eu.icos.job.finished.v1', ['4'] = 'eu.icos.job.degraded.v1'}
+local EVENT_FIELDS = {'doc', 'state', 'type', 'sub_type', 'owner', 'fence', 'orch', 'targets', 'resource',
+  'move', 'created_at', 'updated_at'}
+local function emit(key)
+  local v = redis.call('HMGET', key, unpack(EVENT_FIELDS))
+  if v[2] == '1' and not v[8] then return end
+  local f = {'event', EVENT_OF[v[2]], 'source', SRC}
+  for i, name in ipairs(EVENT_FIELDS) do
+    if v[i] then table.insert(f, name); table.insert(f, v[i]) end
+  end
+  local eid = redis.call('XADD', P .. ':outbox', '*', unpack(f))
+  table.insert(OUT, eid)
+  table.insert(OUT, #f)
+  for _, x in ipairs(f) do table.insert(OUT, x) end
+end
+
+-- reply is a script's answer with the outbox entries it appended.
+local function reply(t)
+  if #OUT == 0 then return t end
+  table.insert(t, '#outbox')
+  for _, x in ipairs(OUT) do table.insert(t, x) end
+  return t
+end
 `
 
 // createGroupLua writes a group and all its jobs, or nothing if any of them exists. With an
-// empty group doc it adds the jobs to an existing, not deleted group instead.
+// empty group doc it adds the jobs to an existing, not deleted group instead. Every job with a
+// target is announced (job.created).
 // KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
-// then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource.
+// then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource; emitter.
 const createGroupLua = prelude + `
 local adding = ARGV[3] == ''
 if adding then
@@ -125,13 +162,14 @@ for i = 0, n - 1 do
   if targets ~= '' then io = orch end
   reindex(id, {}, memberships('1', ty, '', io, 0))
   history(id, ARGV[4], tonumber(now), ARGV[5], 'create', 0, 1, ARGV[6], 0)
+  emit(job_key(id))
 end
-return {'ok', now}
+return reply({'ok', now})
 `
 
 // deleteGroupLua deletes a group whose every job may be deleted: its keys get the retention
 // TTL and its jobs leave every index. A group already deleted answers ok again.
-// KEYS: group, group's job set. ARGV: prefix, group id, retention ms, history cap, by, why.
+// KEYS: group, group's job set. ARGV: prefix, group id, retention ms, history cap, by, why, emitter.
 const deleteGroupLua = prelude + `
 local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
 if not g[1] then return guard('exists', 'group ' .. ARGV[2], 'none') end
@@ -169,9 +207,10 @@ return {'ok', '1'}
 
 // promoteLua makes an execution the owner of a job: a Created job with no owner or this
 // owner and no live lease of another execution, or (takeover) a CreateDeployment job in
-// Progressing or Degraded whose lease lapsed more than the takeover TTL ago. The fence grows
-// by one on every promote.
-// KEYS: job. ARGV: prefix, id, owner, holder, lease ms, takeover ms, history cap, by, why.
+// Progressing whose lease lapsed more than the takeover TTL ago. A Finished or Degraded job is
+// never promoted: only a new order (Reopen) acts on it. The fence grows by one on every
+// promote, and the job is announced as Progressing.
+// KEYS: job. ARGV: prefix, id, owner, holder, lease ms, takeover ms, history cap, by, why, emitter.
 const promoteLua = prelude + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
@@ -182,7 +221,7 @@ if j.state == '1' then
   if j.lu > now and j.holder ~= ARGV[4] then
     return guard('lease', 'no live lease of another execution', j.holder .. ' for ' .. string.format('%d', j.lu - now) .. 'ms')
   end
-elseif (j.state == '2' or j.state == '4') and j.type == '5' then
+elseif j.state == '2' and j.type == '5' then
   local lapse = j.lu + tonumber(ARGV[6])
   if now < lapse then
     return guard('lease', 'lease of ' .. j.owner .. ' lapsed ' .. ARGV[6] .. 'ms ago', 'takeover possible in ' .. string.format('%d', lapse - now) .. 'ms')
@@ -198,7 +237,8 @@ redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', string.form
   'lease_holder', ARGV[4], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
 reindex(ARGV[2], was(j), memberships('2', j.type, ARGV[3], iorch(j), lu))
 history(ARGV[2], ARGV[7], now, ARGV[8], action, j.state, 2, ARGV[9], fence)
-return {'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state}
+emit(KEYS[1])
+return reply({'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state})
 `
 
 // ownerGuards is the start of every script an owner runs: the job exists, the fence is the
@@ -210,27 +250,52 @@ if j.fence ~= tonumber(ARGV[4]) then return guard('fence', ARGV[4], string.forma
 if j.owner ~= ARGV[3] then return guard('owner', ARGV[3], j.owner) end
 `
 
-// transitionLua moves an owned job to another state. Moving to the state it is in already
-// changes nothing and says so.
-// KEYS: job. ARGV: prefix, id, owner, fence, to, allowed from (",2,4,"), release lease (1/0),
-// history cap, by, why, action.
-const transitionLua = prelude + ownerGuards + `
-if j.state == ARGV[5] then return {'ok', '0'} end
-if not string.find(ARGV[6], ',' .. j.state .. ',', 1, true) then return guard('state', ARGV[6], j.state) end
+// changeLua is what an owner changes on its job in one step: its resource (conditions,
+// feedback), its state, or both, and whether the execution's lease ends with it. The resource
+// may be written only while the stored one is still the one it was derived from (a
+// compare-and-set: another writer's change is never lost). Moving to the state the job is in
+// changes nothing; a state change is recorded in the history and announced. A job that ends
+// (Finished, Degraded) has no reallocation in progress any more.
+// KEYS: job. ARGV: prefix, id, owner, fence, to ('' keeps the state), allowed from (",2,4,"),
+// release lease (1/0), history cap, by, why, action, resource ('' keeps it), compare (1/0),
+// the resource read ('' for none), emitter.
+const changeLua = prelude + ownerGuards + `
+local to = ARGV[5]
+local res = ARGV[12]
+local write_res = false
+if res ~= '' then
+  local cur = redis.call('HGET', KEYS[1], 'resource') or ''
+  if cur ~= res then
+    if ARGV[13] == '1' and cur ~= ARGV[14] then return guard('resource', 'the resource read', 'another') end
+    write_res = true
+  end
+end
+local changes_state = to ~= "" and j.state ~= to
+if changes_state and not string.find(ARGV[6], ',' .. j.state .. ',', 1, true) then return guard('state', ARGV[6], j.state) end
+if not changes_state and not write_res then return {'ok', '0', '0'} end
 local now = now_ms()
-local lu = j.lu
-if ARGV[7] == '1' and lu > now then lu = now end
-redis.call('HSET', KEYS[1], 'state', ARGV[5], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
-reindex(ARGV[2], was(j), memberships(ARGV[5], j.type, j.owner, iorch(j), lu))
-history(ARGV[2], ARGV[8], now, ARGV[9], ARGV[11], j.state, ARGV[5], ARGV[10], j.fence)
-return {'ok', '1'}
+redis.call('HSET', KEYS[1], 'updated_at', string.format('%d', now))
+if write_res then redis.call('HSET', KEYS[1], 'resource', res) end
+if changes_state then
+  local lu = j.lu
+  if ARGV[7] == '1' and lu > now then lu = now end
+  redis.call('HSET', KEYS[1], 'state', to, 'lease_until', string.format('%d', lu))
+  if to == '3' or to == '4' then redis.call('HDEL', KEYS[1], 'move') end
+  reindex(ARGV[2], was(j), memberships(to, j.type, j.owner, iorch(j), lu))
+  history(ARGV[2], ARGV[8], now, ARGV[9], ARGV[11], j.state, to, ARGV[10], j.fence)
+  emit(KEYS[1])
+end
+local m, r = '0', '0'
+if changes_state then m = '1' end
+if write_res then r = '1' end
+return reply({'ok', m, r})
 `
 
 // renewLua extends (or, when it lapsed and nobody took the job over, takes again) the lease
-// of an owned job in Progressing or Degraded.
-// KEYS: job. ARGV: prefix, id, owner, fence, holder, lease ms.
+// of an owned job in Progressing.
+// KEYS: job. ARGV: prefix, id, owner, fence, holder, lease ms, emitter.
 const renewLua = prelude + ownerGuards + `
-if j.state ~= '2' and j.state ~= '4' then return guard('state', ',2,4,', j.state) end
+if j.state ~= '2' then return guard('state', ',2,', j.state) end
 local now = now_ms()
 if j.lu > now and j.holder ~= ARGV[5] then
   return guard('lease', ARGV[5], j.holder .. ' for ' .. string.format('%d', j.lu - now) .. 'ms')
@@ -241,25 +306,35 @@ if j.type == '5' and iorch(j) ~= '' then redis.call('ZADD', idx('lease:' .. iorc
 return {'ok', string.format('%d', lu)}
 `
 
-// releaseLua ends an execution's lease now; the takeover TTL counts from here.
-// KEYS: job. ARGV: prefix, id, owner, fence, holder.
+// releaseLua ends an execution's lease now (the takeover TTL counts from here) and, when the
+// execution did what the job asked on the hub, records that at its fence ('applied'), so a
+// sweep does not take the job for an execution that died half-way.
+// KEYS: job. ARGV: prefix, id, owner, fence, holder, applied (1/0), emitter.
 const releaseLua = prelude + ownerGuards + `
 if j.holder ~= ARGV[5] then return guard('lease', ARGV[5], j.holder) end
 local now = now_ms()
-if j.lu <= now then return {'ok', '0'} end
-redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
-if (j.state == '2' or j.state == '4') and j.type == '5' and iorch(j) ~= '' then
-  redis.call('ZADD', idx('lease:' .. iorch(j)), now, ARGV[2])
+local changed = '0'
+if j.lu > now then
+  redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
+  if j.state == '2' and j.type == '5' and iorch(j) ~= '' then
+    redis.call('ZADD', idx('lease:' .. iorch(j)), now, ARGV[2])
+  end
+  changed = '1'
 end
-return {'ok', '1'}
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'applied', ARGV[4])
+  changed = '1'
+end
+return {'ok', changed}
 `
 
 // reopenLua turns a Finished or Degraded job (or a re-opened one nobody promoted yet: the
 // newer order replaces it) into a Created job of another type, keeping its owner, who alone
 // executes it. A job that was never promoted has nothing deployed: Delete finishes it at once,
-// Replace only swaps its manifests.
+// Replace only swaps its manifests. What the last execution recorded (applied, remediated,
+// move) is cleared: it belongs to that execution.
 // KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests (” keeps them),
-// fence (” for any), history cap, by, why.
+// fence (” for any), history cap, by, why, emitter.
 const reopenLua = prelude + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
@@ -277,13 +352,16 @@ redis.call('HSET', KEYS[1], 'state', to, 'type', ty, 'updated_at', string.format
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'sub_type', ARGV[4]) else redis.call('HDEL', KEYS[1], 'sub_type') end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'remediation', ARGV[5]) else redis.call('HDEL', KEYS[1], 'remediation') end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'manifests', ARGV[6]) end
+redis.call('HDEL', KEYS[1], 'applied', 'remediated', 'move')
 reindex(ARGV[2], was(j), memberships(to, ty, j.owner, iorch(j), j.lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
-return {'ok', to, ty}
+emit(KEYS[1])
+return reply({'ok', to, ty})
 `
 
-// setTargetsLua sets where a Created job runs, moving it between the executable indexes.
-// KEYS: job. ARGV: prefix, id, targets, orch, history cap, by, why.
+// setTargetsLua sets where a Created job runs, moving it between the executable indexes; a
+// job that has a target now is announced.
+// KEYS: job. ARGV: prefix, id, targets, orch, history cap, by, why, emitter.
 const setTargetsLua = prelude + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
@@ -293,26 +371,22 @@ local now = now_ms()
 redis.call('HSET', KEYS[1], 'targets', ARGV[3], 'orch', ARGV[4], 'updated_at', string.format('%d', now))
 reindex(ARGV[2], was(j), memberships(j.state, j.type, j.owner, ARGV[4], j.lu))
 history(ARGV[2], ARGV[5], now, ARGV[6], 'target', 1, 1, ARGV[7], j.fence)
-return {'ok', '1'}
+emit(KEYS[1])
+return reply({'ok', '1'})
 `
 
-// resourceStatusLua writes a job's resource status when it differs from the stored one, and
-// writes nothing at all otherwise.
-// KEYS: job. ARGV: prefix, id, owner, fence, resource.
-const resourceStatusLua = prelude + ownerGuards + `
-if redis.call('HGET', KEYS[1], 'resource') == ARGV[5] then return {'ok', '0'} end
-redis.call('HSET', KEYS[1], 'resource', ARGV[5], 'updated_at', string.format('%d', now_ms()))
-return {'ok', '1'}
-`
-
-// resourceStatusIfLua is resourceStatusLua for a writer that derived the resource from the
-// one it read: it writes only while the stored resource is still that one.
-// KEYS: job. ARGV: prefix, id, owner, fence, resource, the resource read (” for none).
-const resourceStatusIfLua = prelude + ownerGuards + `
+// createdResourceLua writes the resource of a Created job, for whoever places jobs (why a job
+// waits: no target yet, no hub manages its cluster), while the stored one is still the one it
+// was derived from. A job no longer Created is left alone.
+// KEYS: job. ARGV: prefix, id, resource, the resource read (” for none), emitter.
+const createdResourceLua = prelude + `
+local j = load(KEYS[1])
+if not j then return guard('exists', 'job', 'none') end
+if j.state ~= '1' then return guard('state', '1', j.state) end
 local cur = redis.call('HGET', KEYS[1], 'resource') or ''
-if cur == ARGV[5] then return {'ok', '0'} end
-if cur ~= ARGV[6] then return guard('resource', 'the resource read', 'another') end
-redis.call('HSET', KEYS[1], 'resource', ARGV[5], 'updated_at', string.format('%d', now_ms()))
+if cur == ARGV[3] then return {'ok', '0'} end
+if cur ~= ARGV[4] then return guard('resource', 'the resource read', 'another') end
+redis.call('HSET', KEYS[1], 'resource', ARGV[3], 'updated_at', string.format('%d', now_ms()))
 return {'ok', '1'}
 `
 
@@ -348,14 +422,13 @@ var (
 	createGroupScript         = redis.NewScript(createGroupLua)
 	deleteGroupScript         = redis.NewScript(deleteGroupLua)
 	promoteScript             = redis.NewScript(promoteLua)
-	transitionScript          = redis.NewScript(transitionLua)
+	changeScript              = redis.NewScript(changeLua)
 	renewScript               = redis.NewScript(renewLua)
 	releaseScript             = redis.NewScript(releaseLua)
 	reopenScript              = redis.NewScript(reopenLua)
 	setTargetsScript          = redis.NewScript(setTargetsLua)
-	resourceStatusScript      = redis.NewScript(resourceStatusLua)
-	resourceStatusIfScript    = redis.NewScript(resourceStatusIfLua)
+	createdResourceScript     = redis.NewScript(createdResourceLua)
 	recordIncomplianceScript  = redis.NewScript(recordIncomplianceLua)
 	incomplianceOutcomeScript = redis.NewScript(incomplianceOutcomeLua)
-	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, transitionScript, renewScript, releaseScript, reopenScript, setTargetsScript, resourceStatusScript, resourceStatusIfScript, recordIncomplianceScript, incomplianceOutcomeScript, redeployScript}
+	allScripts                = []*redis.Script{createGroupScript, deleteGroupScript, promoteScript, changeScript, renewScript, releaseScript, reopenScript, setTargetsScript, createdResourceScript, recordIncomplianceScript, incomplianceOutcomeScript, recordScript}
 )

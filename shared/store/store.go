@@ -20,9 +20,11 @@ import (
 type Store struct {
 	rdb   redis.UniversalClient
 	opts  Options
-	cache blobCache
+	cache *blobCache
 	// buckets are the 256 bucket prefixes, "<prefix>:{b:xy}".
-	buckets [256]string
+	buckets *[256]string
+	// emitter is the CloudEvents source of the events this store's changes announce.
+	emitter string
 }
 
 // New returns a store on rdb (a single server, a Sentinel-managed master or a Redis Cluster).
@@ -31,12 +33,26 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{rdb: rdb, opts: opts}
+	s := &Store{rdb: rdb, opts: opts, cache: &blobCache{}, buckets: new([256]string), emitter: DefaultEmitter}
 	for i := range s.buckets {
-		s.buckets[i] = fmt.Sprintf("%s:{b:%02x}", opts.Prefix, i)
+		s.buckets[i] = bucketOf(opts.Prefix, i)
 	}
 	return s, nil
 }
+
+// DefaultEmitter is the source of the events of a store no function claimed (tests, tools).
+const DefaultEmitter = "/ocm-jobs/store"
+
+// As returns the store as one emitter sees it: the events its changes imply carry that
+// CloudEvents source (e.g. /ocm-jobs/hubs/<hub>/executor). It shares everything else.
+func (s *Store) As(emitter string) *Store {
+	c := *s
+	c.emitter = emitter
+	return &c
+}
+
+// Emitter is the source of the events this store's changes announce.
+func (s *Store) Emitter() string { return s.emitter }
 
 // Options returns the options in effect, defaults filled in.
 func (s *Store) Options() Options { return s.opts }
@@ -63,19 +79,15 @@ func (s *Store) LoadScripts(ctx context.Context) error {
 	return nil
 }
 
-// bucket is the prefix of the bucket an id lives in.
-func (s *Store) bucket(id string) string { return s.buckets[model.Bucket(id)] }
-
-func (s *Store) jobKey(id string) string   { return s.bucket(id) + ":job:" + id }
-func (s *Store) histKey(id string) string  { return s.bucket(id) + ":hist:" + id }
-func (s *Store) groupKey(id string) string { return s.bucket(id) + ":group:" + id }
-func (s *Store) groupJobsKey(id string) string {
-	return s.bucket(id) + ":group:" + id + ":jobs"
-}
-func (s *Store) incKey(id string) string { return s.bucket(id) + ":inc:" + id }
-
-// run runs a script and turns its answer into strings, or a guard failure into a GuardError.
+// run runs a job script (the emitter goes last) and turns its answer into strings, or a guard
+// failure into a GuardError. The outbox entries the script appended are handed to the
+// context's Pending, if it has one, for the caller to publish at once.
 func (s *Store) run(ctx context.Context, sc *redis.Script, op, kind, id string, keys []string, args ...any) ([]string, error) {
+	return s.runScript(ctx, sc, op, kind, id, keys, append(args, s.emitter)...)
+}
+
+// runScript runs a script with exactly args.
+func (s *Store) runScript(ctx context.Context, sc *redis.Script, op, kind, id string, keys []string, args ...any) ([]string, error) {
 	v, err := sc.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("%s %s %s: %w", op, kind, id, err)
@@ -96,6 +108,10 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, op, kind, id string, 
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s %s %s: empty answer from the script", op, kind, id)
+	}
+	out, entries := parseOutbox(out, outboxKey(s.bucket(id)))
+	if p := pendingFrom(ctx); p != nil {
+		p.add(entries)
 	}
 	return out, nil
 }
@@ -352,8 +368,10 @@ func decodeJob(h map[string]string) (*model.Job, error) {
 	ty, _ := strconv.Atoi(h["type"])
 	j.State, j.Type = model.JobState(st), model.JobType(ty)
 	j.Fence, _ = strconv.ParseUint(h["fence"], 10, 64)
+	j.Applied, _ = strconv.ParseUint(h["applied"], 10, 64)
+	j.Remediated, _ = strconv.ParseUint(h["remediated"], 10, 64)
 	for field, into := range map[string]any{"manifests": &j.Manifests, "targets": &j.Targets,
-		"resource": &j.Resource, "remediation": &j.Remediation} {
+		"resource": &j.Resource, "remediation": &j.Remediation, "move": &j.Move} {
 		if v := h[field]; v != "" {
 			if err := json.Unmarshal([]byte(v), into); err != nil {
 				return nil, fmt.Errorf("decoding %s of job %s: %w", field, d.ID, err)
@@ -436,7 +454,7 @@ func (s *Store) fetchJobs(ctx context.Context, ids []string) ([]model.Job, error
 // statusFields are the job fields a status reader needs: everything but the manifests and
 // the remediation, which make most of a job's bytes.
 var statusFields = []string{"doc", "state", "type", "sub_type", "owner", "fence", "orch", "targets", "resource",
-	"lease_holder", "lease_until", "created_at", "updated_at", "deleted_at"}
+	"lease_holder", "lease_until", "created_at", "updated_at", "deleted_at", "applied", "remediated", "move"}
 
 // fetchJobStatus reads jobs by id as fetchJobs does, without their manifests and remediation.
 func (s *Store) fetchJobStatus(ctx context.Context, ids []string) ([]model.Job, error) {
@@ -477,7 +495,7 @@ func (s *Store) indexMembers(ctx context.Context, names ...string) ([]string, er
 	cmds := make([]*redis.StringSliceCmd, 0, len(s.buckets)*len(names))
 	for _, b := range s.buckets {
 		for _, n := range names {
-			cmds = append(cmds, pipe.SMembers(ctx, b+":idx:"+n))
+			cmds = append(cmds, pipe.SMembers(ctx, indexKey(b, n)))
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -583,9 +601,9 @@ func (s *Store) executableIDs(ctx context.Context, orch model.Orchestrator, owne
 	cmds := make([]*redis.StringSliceCmd, 0, 3*len(s.buckets))
 	for _, b := range s.buckets {
 		cmds = append(cmds,
-			pipe.SMembers(ctx, b+":idx:ready:"+string(orch)+":"),
-			pipe.SMembers(ctx, b+":idx:ready:"+string(orch)+":"+owner),
-			pipe.ZRangeByScore(ctx, b+":idx:lease:"+string(orch), &redis.ZRangeBy{Min: "-inf", Max: lapsed}))
+			pipe.SMembers(ctx, indexKey(b, "ready:"+string(orch)+":")),
+			pipe.SMembers(ctx, indexKey(b, "ready:"+string(orch)+":"+owner)),
+			pipe.ZRangeByScore(ctx, indexKey(b, "lease:"+string(orch)), &redis.ZRangeBy{Min: "-inf", Max: lapsed}))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("reading executable jobs: %w", err)
@@ -743,4 +761,13 @@ func (s *Store) History(ctx context.Context, jobID string) ([]model.HistoryEntry
 			From: e.From, To: e.To, Why: e.Why, Fence: e.Fence})
 	}
 	return out, nil
+}
+
+// Now is the Redis clock, the one every job timestamp and lease is written with.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	t, err := s.rdb.Time(ctx).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading the Redis clock: %w", err)
+	}
+	return t, nil
 }

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
+	"k8s.io/client-go/util/retry"
 	"knative.dev/pkg/apis"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
@@ -46,7 +48,9 @@ func (c Claim) check(op string) error {
 // Promote makes owner (the hub) the owner of a job for one execution (holder), by the ICOS
 // rules made atomic: a Created job with a target and no owner or this owner → Progressing,
 // unless another execution holds a live lease on it; or, a takeover, a CreateDeployment job
-// in Progressing or Degraded whose lease lapsed more than the takeover TTL ago. The claim's
+// in Progressing whose lease lapsed more than the takeover TTL ago. A Finished or Degraded job
+// is never promoted (ErrWrongState): only a new order (Reopen) acts on it. The promote is
+// announced (job.progressing) through the outbox. The claim's
 // fence is one more than the job's last one, so every write of an earlier owner or execution
 // is refused from now on. The lease lasts the store's LeaseTTL.
 func (s *Store) Promote(ctx context.Context, jobID, owner, holder string) (Claim, error) {
@@ -73,7 +77,7 @@ func (s *Store) Promote(ctx context.Context, jobID, owner, holder string) (Claim
 
 // RenewLease extends the claim's lease by the LeaseTTL. A lease that lapsed is taken again as
 // long as nobody took the job over (the fence still matches) and no other execution leased
-// it meanwhile. The job must be Progressing or Degraded.
+// it meanwhile. The job must be Progressing.
 func (s *Store) RenewLease(ctx context.Context, c Claim) (Claim, error) {
 	const op = "renew lease"
 	if err := c.check(op); err != nil {
@@ -94,6 +98,17 @@ func (s *Store) RenewLease(ctx context.Context, c Claim) (Claim, error) {
 // ReleaseLease ends the claim's lease now: the execution is over. The owner keeps the job;
 // the takeover TTL counts from now. Releasing a lapsed lease changes nothing.
 func (s *Store) ReleaseLease(ctx context.Context, c Claim) error {
+	return s.release(ctx, c, false)
+}
+
+// MarkApplied ends the claim's lease as ReleaseLease does and records that this execution did
+// on the hub what the job asked (its ManifestWork applied, or deleted): a sweep then leaves
+// the job to status sync instead of resuming an execution it thinks died half-way.
+func (s *Store) MarkApplied(ctx context.Context, c Claim) error {
+	return s.release(ctx, c, true)
+}
+
+func (s *Store) release(ctx context.Context, c Claim, applied bool) error {
 	const op = "release lease"
 	if err := c.check(op); err != nil {
 		return err
@@ -102,59 +117,113 @@ func (s *Store) ReleaseLease(ctx context.Context, c Claim) error {
 		return err
 	}
 	_, err := s.run(ctx, releaseScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
-		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, c.Holder)
+		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, c.Holder, flag(applied))
 	return err
 }
 
-// transition is the state change an owner makes: from which states, and whether the
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// Change is what an owner changes on its job in one atomic step: its state, its resource, or
+// both.
+type Change struct {
+	// To is the new state (Progressing, Finished or Degraded); 0 keeps the state.
+	To model.JobState
+	// Why is recorded in the history with a change of state.
+	Why string
+	// Resource, when set, replaces the job's resource.
+	Resource *model.Resource
+	// Read is the resource Resource was derived from (nil: the job had none). With
+	// IfUnchanged the write happens only while the stored resource is still Read — a
+	// concurrent write of another writer is never lost — else nothing is written and the
+	// answer is ErrResourceChanged: read again and derive again.
+	Read        *model.Resource
+	IfUnchanged bool
+}
+
+// Changed says what a Change changed.
+type Changed struct {
+	State, Resource bool
+}
+
+// transition is a change of state an owner makes: from which states, and whether the
 // execution's lease ends with it.
 type transition struct {
 	op      string
-	to      model.JobState
 	from    string
 	release bool
 }
 
-var (
-	progress = transition{op: "progress", to: model.Progressing, from: ",4,"}
-	finish   = transition{op: "finish", to: model.Finished, from: ",2,4,", release: true}
-	degrade  = transition{op: "degrade", to: model.Degraded, from: ",2,3,"}
-)
-
-func (s *Store) transition(ctx context.Context, t transition, c Claim, why string) (bool, error) {
-	if err := c.check(t.op); err != nil {
-		return false, err
-	}
-	release := "0"
-	if t.release {
-		release = "1"
-	}
-	out, err := s.run(ctx, transitionScript, t.op, "job", c.JobID, []string{s.jobKey(c.JobID)},
-		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, int(t.to), t.from, release, s.opts.HistoryCap,
-		jsonString(c.Owner), jsonString(clip(why)), t.op)
-	if err != nil {
-		return false, err
-	}
-	return out[1] == "1", nil
+var transitions = map[model.JobState]transition{
+	model.Progressing: {op: "progress", from: ",4,"},
+	model.Finished:    {op: "finish", from: ",2,4,", release: true},
+	model.Degraded:    {op: "degrade", from: ",2,3,", release: true},
 }
 
-// Progress moves an owned Degraded job back to Progressing (its owner retries it, or its
-// workload recovered). It reports false, and writes nothing, when the job is Progressing.
+// Apply makes a Change as the claim's owner: one round trip, guarded by owner and fence; a
+// change of state is recorded in the history and announced through the outbox in the same
+// step. Moving a job to the state it is in changes nothing; writing the resource it has
+// changes nothing either. Finish and Degrade end the execution's lease.
+func (s *Store) Apply(ctx context.Context, c Claim, ch Change) (Changed, error) {
+	op := "write resource status"
+	t, moves := transitions[ch.To]
+	if ch.To != 0 {
+		if !moves {
+			return Changed{}, invalid("change", apis.ErrInvalidValue(int(ch.To), "state", "an owner moves a job to 2 (Progressing), 3 (Finished) or 4 (Degraded)"))
+		}
+		op = t.op
+	}
+	if err := c.check(op); err != nil {
+		return Changed{}, err
+	}
+	res, read := "", ""
+	if ch.Resource != nil {
+		var err error
+		if res, err = s.resourceDoc(c, ch.Resource); err != nil {
+			return Changed{}, err
+		}
+		if ch.Read != nil {
+			if read, err = marshal(*ch.Read); err != nil {
+				return Changed{}, err
+			}
+		}
+	}
+	to := ""
+	if ch.To != 0 {
+		to = strconv.Itoa(int(ch.To))
+	}
+	out, err := s.run(ctx, changeScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
+		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, to, t.from, flag(t.release), s.opts.HistoryCap,
+		jsonString(c.Owner), jsonString(clip(ch.Why)), t.op, res, flag(ch.IfUnchanged), read)
+	if err != nil {
+		return Changed{}, err
+	}
+	return Changed{State: out[1] == "1", Resource: out[2] == "1"}, nil
+}
+
+// Progress moves an owned Degraded job back to Progressing (its workload recovered). It
+// reports false, and writes nothing, when the job is Progressing.
 func (s *Store) Progress(ctx context.Context, c Claim, why string) (bool, error) {
-	return s.transition(ctx, progress, c, why)
+	ch, err := s.Apply(ctx, c, Change{To: model.Progressing, Why: why})
+	return ch.State, err
 }
 
 // Finish moves an owned Progressing or Degraded job to Finished and ends its lease. It
 // reports false, and writes nothing, when the job is Finished already.
 func (s *Store) Finish(ctx context.Context, c Claim, why string) (bool, error) {
-	return s.transition(ctx, finish, c, why)
+	ch, err := s.Apply(ctx, c, Change{To: model.Finished, Why: why})
+	return ch.State, err
 }
 
-// Degrade moves an owned Progressing or Finished job to Degraded. It reports false, and
-// writes nothing, when the job is Degraded already. The lease is left alone: the executor
-// releases its own when its execution ends.
+// Degrade moves an owned Progressing or Finished job to Degraded and ends its lease. It
+// reports false, and writes nothing, when the job is Degraded already.
 func (s *Store) Degrade(ctx context.Context, c Claim, why string) (bool, error) {
-	return s.transition(ctx, degrade, c, why)
+	ch, err := s.Apply(ctx, c, Change{To: model.Degraded, Why: why})
+	return ch.State, err
 }
 
 // Reopen is a new order for a job that ran: update it (with a remediation), delete it, or
@@ -275,42 +344,52 @@ func (s *Store) SetTargets(ctx context.Context, jobID string, t model.Target, by
 	return out[1] == "1", nil
 }
 
-// WriteResourceStatus stores what status sync read for an owned job (conditions, workload
-// feedback, ManifestWork name and UID) when it differs from what is stored, and writes
-// nothing at all when it does not. It reports whether it wrote. Build the conditions with
+// WriteResourceStatus stores an owned job's resource (conditions, workload feedback,
+// ManifestWork name and UID) when it differs from what is stored, and writes nothing at all
+// when it does not. It reports whether it wrote. Build the conditions with
 // Resource.SetCondition on the stored resource so unchanged ones keep their
 // lastTransitionTime and compare equal.
 func (s *Store) WriteResourceStatus(ctx context.Context, c Claim, r model.Resource) (bool, error) {
-	doc, err := s.resourceDoc(c, &r)
-	if err != nil {
-		return false, err
-	}
-	out, err := s.run(ctx, resourceStatusScript, "write resource status", "job", c.JobID, []string{s.jobKey(c.JobID)},
-		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, doc)
-	if err != nil {
-		return false, err
-	}
-	return out[1] == "1", nil
+	ch, err := s.Apply(ctx, c, Change{Resource: &r})
+	return ch.Resource, err
 }
 
 // WriteResourceStatusIf is WriteResourceStatus for a writer that derived r from the resource
 // it read (prev, nil when the job had none): it writes only while the stored resource is still
-// prev, so a concurrent write of another kind (the executor's) is never lost; otherwise it is
-// ErrResourceChanged and nothing is written, and the caller reads again. When the stored
-// resource is r already it writes nothing and reports false.
+// prev, so a concurrent write of another writer is never lost; otherwise it is
+// ErrResourceChanged and nothing is written, and the caller reads again.
 func (s *Store) WriteResourceStatusIf(ctx context.Context, c Claim, prev *model.Resource, r model.Resource) (bool, error) {
-	doc, err := s.resourceDoc(c, &r)
+	ch, err := s.Apply(ctx, c, Change{Resource: &r, Read: prev, IfUnchanged: true})
+	return ch.Resource, err
+}
+
+// WriteCreatedResource writes the resource of a Created job — why it waits (no target yet, no
+// hub manages its cluster) — for whoever places jobs, while the stored one is still prev (nil:
+// none); ErrResourceChanged otherwise, ErrWrongState once the job is no longer Created.
+func (s *Store) WriteCreatedResource(ctx context.Context, jobID string, prev *model.Resource, r model.Resource) (bool, error) {
+	const op = "write resource status"
+	if r.JobID == "" {
+		r.JobID = jobID
+	}
+	errs := checkID(jobID, "job_id").Also(r.Validate().ViaField("resource"))
+	if r.JobID != jobID {
+		errs = errs.Also(apis.ErrInvalidValue(r.JobID, "resource.job_id", "the resource of job "+jobID))
+	}
+	if err := invalid(op, errs); err != nil {
+		return false, err
+	}
+	doc, err := marshal(r)
 	if err != nil {
 		return false, err
 	}
-	was := ""
+	read := ""
 	if prev != nil {
-		if was, err = marshal(*prev); err != nil {
+		if read, err = marshal(*prev); err != nil {
 			return false, err
 		}
 	}
-	out, err := s.run(ctx, resourceStatusIfScript, "write resource status", "job", c.JobID, []string{s.jobKey(c.JobID)},
-		s.bucket(c.JobID), c.JobID, c.Owner, c.Fence, doc, was)
+	out, err := s.run(ctx, createdResourceScript, op, "job", jobID, []string{s.jobKey(jobID)},
+		s.bucket(jobID), jobID, doc, read)
 	if err != nil {
 		return false, err
 	}
@@ -334,4 +413,11 @@ func (s *Store) resourceDoc(c Claim, r *model.Resource) (string, error) {
 		return "", err
 	}
 	return marshal(*r)
+}
+
+// RetryOnResourceChange runs write again, a few times with a short backoff, while it fails
+// with ErrResourceChanged: another writer changed the job's resource between the caller's read
+// and its write, and the caller reads again and derives again.
+func RetryOnResourceChange(write func() error) error {
+	return retry.OnError(retry.DefaultRetry, func(err error) bool { return errors.Is(err, ErrResourceChanged) }, write)
 }

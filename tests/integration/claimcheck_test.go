@@ -112,10 +112,15 @@ func TestClaimCheckCreate(t *testing.T) {
 		}
 	}
 	// The test's own reader needs the object store too.
-	st, err := config.Store{Prefix: s.prefix, RetentionTTL: time.Hour, MaxManifestBytes: 1 << 20, OffloadBytes: 64 << 10,
+	sc := config.Store{Prefix: s.prefix, RetentionTTL: time.Hour, MaxManifestBytes: 1 << 20, OffloadBytes: 64 << 10,
 		ManifestPrefix: "manifests", ObjectStore: config.ObjectStore{S3Endpoint: env.S3.Endpoint, S3Region: env.S3.Region,
 			S3Bucket: servers.S3Bucket, S3PathStyle: true, S3AccessKeyID: env.S3.AccessKey, S3SecretAccessKey: env.S3.SecretKey,
-			S3Timeout: 10 * time.Second, S3MaxAttempts: 1}}.Open(context.Background(), rdb)
+			S3Timeout: 10 * time.Second, S3MaxAttempts: 1}}
+	objects, err := sc.Objects(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sc.Open(rdb, objects)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -170,9 +171,11 @@ func buildWorld() (*benchWorld, error) {
 }
 
 func benchJob(ctx context.Context, st *store.Store, hub *ocm.Hub, j *model.Job) error {
-	if _, err := st.Promote(ctx, j.ID, benchHub, "bench-exec"); err != nil {
+	c, err := st.Promote(ctx, j.ID, benchHub, "bench-exec")
+	if err != nil {
 		return err
 	}
+	j.Fence = c.Fence
 	mw := workOf(j, benchHub)
 	mw.Spec.Workload.Manifests = []workv1.Manifest{{RawExtension: runtimeRaw(manifestKiB("shop", j.Component))}}
 	mw.Spec.ManifestConfigs = []workv1.ManifestConfigOption{ocm.FeedbackRule("apps", "deployments", "shop", j.Component)}
@@ -201,7 +204,7 @@ func benchJob(ctx context.Context, st *store.Store, hub *ocm.Hub, j *model.Job) 
 	if _, err := works.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("setting the status of work %s: %w", created.Name, err)
 	}
-	return dispatch(ctx, st, j.ID, created)
+	return nil
 }
 
 func getWorld(b *testing.B) *benchWorld {
@@ -245,7 +248,11 @@ func newBenchFunc(b *testing.B, w *benchWorld, pageSize int64) *benchFunc {
 	if bf.hub, err = ocm.NewHub(bf.api.wrap(env.Hub.Config)); err != nil {
 		b.Fatal(err)
 	}
-	if bf.fn, err = statussync.NewWithHub(context.Background(), cfg, bf.rdb, bf.pub, bf.hub); err != nil {
+	st, serr := store.New(bf.rdb, cfg.Store.Options())
+	if serr != nil {
+		b.Fatal(serr)
+	}
+	if bf.fn, err = statussync.New(context.Background(), cfg, platform.Platform{Redis: bf.rdb, Store: st, Hub: bf.hub, HubID: benchHub}); err != nil {
 		b.Fatal(err)
 	}
 	return bf
@@ -255,7 +262,7 @@ func newBenchFunc(b *testing.B, w *benchWorld, pageSize int64) *benchFunc {
 func (bf *benchFunc) tick(b *testing.B) (statussync.Report, int64, int64) {
 	b.Helper()
 	api0, rt0 := bf.api.n.Load(), bf.redis.roundTrips.Load()
-	rep, err := bf.fn.Tick(context.Background(), benchHub)
+	rep, err := bf.fn.Tick(context.Background())
 	if err != nil {
 		b.Fatalf("tick: %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	appsv1 "k8s.io/api/apps/v1"
@@ -26,7 +27,9 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/functions/statussync"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
@@ -162,7 +165,7 @@ func newSuite(t *testing.T, tune func(*statussync.Config)) *suite {
 		t.Fatal(err)
 	}
 	s.cfg = cfg
-	if s.fn, err = statussync.NewWithHub(context.Background(), cfg, s.rdb, s.pub, s.hub); err != nil {
+	if s.fn, err = statussync.New(context.Background(), cfg, platform.Platform{Redis: s.rdb, Store: s.store, Hub: s.hub, HubID: s.hubID}); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -196,14 +199,35 @@ func (s *suite) get(id string) *model.Job {
 	return j
 }
 
-// tick runs one sync tick and fails the test on error.
+// tick runs one sync tick, publishes the events its changes appended to the outbox (as the
+// root function does after every handler), and fails the test on error.
 func (s *suite) tick() statussync.Report {
 	s.t.Helper()
-	r, err := s.fn.Tick(context.Background(), s.hubID)
+	ctx, pending := store.WithPending(context.Background())
+	r, err := s.fn.Tick(ctx)
 	if err != nil {
 		s.t.Fatalf("tick: %v", err)
 	}
+	s.flush(pending)
 	return r
+}
+
+// handle delivers one event to the function and publishes the events its changes appended,
+// as the root function does.
+func (s *suite) handle(e event.Event) (*event.Event, protocol.Result) {
+	ctx, pending := store.WithPending(context.Background())
+	reply, res := s.fn.Handle(ctx, e)
+	s.flush(pending)
+	return reply, res
+}
+
+// flush publishes the outbox entries a handler's changes made to the suite's recorder.
+func (s *suite) flush(p *store.Pending) {
+	s.t.Helper()
+	relay := &events.Relay{Store: s.store, Publisher: s.pub}
+	if _, err := relay.Flush(context.Background(), p.Take()); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // until ticks every 300 ms until ok holds for the job, or fails after timeout.
@@ -228,12 +252,14 @@ func toJSON(v any) string {
 	return string(b)
 }
 
-// workOf builds the ManifestWork the executor makes for a job: the deterministic name in the
-// cluster's namespace, the labels, and feedback rules for the workloads among objs.
+// workOf builds the ManifestWork the executor makes for a job's current execution: the
+// deterministic name in the cluster's namespace, the labels, the execution's fence, and
+// feedback rules for the workloads among objs.
 func workOf(j *model.Job, owner string, objs ...runtime.Object) *workv1.ManifestWork {
 	mw := &workv1.ManifestWork{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: ocm.WorkName(j.ID), Namespace: j.Targets.ClusterName,
+			Annotations: map[string]string{ocm.AnnotationFence: strconv.FormatUint(j.Fence, 10)},
 			Labels: map[string]string{
 				ocm.LabelManagedBy: ocm.ManagedBy, ocm.LabelJob: j.ID, ocm.LabelInstance: j.JobGroupID,
 				ocm.LabelComponent: j.Component, ocm.LabelOwner: ocm.LabelValue(owner),
@@ -276,32 +302,6 @@ func deployment(ns, name string, replicas int32) *appsv1.Deployment {
 			},
 		},
 	}
-}
-
-// dispatch records on the job's resource, as the executor does once it applied the job's
-// work, that the job's current execution wrote mw: the work's place and uid and the
-// Dispatched condition at the job's fence.
-func (s *suite) dispatch(id string, mw *workv1.ManifestWork) {
-	s.t.Helper()
-	if err := dispatch(context.Background(), s.store, id, mw); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func dispatch(ctx context.Context, st *store.Store, id string, mw *workv1.ManifestWork) error {
-	j, err := st.GetJob(ctx, id)
-	if err != nil {
-		return err
-	}
-	r := model.Resource{ID: j.ID, JobID: j.ID, ResourceName: j.Component}
-	if j.Resource != nil {
-		r = *j.Resource
-	}
-	r.ClusterName, r.ManifestWorkName, r.ManifestWorkUID = mw.Namespace, mw.Name, string(mw.UID)
-	r.SetCondition(metav1.Condition{Type: model.ConditionDispatched, Status: metav1.ConditionTrue, Reason: "ManifestWorkApplied",
-		Message: "ManifestWork " + mw.Namespace + "/" + mw.Name + " applied", ObservedGeneration: int64(j.Fence)})
-	_, err = st.WriteResourceStatus(ctx, store.ClaimOf(j), r)
-	return err
 }
 
 // create creates a ManifestWork on the hub.

@@ -2,6 +2,7 @@ package statussync
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
 	"github.com/ocm-jobs/ocm-jobs/functions/statussync"
@@ -21,6 +23,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
@@ -28,7 +31,7 @@ import (
 // progressing is the job.progressing event the executor publishes after writing a work.
 func progressing(t *testing.T, j *model.Job) event.Event {
 	t.Helper()
-	e, err := events.JobEvent(events.JobProgressing, "executor-hub", "executor", j)
+	e, err := events.JobEvent(store.OutboxEntry{Type: events.JobProgressing, Source: events.Source("executor-hub", "executor"), Job: *j})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +59,10 @@ func TestFinishedWithFeedback(t *testing.T) {
 	j := s.job(s.hubID, cluster)
 	ns := uniq("fin")
 	mw := s.create(workOf(j, s.hubID, namespace(ns), deployment(ns, "web", 2), configMap(ns, "web")))
-	s.dispatch(j.ID, mw)
 
 	// The executor's job.progressing event checks the job at once and, while the agent is
 	// still applying the fresh work, again until it has a verdict: no tick is needed.
-	_, res := s.fn.Handle(ctx, progressing(t, j))
+	_, res := s.handle(progressing(t, j))
 	if st := events.StatusOf(res); st != http.StatusOK {
 		t.Fatalf("job.progressing answered %d: %v", st, res)
 	}
@@ -144,7 +146,7 @@ func TestUnappliableDegrades(t *testing.T) {
 	s := newSuite(t, func(c *statussync.Config) { c.SyncGrace = time.Second })
 	ctx := context.Background()
 	j := s.job(s.hubID, cluster)
-	s.dispatch(j.ID, s.create(workOf(j, s.hubID, configMap(uniq("nowhere"), "web"))))
+	s.create(workOf(j, s.hubID, configMap(uniq("nowhere"), "web")))
 
 	got := s.until(j.ID, 40*time.Second, "Degraded", func(j *model.Job) bool { return j.State == model.Degraded })
 	mw, err := s.hub.Work.WorkV1().ManifestWorks(cluster).Get(ctx, ocm.WorkName(j.ID), metav1.GetOptions{})
@@ -184,7 +186,6 @@ func TestMissingWorkAndDeleteJob(t *testing.T) {
 	// No Namespace in this work: the spokes run no namespace controller, so a deleted
 	// namespace never goes, and neither would the work (its agent deletes in the foreground).
 	mw := s.create(workOf(j, s.hubID, configMap("default", uniq("gone"))))
-	s.dispatch(j.ID, mw)
 	s.until(j.ID, 30*time.Second, "Finished", func(j *model.Job) bool { return j.State == model.Finished })
 
 	if err := s.hub.Work.WorkV1().ManifestWorks(cluster).Delete(ctx, mw.Name, metav1.DeleteOptions{}); err != nil {
@@ -231,7 +232,7 @@ func TestMissingWorkAndDeleteJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	del := s.get(j.ID)
-	_, res := s.fn.Handle(ctx, progressing(t, del))
+	_, res := s.handle(progressing(t, del))
 	if st := events.StatusOf(res); st != http.StatusOK {
 		t.Fatalf("job.progressing answered %d: %v", st, res)
 	}
@@ -254,8 +255,8 @@ func TestProgressDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	withWork := s.job(s.hubID, lonely)
-	s.dispatch(withWork.ID, s.create(workOf(withWork, s.hubID, configMap("default", "web"))))
 	noWork := s.job(s.hubID, cluster)
+	s.create(workOf(withWork, s.hubID, configMap("default", "web")))
 
 	s.tick()
 	if st := s.get(withWork.ID).State; st != model.Progressing {
@@ -295,7 +296,6 @@ func TestOnlyOurs(t *testing.T) {
 	theirs := s.job(other, cluster)
 	ns2 := uniq("theirs")
 	theirWork := s.create(workOf(theirs, other, namespace(ns2), configMap(ns2, "web")))
-	s.dispatch(theirs.ID, theirWork) // as the other hub's executor would
 	before := map[string]string{ours.ID: toJSON(s.get(ours.ID)), theirs.ID: toJSON(s.get(theirs.ID))}
 
 	waitAvailable(t, s, foreignWork.Name)
@@ -304,7 +304,7 @@ func TestOnlyOurs(t *testing.T) {
 		s.tick()
 	}
 	for _, j := range []*model.Job{ours, theirs} {
-		_, res := s.fn.Handle(ctx, progressing(t, j))
+		_, res := s.handle(progressing(t, j))
 		if st := events.StatusOf(res); st != http.StatusOK {
 			t.Fatalf("job.progressing of job %s answered %d: %v", j.ID, st, res)
 		}
@@ -343,30 +343,35 @@ func waitAvailable(t *testing.T, s *suite, name string) {
 	}
 }
 
-// A work the job's current execution has not dispatched yet (the executor applies it, then
-// records Dispatched at the job's fence) says nothing about the job: it stays Progressing
-// while its resource records what the agent reports; once dispatched, it finishes.
-func TestUndispatchedWork(t *testing.T) {
+// A work an earlier execution wrote (it carries an older fence, as between a promote and the
+// executor's apply of the new spec) says nothing about the job: it stays Progressing while
+// its resource records what the agent reports; once the current execution's spec is applied
+// (its fence on the work), it finishes.
+func TestWorkOfAnEarlierExecution(t *testing.T) {
 	s := newSuite(t, nil)
+	ctx := context.Background()
 	j := s.job(s.hubID, cluster)
-	ns := uniq("undispatched")
-	mw := s.create(workOf(j, s.hubID, namespace(ns), configMap(ns, "web")))
+	ns := uniq("earlier")
+	earlier := workOf(j, s.hubID, namespace(ns), configMap(ns, "web"))
+	earlier.Annotations[ocm.AnnotationFence] = strconv.FormatUint(j.Fence-1, 10)
+	mw := s.create(earlier)
 	waitAvailable(t, s, mw.Name)
 	s.tick()
 	got := s.get(j.ID)
 	if got.State != model.Progressing {
-		t.Fatalf("job is %s on a work its execution has not dispatched", got.State)
+		t.Fatalf("job is %s on a work of an earlier execution", got.State)
 	}
 	if got.Resource == nil || got.Resource.Condition(model.ConditionAvailable) == nil {
 		t.Errorf("the work's conditions were not recorded: %s", toJSON(got.Resource))
 	}
-	s.dispatch(j.ID, mw)
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"%d"}}}`, ocm.AnnotationFence, j.Fence)
+	if _, err := s.hub.Work.WorkV1().ManifestWorks(mw.Namespace).Patch(ctx, mw.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitAvailable(t, s, mw.Name)
 	s.tick()
 	if st := s.get(j.ID).State; st != model.Finished {
-		t.Fatalf("dispatched job is %s, want Finished", st)
-	}
-	if c := s.get(j.ID).Resource.Condition(model.ConditionDispatched); c == nil {
-		t.Error("the executor's Dispatched condition was lost")
+		t.Fatalf("job is %s once its execution's work is applied, want Finished", st)
 	}
 }
 
@@ -395,7 +400,11 @@ func TestUnreachable(t *testing.T) {
 	}
 	noRedis := redis.NewClient(&redis.Options{Addr: dead, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer noRedis.Close()
-	f, err := statussync.NewWithHub(ctx, cfg, noRedis, &recorder{}, goodHub)
+	noStore, err := store.New(noRedis, cfg.Store.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := statussync.New(ctx, cfg, platform.Platform{Redis: noRedis, Store: noStore, Hub: goodHub, HubID: cfg.HubID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +421,7 @@ func TestUnreachable(t *testing.T) {
 	}
 	s := newSuite(t, nil)
 	j := s.job(s.hubID, cluster)
-	f, err = statussync.NewWithHub(ctx, s.cfg, s.rdb, s.pub, badHub)
+	f, err = statussync.New(ctx, s.cfg, platform.Platform{Redis: s.rdb, Store: s.store, Hub: badHub, HubID: s.hubID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +438,7 @@ func TestUnreachable(t *testing.T) {
 }
 
 // interloper is a Redis hook that, on the first resource write of status sync, first lets
-// another writer (the executor, recording a new dispatch message) write the same job's
+// another writer (a deployment manager reporting a condition of its own) write the same job's
 // resource: the race status sync's read-modify-write must not lose.
 type interloper struct {
 	once  sync.Once
@@ -451,7 +460,7 @@ func (i *interloper) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
-// A resource write of the executor between status sync's read and its write is kept: status
+// A resource write of another writer between status sync's read and its write is kept: status
 // sync reads the job again and derives its write from what is stored now.
 func TestConcurrentResourceWriteIsKept(t *testing.T) {
 	s := newSuite(t, nil)
@@ -459,7 +468,6 @@ func TestConcurrentResourceWriteIsKept(t *testing.T) {
 	j := s.job(s.hubID, cluster)
 	ns := uniq("race")
 	mw := s.create(workOf(j, s.hubID, namespace(ns), configMap(ns, "web")))
-	s.dispatch(j.ID, mw)
 	waitAvailable(t, s, mw.Name)
 
 	other := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
@@ -468,18 +476,19 @@ func TestConcurrentResourceWriteIsKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const note = "re-applied by the executor meanwhile"
+	const note = "reported by a deployment manager meanwhile"
 	s.rdb.AddHook(&interloper{write: func() {
 		cur, err := executor.GetJob(ctx, j.ID)
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		r := *cur.Resource
-		r.Conditions = append([]model.Condition(nil), r.Conditions...)
-		c := *r.Condition(model.ConditionDispatched)
-		c.Message = note
-		r.SetCondition(c)
+		r := model.Resource{ID: cur.ID, JobID: cur.ID}
+		if cur.Resource != nil {
+			r = *cur.Resource
+			r.Conditions = append([]model.Condition(nil), r.Conditions...)
+		}
+		r.SetCondition(metav1.Condition{Type: "Reported", Status: metav1.ConditionTrue, Reason: "Note", Message: note})
 		if _, err := executor.WriteResourceStatus(ctx, store.ClaimOf(cur), r); err != nil {
 			t.Error(err)
 		}
@@ -489,7 +498,7 @@ func TestConcurrentResourceWriteIsKept(t *testing.T) {
 	if got.State != model.Finished {
 		t.Fatalf("job is %s after the tick (%s), want Finished", got.State, rep)
 	}
-	if c := got.Resource.Condition(model.ConditionDispatched); c == nil || c.Message != note {
+	if c := got.Resource.Condition("Reported"); c == nil || c.Message != note {
 		t.Errorf("the executor's concurrent write was lost: %s", fmtConds(got.Resource.Conditions))
 	}
 	if got.Resource.Condition(model.ConditionAvailable) == nil {

@@ -1,8 +1,9 @@
-package executor
+package ocm
 
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,8 +13,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
-	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 )
+
+// AnnotationFence is the fencing token of the execution that last wrote a ManifestWork. It is
+// how ocm-jobs knows, from the hub itself, whether an execution was applied ("was job J's
+// execution F applied?" = does J's work carry fence F), and status sync draws a job's verdict
+// only from a work written for the job's current execution.
+const AnnotationFence = "jobmanager.icos.eu/fence"
 
 // clusterScoped are the kinds that take no namespace. Everything else is given the job's
 // namespace when it names none (as in ICOS: the descriptor's namespace or the app's name).
@@ -28,11 +34,22 @@ var clusterScoped = map[string]bool{
 // workloadResources maps the workloads whose replica counts are fed back to their resource.
 var workloadResources = map[string]string{"Deployment": "deployments", "StatefulSet": "statefulsets"}
 
-// buildWork turns a job into the ManifestWork for cluster: its manifests with the job's
-// namespace and the ICOS annotations, preceded by that Namespace (so a fresh cluster needs
-// nothing beforehand), our labels, status feedback rules for workload replica counts, and
-// Foreground deletion (the work is gone only when its objects are).
-func buildWork(j *model.Job, cluster, hubID string, manifests []model.PlainManifest) (*workv1.ManifestWork, *failure) {
+// InvalidManifestError is a job manifest that cannot become part of a ManifestWork: retrying
+// cannot help.
+type InvalidManifestError struct{ Message string }
+
+func (e *InvalidManifestError) Error() string { return e.Message }
+
+func invalidManifest(format string, args ...any) error {
+	return &InvalidManifestError{Message: fmt.Sprintf(format, args...)}
+}
+
+// BuildWork turns a job into the ManifestWork of one execution (fence) on cluster: its
+// manifests with the job's namespace and the ICOS annotations, preceded by that Namespace (so a
+// fresh cluster needs nothing beforehand), our labels, the execution's fence, status feedback
+// rules for workload replica counts, and Foreground deletion (the work is gone only when its
+// objects are).
+func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []model.PlainManifest) (*workv1.ManifestWork, error) {
 	ns := j.Namespace
 	if ns == "" {
 		ns = j.JobGroupName
@@ -43,7 +60,7 @@ func buildWork(j *model.Job, cluster, hubID string, manifests []model.PlainManif
 	for i, m := range manifests {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(m.YamlString), &obj); err != nil || obj == nil {
-			return nil, degraded("ManifestInvalid", "manifest %d is not a YAML object: %v", i, err)
+			return nil, invalidManifest("manifest %d is not a YAML object: %v", i, err)
 		}
 		kind, _ := obj["kind"].(string)
 		apiVersion, _ := obj["apiVersion"].(string)
@@ -54,10 +71,10 @@ func buildWork(j *model.Job, cluster, hubID string, manifests []model.PlainManif
 		}
 		name, _ := md["name"].(string)
 		if kind == "" || apiVersion == "" || name == "" {
-			return nil, degraded("ManifestInvalid", "manifest %d needs apiVersion, kind and metadata.name", i)
+			return nil, invalidManifest("manifest %d needs apiVersion, kind and metadata.name", i)
 		}
 		if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
-			return nil, degraded("ManifestInvalid", "manifest %d (%s %q): metadata.name: %s", i, kind, name, strings.Join(msgs, "; "))
+			return nil, invalidManifest("manifest %d (%s %q): metadata.name: %s", i, kind, name, strings.Join(msgs, "; "))
 		}
 		if kind == "Namespace" && name == ns {
 			haveNamespace = true
@@ -70,11 +87,11 @@ func buildWork(j *model.Job, cluster, hubID string, manifests []model.PlainManif
 		annotate(md, j)
 		raw, err := json.Marshal(obj)
 		if err != nil {
-			return nil, degraded("ManifestInvalid", "manifest %d: %v", i, err)
+			return nil, invalidManifest("manifest %d: %v", i, err)
 		}
 		out = append(out, workv1.Manifest{RawExtension: runtime.RawExtension{Raw: raw}})
 		if res, ok := workloadResources[kind]; ok && strings.HasPrefix(apiVersion, "apps/") {
-			configs = append(configs, ocm.FeedbackRule("apps", res, objNS, name))
+			configs = append(configs, FeedbackRule("apps", res, objNS, name))
 		}
 	}
 	if !haveNamespace {
@@ -86,15 +103,16 @@ func buildWork(j *model.Job, cluster, hubID string, manifests []model.PlainManif
 	return &workv1.ManifestWork{
 		TypeMeta: metav1.TypeMeta{APIVersion: workv1.GroupVersion.String(), Kind: "ManifestWork"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      ocm.WorkName(j.ID),
+			Name:      WorkName(j.ID),
 			Namespace: cluster,
 			Labels: map[string]string{
-				ocm.LabelManagedBy: ocm.ManagedBy,
-				ocm.LabelJob:       j.ID,
-				ocm.LabelInstance:  j.JobGroupID,
-				ocm.LabelComponent: ocm.LabelValue(j.Component),
-				ocm.LabelOwner:     ocm.LabelValue(hubID),
+				LabelManagedBy: ManagedBy,
+				LabelJob:       j.ID,
+				LabelInstance:  j.JobGroupID,
+				LabelComponent: LabelValue(j.Component),
+				LabelOwner:     LabelValue(hubID),
 			},
+			Annotations: map[string]string{AnnotationFence: strconv.FormatUint(fence, 10)},
 		},
 		Spec: workv1.ManifestWorkSpec{
 			Workload:        workv1.ManifestsTemplate{Manifests: out},
@@ -110,7 +128,7 @@ func annotate(md map[string]any, j *model.Job) {
 	if ann == nil {
 		ann = map[string]any{}
 	}
-	for k, v := range map[string]string{ocm.AnnotationName: j.JobGroupName, ocm.AnnotationComponent: j.Component, ocm.AnnotationInstance: j.JobGroupID} {
+	for k, v := range map[string]string{AnnotationName: j.JobGroupName, AnnotationComponent: j.Component, AnnotationInstance: j.JobGroupID} {
 		if _, ok := ann[k]; !ok && v != "" {
 			ann[k] = v
 		}
@@ -118,22 +136,4 @@ func annotate(md map[string]any, j *model.Job) {
 	if len(ann) > 0 {
 		md["annotations"] = ann
 	}
-}
-
-// failure is why an execution did not succeed: degraded (the job goes Degraded with this
-// reason; retrying cannot help) or transient (answered 503, the broker retries).
-type failure struct {
-	Reason    string
-	Message   string
-	Transient bool
-}
-
-func (f *failure) Error() string { return f.Reason + ": " + f.Message }
-
-func degraded(reason, format string, args ...any) *failure {
-	return &failure{Reason: reason, Message: fmt.Sprintf(format, args...)}
-}
-
-func transient(format string, args ...any) *failure {
-	return &failure{Reason: "Unavailable", Message: fmt.Sprintf(format, args...), Transient: true}
 }

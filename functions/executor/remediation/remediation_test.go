@@ -1,4 +1,4 @@
-package executor
+package remediation
 
 import (
 	"errors"
@@ -185,12 +185,12 @@ func untouched(t *testing.T, in, out []model.PlainManifest, changed ...int) {
 	}
 }
 
-func minReplicas(n int32) func(*RemediationOptions) {
-	return func(o *RemediationOptions) { o.MinReplicas = n }
+func minReplicas(n int32) func(*Options) {
+	return func(o *Options) { o.MinReplicas = n }
 }
 
-func maxReplicas(n int32) func(*RemediationOptions) {
-	return func(o *RemediationOptions) { o.MaxReplicas = n }
+func maxReplicas(n int32) func(*Options) {
+	return func(o *Options) { o.MaxReplicas = n }
 }
 
 func TestRemediateScaleReplicas(t *testing.T) {
@@ -201,7 +201,7 @@ func TestRemediateScaleReplicas(t *testing.T) {
 		in         []model.PlainManifest
 		action     model.SubType
 		workload   string
-		opts       func(*RemediationOptions)
+		opts       func(*Options)
 		want       map[int]any // manifest index → spec.replicas after; the others untouched
 		wantReason string
 	}{
@@ -303,7 +303,7 @@ func TestRemediateScaleReplicas(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			opts := DefaultRemediationOptions()
+			opts := DefaultOptions()
 			if tc.opts != nil {
 				tc.opts(&opts)
 			}
@@ -342,7 +342,7 @@ func TestRemediateScaleResources(t *testing.T) {
 		in         []model.PlainManifest
 		action     model.SubType
 		workload   string
-		opts       func(*RemediationOptions)
+		opts       func(*Options)
 		want       map[int]res // manifest index → resources of its first container
 		wantPath   map[string]any
 		wantReason string
@@ -412,7 +412,7 @@ func TestRemediateScaleResources(t *testing.T) {
 		},
 		"up: custom steps": {
 			in: manifests(container("        resources: {requests: {cpu: 500m, memory: 256Mi}}\n")),
-			opts: func(o *RemediationOptions) {
+			opts: func(o *Options) {
 				o.CPUStep, o.MemoryStep = resource.MustParse("250m"), resource.MustParse("1Gi")
 			},
 			action: model.ScaleUp,
@@ -483,7 +483,7 @@ func TestRemediateScaleResources(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			opts := DefaultRemediationOptions()
+			opts := DefaultOptions()
 			if tc.opts != nil {
 				tc.opts(&opts)
 			}
@@ -603,7 +603,7 @@ func TestRemediatePatch(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			r := model.Remediation{Action: model.Patch, Workload: tc.workload, Patch: tc.patch}
-			out, err := Remediate(tc.in, r, DefaultRemediationOptions())
+			out, err := Remediate(tc.in, r, DefaultOptions())
 			if got := reason(t, err); got != tc.wantReason {
 				t.Fatalf("reason %q (%v), want %q", got, err, tc.wantReason)
 			}
@@ -617,7 +617,7 @@ func TestRemediatePatch(t *testing.T) {
 				}
 			}
 			// A redelivered job applies the same patch to the patched manifests: nothing moves.
-			again, err := Remediate(out, r, DefaultRemediationOptions())
+			again, err := Remediate(out, r, DefaultOptions())
 			if err != nil {
 				t.Fatalf("patching again: %v", err)
 			}
@@ -751,7 +751,7 @@ spec: {template: {spec: {restartPolicy: Never, containers: [{name: once, image: 
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			r := model.Remediation{Action: model.Secure, Workload: tc.workload, Image: tc.image}
-			out, err := Remediate(tc.in, r, DefaultRemediationOptions())
+			out, err := Remediate(tc.in, r, DefaultOptions())
 			if got := reason(t, err); got != tc.wantReason {
 				t.Fatalf("reason %q (%v), want %q", got, err, tc.wantReason)
 			}
@@ -767,7 +767,7 @@ spec: {template: {spec: {restartPolicy: Never, containers: [{name: once, image: 
 				}
 			}
 			// Hardened is a state: securing a secured job changes nothing.
-			again, err := Remediate(out, r, DefaultRemediationOptions())
+			again, err := Remediate(out, r, DefaultOptions())
 			if err != nil {
 				t.Fatalf("securing again: %v", err)
 			}
@@ -795,7 +795,7 @@ func TestRemediateByteForByte(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			in := job()
-			out, err := Remediate(in, tc.r, DefaultRemediationOptions())
+			out, err := Remediate(in, tc.r, DefaultOptions())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -815,7 +815,7 @@ func TestRemediateByteForByte(t *testing.T) {
 
 func TestRemediateUnknown(t *testing.T) {
 	for _, action := range []model.SubType{"", "scale-sideways", "Scale-Out"} {
-		_, err := Remediate(job(), model.Remediation{Action: action}, DefaultRemediationOptions())
+		_, err := Remediate(job(), model.Remediation{Action: action}, DefaultOptions())
 		if got := reason(t, err); got != ReasonUnknownRemediation {
 			t.Errorf("action %q: reason %q, want %q", action, got, ReasonUnknownRemediation)
 		}
@@ -827,22 +827,22 @@ func TestRemediateUnknown(t *testing.T) {
 
 func TestRemediationOptionsValidate(t *testing.T) {
 	tests := map[string]struct {
-		change  func(*RemediationOptions)
+		change  func(*Options)
 		wantErr bool
 	}{
-		"defaults":          {func(*RemediationOptions) {}, false},
-		"a zero minimum":    {func(o *RemediationOptions) { o.MinReplicas = 0 }, false},
-		"zero floors":       {func(o *RemediationOptions) { o.CPUFloor, o.MemoryFloor = resource.Quantity{}, resource.Quantity{} }, false},
-		"the zero value":    {func(o *RemediationOptions) { *o = RemediationOptions{} }, true},
-		"min above max":     {func(o *RemediationOptions) { o.MinReplicas, o.MaxReplicas = 5, 4 }, true},
-		"a negative min":    {func(o *RemediationOptions) { o.MinReplicas = -1 }, true},
-		"a zero CPU step":   {func(o *RemediationOptions) { o.CPUStep = resource.Quantity{} }, true},
-		"a negative floor":  {func(o *RemediationOptions) { o.MemoryFloor = resource.MustParse("-1Mi") }, true},
-		"a negative memory": {func(o *RemediationOptions) { o.MemoryStep = resource.MustParse("-1Mi") }, true},
+		"defaults":          {func(*Options) {}, false},
+		"a zero minimum":    {func(o *Options) { o.MinReplicas = 0 }, false},
+		"zero floors":       {func(o *Options) { o.CPUFloor, o.MemoryFloor = resource.Quantity{}, resource.Quantity{} }, false},
+		"the zero value":    {func(o *Options) { *o = Options{} }, true},
+		"min above max":     {func(o *Options) { o.MinReplicas, o.MaxReplicas = 5, 4 }, true},
+		"a negative min":    {func(o *Options) { o.MinReplicas = -1 }, true},
+		"a zero CPU step":   {func(o *Options) { o.CPUStep = resource.Quantity{} }, true},
+		"a negative floor":  {func(o *Options) { o.MemoryFloor = resource.MustParse("-1Mi") }, true},
+		"a negative memory": {func(o *Options) { o.MemoryStep = resource.MustParse("-1Mi") }, true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			o := DefaultRemediationOptions()
+			o := DefaultOptions()
 			tc.change(&o)
 			err := o.Validate()
 			if (err != nil) != tc.wantErr {
@@ -885,7 +885,7 @@ func FuzzRemediate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, manifest, action, workload, patch, image string) {
 		in := manifests(namespaceYAML, manifest, configMapYAML, manifest)
 		r := model.Remediation{Action: model.SubType(action), Workload: workload, Patch: patch, Image: image}
-		out, err := Remediate(in, r, DefaultRemediationOptions())
+		out, err := Remediate(in, r, DefaultOptions())
 		if err != nil {
 			var na *NotApplicableError
 			if !errors.As(err, &na) || na.Reason == "" || na.Message == "" {
@@ -927,7 +927,7 @@ func FuzzRemediate(f *testing.F) {
 			}
 		}
 		if r.Action == model.Secure || r.Action == model.Patch || r.Action == model.Reallocation {
-			again, err := Remediate(out, r, DefaultRemediationOptions())
+			again, err := Remediate(out, r, DefaultOptions())
 			if err != nil {
 				t.Fatalf("second %s failed: %v", r.Action, err)
 			}

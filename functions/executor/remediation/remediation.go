@@ -1,4 +1,7 @@
-package executor
+// Package remediation turns an incompliance's remediation into new manifests for a job:
+// scale-out/in, scale-up/down, patch and secure edit only the manifests they are about and
+// keep every other manifest byte-for-byte as it was. It is pure: no I/O.
+package remediation
 
 import (
 	"bytes"
@@ -46,8 +49,8 @@ const (
 	ReasonInvalidManifest = "InvalidManifest"
 )
 
-// RemediationOptions are the steps and bounds of remediations (env-configured by the lead).
-type RemediationOptions struct {
+// Options are the steps and bounds of remediations (env-configured by the lead).
+type Options struct {
 	// MinReplicas and MaxReplicas bound scale-in and scale-out.
 	MinReplicas, MaxReplicas int32
 	// CPUStep and MemoryStep are what scale-up adds and scale-down removes per container.
@@ -56,10 +59,10 @@ type RemediationOptions struct {
 	CPUFloor, MemoryFloor resource.Quantity
 }
 
-// DefaultRemediationOptions returns replicas within [1, 100], steps of 100m CPU and 100Mi
+// DefaultOptions returns replicas within [1, 100], steps of 100m CPU and 100Mi
 // memory, and floors of 100m CPU and 64Mi memory.
-func DefaultRemediationOptions() RemediationOptions {
-	return RemediationOptions{
+func DefaultOptions() Options {
+	return Options{
 		MinReplicas: 1,
 		MaxReplicas: 100,
 		CPUStep:     resource.MustParse("100m"),
@@ -71,7 +74,7 @@ func DefaultRemediationOptions() RemediationOptions {
 
 // Validate reports options no remediation can work with: they are a configuration error,
 // not something a job can fix.
-func (o RemediationOptions) Validate() error {
+func (o Options) Validate() error {
 	var errs []error
 	if o.MinReplicas < 0 {
 		errs = append(errs, fmt.Errorf("minimum replicas %d is negative", o.MinReplicas))
@@ -136,7 +139,7 @@ func notApplicable(reason, format string, args ...any) error {
 // by name (a patch on a job whose only manifest it is gets InvalidManifest). A workload the
 // action is about with a field of the wrong type (replicas: "three", resources: [...]) is
 // InvalidManifest. On any error no manifests are returned: nothing is half-remediated.
-func Remediate(manifests []model.PlainManifest, r model.Remediation, opts RemediationOptions) ([]model.PlainManifest, error) {
+func Remediate(manifests []model.PlainManifest, r model.Remediation, opts Options) ([]model.PlainManifest, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -172,7 +175,7 @@ func Remediate(manifests []model.PlainManifest, r model.Remediation, opts Remedi
 }
 
 // remediations are the actions by name; nil means no manifest changes.
-var remediations = map[model.SubType]func([]*object, model.Remediation, RemediationOptions) error{
+var remediations = map[model.SubType]func([]*object, model.Remediation, Options) error{
 	model.ScaleOut:     scaleReplicas,
 	model.ScaleIn:      scaleReplicas,
 	model.ScaleUp:      scaleResources,
@@ -349,7 +352,7 @@ func builtinGroup(g string) bool {
 }
 
 // scaleReplicas is scale-out and scale-in.
-func scaleReplicas(objs []*object, r model.Remediation, opts RemediationOptions) error {
+func scaleReplicas(objs []*object, r model.Remediation, opts Options) error {
 	ts, err := targets(objs, r.Workload, func(o *object) bool {
 		w, ok := o.workload()
 		return ok && w.replicas
@@ -432,7 +435,7 @@ type resourceStep struct {
 // moved. A container with neither gets a request of the step (scale-up) or of the floor
 // (scale-down). Scale-down never goes below the floor, and never raises a value that is
 // already below it.
-func scaleResources(objs []*object, r model.Remediation, opts RemediationOptions) error {
+func scaleResources(objs []*object, r model.Remediation, opts Options) error {
 	ts, err := targets(objs, r.Workload, func(o *object) bool {
 		w, ok := o.workload()
 		return ok && w.resources
@@ -614,7 +617,7 @@ func quantity(m map[string]any, key string) (resource.Quantity, bool, error) {
 }
 
 // patchObject is patch: a JSON merge patch applied to the one manifest it is about.
-func patchObject(objs []*object, r model.Remediation, _ RemediationOptions) error {
+func patchObject(objs []*object, r model.Remediation, _ Options) error {
 	o, err := patchTarget(objs, r.Workload)
 	if err != nil {
 		return err
@@ -716,7 +719,7 @@ func abbreviate(s string) string {
 }
 
 // secure hardens every pod template; see secureManifest.
-func secure(objs []*object, r model.Remediation, _ RemediationOptions) error {
+func secure(objs []*object, r model.Remediation, _ Options) error {
 	ts, err := targets(objs, r.Workload, func(o *object) bool {
 		_, ok := o.workload()
 		return ok

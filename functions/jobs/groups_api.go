@@ -1,0 +1,221 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+)
+
+// Routes are the ICOS Job Manager REST routes, with its paths, JSON and status codes, plus
+// GET /jobmanager/jobs/{id}/history and PUT /jobmanager/groups/deploy/{id} (start): the groups
+// API (this file) for users, the deployment-manager API (dm_api.go) for deployment managers.
+// Every route but /jobmanager/healthz needs a bearer token.
+func (f *Function) Routes() map[string]http.Handler {
+	a := f.verifier.Middleware
+	h := func(fn func(w http.ResponseWriter, r *http.Request)) http.Handler { return a(http.HandlerFunc(fn)) }
+	return map[string]http.Handler{
+		"GET /jobmanager/healthz": http.HandlerFunc(f.healthz),
+
+		"GET /jobmanager/groups":               h(f.listGroups),
+		"POST /jobmanager/groups":              h(f.createGroup),
+		"PUT /jobmanager/groups":               h(f.updateGroup),
+		"GET /jobmanager/groups/{id}":          h(f.getGroup),
+		"DELETE /jobmanager/groups/{id}":       h(f.deleteGroup),
+		"PUT /jobmanager/groups/undeploy/{id}": h(f.stopGroup),
+		"PUT /jobmanager/groups/deploy/{id}":   h(f.startGroup),
+		"GET /jobmanager/jobs":                 h(f.listJobs),
+		"GET /jobmanager/jobs/{id}":            h(f.getJob),
+		"DELETE /jobmanager/jobs/{id}":         h(f.undeployJob),
+		"GET /jobmanager/jobs/{id}/history":    h(f.history),
+
+		"GET /jobmanager/jobs/executable/{orchestrator}/{owner}": h(f.executable),
+		"PATCH /jobmanager/jobs/promote/{id}":                    h(f.promote),
+		"PUT /jobmanager/jobs":                                   h(f.reportJob),
+		"GET /jobmanager/resources/status/{id}":                  h(f.resourceStatus),
+		"PUT /jobmanager/resources/status":                       h(f.writeResourceStatus),
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeError(w http.ResponseWriter, f *Failure) {
+	writeJSON(w, f.Status, map[string]string{"error": f.Message})
+}
+
+// answer writes a result: the value, or the failure (with the value beside it when there is
+// one, e.g. a group updated except some jobs).
+func answer(w http.ResponseWriter, status int, v any, fl *Failure, partial bool) {
+	switch {
+	case fl != nil && partial:
+		writeJSON(w, fl.Status, map[string]any{"error": fl.Message, "group": v})
+	case fl != nil:
+		writeError(w, fl)
+	default:
+		writeJSON(w, status, v)
+	}
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, fail(http.StatusBadRequest, "reading the body: %v", err))
+		return nil, false
+	}
+	if len(body) == 0 {
+		writeError(w, fail(http.StatusUnprocessableEntity, "the request has no body"))
+		return nil, false
+	}
+	return body, true
+}
+
+func (f *Function) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := f.svc.healthy(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (f *Function) listGroups(w http.ResponseWriter, r *http.Request) {
+	gs, fl := f.svc.groups(r.Context())
+	answer(w, http.StatusOK, gs, fl, false)
+}
+
+// createGroup is POST /groups: the body is the application descriptor; 201 with the group.
+func (f *Function) createGroup(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	g, fl := f.svc.createGroup(r.Context(), body, "", caller(r))
+	answer(w, http.StatusCreated, g, fl, false)
+}
+
+// updateGroup is PUT /groups: {"id": …, "descriptor": …}.
+func (f *Function) updateGroup(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	var u struct {
+		ID         string          `json:"id"`
+		Descriptor json.RawMessage `json:"descriptor"`
+	}
+	if err := json.Unmarshal(body, &u); err != nil || u.ID == "" || len(u.Descriptor) == 0 {
+		writeError(w, fail(http.StatusUnprocessableEntity, `want {"id": "<group id>", "descriptor": <application descriptor, as YAML text or JSON>}`))
+		return
+	}
+	desc := []byte(u.Descriptor)
+	var s string
+	if json.Unmarshal(u.Descriptor, &s) == nil {
+		desc = []byte(s)
+	}
+	g, fl := f.svc.updateGroup(r.Context(), u.ID, desc, caller(r))
+	answer(w, http.StatusOK, g, fl, g != nil)
+}
+
+// HeaderArchived marks an answer read from the archive rather than from Redis.
+const HeaderArchived = "X-Ocm-Jobs-Archived"
+
+// archivedGroup is GET /groups/{id} of a group Redis no longer has: the group as it was when
+// deleted, marked "archived", with when it was deleted and its jobs' histories.
+type archivedGroup struct {
+	model.JobGroup
+	Archived   bool                            `json:"archived"`
+	DeletedAt  *time.Time                      `json:"deleted_at,omitempty"`
+	ArchivedAt time.Time                       `json:"archived_at"`
+	Histories  map[string][]model.HistoryEntry `json:"histories,omitempty"`
+}
+
+func (f *Function) getGroup(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	g, err := f.svc.group(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) && f.svc.archiver != nil {
+		f.getArchivedGroup(w, r, id, err)
+		return
+	}
+	answer(w, http.StatusOK, g, failureOf(err), false)
+}
+
+// getArchivedGroup answers GET /groups/{id} from the archive; notFound is Redis' answer,
+// kept when the archive has no such group either.
+func (f *Function) getArchivedGroup(w http.ResponseWriter, r *http.Request, id string, notFound error) {
+	a, err := f.svc.archiver.read(r.Context(), id)
+	switch {
+	case errors.Is(err, objectstore.ErrNotFound):
+		writeError(w, failureOf(notFound))
+	case errors.Is(err, objectstore.ErrUnavailable):
+		writeError(w, fail(http.StatusServiceUnavailable, "group %s is not in Redis and the archive is unavailable: %v", id, err))
+	case err != nil:
+		writeError(w, fail(http.StatusInternalServerError, "reading the archive of group %s: %v", id, err))
+	default:
+		w.Header().Set(HeaderArchived, "true")
+		writeJSON(w, http.StatusOK, archivedGroup{JobGroup: a.Group, Archived: true, DeletedAt: a.DeletedAt,
+			ArchivedAt: a.ArchivedAt, Histories: a.Histories})
+	}
+}
+
+func (f *Function) deleteGroup(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	fl := f.svc.deleteGroup(r.Context(), id, caller(r))
+	answer(w, http.StatusOK, map[string]string{"id": id, "status": "deleted"}, fl, false)
+}
+
+func (f *Function) stopGroup(w http.ResponseWriter, r *http.Request) {
+	g, fl := f.svc.stopGroup(r.Context(), r.PathValue("id"), caller(r))
+	answer(w, http.StatusOK, g, fl, g != nil)
+}
+
+func (f *Function) startGroup(w http.ResponseWriter, r *http.Request) {
+	g, fl := f.svc.startGroup(r.Context(), r.PathValue("id"), caller(r))
+	answer(w, http.StatusOK, g, fl, g != nil)
+}
+
+func (f *Function) listJobs(w http.ResponseWriter, r *http.Request) {
+	js, fl := f.svc.jobs(r.Context())
+	answer(w, http.StatusOK, js, fl, false)
+}
+
+func (f *Function) getJob(w http.ResponseWriter, r *http.Request) {
+	j, fl := f.svc.job(r.Context(), r.PathValue("id"))
+	answer(w, http.StatusOK, j, fl, false)
+}
+
+// undeployJob is DELETE /jobs/{id}: the job's deployment is removed (it becomes a
+// DeleteDeployment job; one that never ran is finished at once). The record stays until its
+// group is deleted, so its history is never lost.
+func (f *Function) undeployJob(w http.ResponseWriter, r *http.Request) {
+	j, fl := f.svc.undeployJob(r.Context(), r.PathValue("id"), caller(r))
+	answer(w, http.StatusOK, j, fl, false)
+}
+
+func (f *Function) history(w http.ResponseWriter, r *http.Request) {
+	h, fl := f.svc.history(r.Context(), r.PathValue("id"))
+	answer(w, http.StatusOK, h, fl, false)
+}
+
+// caller names who made a request, for the history: the token's user, else the address.
+func caller(r *http.Request) string {
+	if c := auth.ClaimsFrom(r.Context()); c != nil {
+		if c.PreferredUsername != "" {
+			return "api:" + c.PreferredUsername
+		}
+		if c.Subject != "" {
+			return "api:" + c.Subject
+		}
+	}
+	return "api:" + r.RemoteAddr
+}
