@@ -6,17 +6,23 @@
 // in-process Redis for development), the four functions as processes on their own ports, and
 // a local broker that routes events by the Triggers of k8s/base and ticks the PingSource every
 // SYNC_INTERVAL. When everything answers it writes .run/env; Ctrl-C stops it all.
+//
+// Nothing outlives it, however it ends: the first SIGINT, SIGTERM or SIGHUP starts an orderly
+// stop that further signals do not interrupt; every server it starts carries a parent-death
+// signal (tests/servers); and a janitor child removes .run/env if it dies without stopping.
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
-	"knative.dev/pkg/signals"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/logs"
 )
@@ -27,11 +33,25 @@ type Config struct {
 	BrokerPort   int           `envconfig:"BROKER_PORT" default:"8080" desc:"port of the local broker's ingress"`
 	FunctionPort int           `envconfig:"FUNCTION_PORT_BASE" default:"8081" desc:"jobs listens here, then incompliance, executor, statussync on the next ports"`
 	SyncInterval time.Duration `envconfig:"SYNC_INTERVAL" default:"10s" desc:"how often the cron tick is sent"`
-	RunDir       string        `envconfig:"RUN_DIR" default:".run" desc:"where env, logs and binaries of the local run go"`
+	RunDir       string        `envconfig:"RUN_DIR" default:".run" desc:"where env, logs and binaries of the local run go (relative to the repository unless absolute)"`
 	LogLevel     string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level of the stack and the functions"`
 }
 
+func init() {
+	if isJanitor() {
+		return // it must outlive its parent
+	}
+	// Stop cleanly (and stop everything started) if `make` itself is killed. Package init
+	// runs on the main thread, which the Go runtime never ends, and Linux keeps this setting
+	// per thread: set anywhere else, it could vanish with the thread that set it.
+	_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
+}
+
 func main() {
+	if isJanitor() {
+		janitor(os.Args[2], os.Args[3])
+		return
+	}
 	var cfg Config
 	if err := envconfig.Process("", &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
@@ -42,16 +62,38 @@ func main() {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 		os.Exit(2)
 	}
-	// Stop cleanly (and stop everything started) if `make` itself is killed.
-	_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
-	ctx := signals.NewContext()
+	ctx := stopOnSignal(log)
 	s := &Stack{Config: cfg, Log: log}
 	err = s.Run(ctx)
 	stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s.Stop(stopCtx)
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		log.Errorw("local run failed", "error", err)
 		os.Exit(1)
 	}
+}
+
+func isJanitor() bool { return len(os.Args) == 4 && os.Args[1] == janitorArg }
+
+// stopOnSignal returns a context that the first SIGINT, SIGTERM or SIGHUP cancels. Later
+// signals are logged and otherwise ignored, so they cannot cut the stop short and leave
+// servers running: one `kill` of make's process group is two SIGTERMs here (make forwards its
+// own), make's death is another (the parent-death signal), and a second Ctrl-C is common.
+func stopOnSignal(log *zap.SugaredLogger) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// A closed terminal or pipe on stdout must not kill the stop either: with SIGPIPE
+	// handled, a write there fails instead.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	go func() {
+		sig := <-sigs
+		log.Infow("stopping: signal received", "signal", sig.String())
+		cancel()
+		for sig := range sigs {
+			log.Warnw("already stopping; signal ignored until everything is stopped", "signal", sig.String())
+		}
+	}()
+	return ctx
 }

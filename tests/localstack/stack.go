@@ -10,8 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -35,12 +36,13 @@ type Stack struct {
 	env       *servers.Env
 	redisURL  string
 	embedded  *miniredis.Miniredis
-	functions map[string]*exec.Cmd
+	functions map[string]*servers.Process
 	ports     map[string]int
 	brokerSrv *http.Server
 	hubID     string
 	issuer    *auth.Issuer
 	token     string
+	janitor   *janitorProc
 }
 
 // Run starts the stack and blocks until ctx is done.
@@ -50,11 +52,14 @@ func (s *Stack) Run(ctx context.Context) error {
 	if s.root, err = repoRoot(); err != nil {
 		return err
 	}
-	run := filepath.Join(s.root, s.Config.RunDir)
+	run := s.runDir()
 	if err := os.MkdirAll(filepath.Join(run, "logs"), 0o755); err != nil {
 		return err
 	}
 	_ = os.Remove(filepath.Join(run, "env"))
+	if s.janitor, err = startJanitor(run); err != nil {
+		return err
+	}
 
 	s.ports = map[string]int{}
 	for i, f := range config.Functions {
@@ -139,9 +144,9 @@ func (s *Stack) tick(ctx context.Context, b *broker.Broker, pings []broker.PingS
 			return
 		case <-t.C:
 		}
-		for name, cmd := range s.functions {
-			if cmd.ProcessState != nil {
-				s.Log.Errorw("function exited", "function", name, "log", filepath.Join(s.root, s.Config.RunDir, "logs", name+".log"))
+		for name, p := range s.functions {
+			if p.Exited() {
+				s.Log.Errorw("function exited", "function", name, "log", p.Log)
 			}
 		}
 		e := event.New()
@@ -232,33 +237,31 @@ func (s *Stack) buildFunctions(ctx context.Context, run string) (string, error) 
 	return bin, nil
 }
 
+// startFunctions starts the functions as tests/servers starts its servers: each in its own
+// process group (a Ctrl-C reaches only the stack, which stops them in order) and killed if
+// the stack dies without stopping them.
 func (s *Stack) startFunctions(bin, run string) error {
-	s.functions = map[string]*exec.Cmd{}
+	s.functions = map[string]*servers.Process{}
 	for _, name := range config.Functions {
-		logf, err := os.Create(filepath.Join(run, "logs", name+".log"))
-		if err != nil {
+		logPath := filepath.Join(run, "logs", name+".log")
+		if err := os.WriteFile(logPath, nil, 0o644); err != nil {
 			return err
 		}
-		cmd := exec.Command(bin)
-		cmd.Dir = s.root
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Env = append(os.Environ(),
-			"FUNCTION="+name,
+		p, err := servers.StartProcess("function "+name, logPath, []string{
+			"FUNCTION=" + name,
 			fmt.Sprintf("PORT=%d", s.ports[name]),
 			"BIND_ADDRESS=127.0.0.1",
-			"REDIS_URL="+s.redisURL,
-			"K_SINK="+s.brokerURL(),
-			"KUBECONFIG="+s.env.Hub.Kubeconfig,
-			"LOG_LEVEL="+s.Config.LogLevel,
-			"KEYCLOAK_PUBLIC_KEY="+s.issuer.PublicKeyBase64(),
-		)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+			"REDIS_URL=" + s.redisURL,
+			"K_SINK=" + s.brokerURL(),
+			"KUBECONFIG=" + s.env.Hub.Kubeconfig,
+			"LOG_LEVEL=" + s.Config.LogLevel,
+			"KEYCLOAK_PUBLIC_KEY=" + s.issuer.PublicKeyBase64(),
+		}, bin)
+		if err != nil {
 			return fmt.Errorf("starting function %s: %w", name, err)
 		}
-		go func() { _ = cmd.Wait(); logf.Close() }()
-		s.functions[name] = cmd
-		s.Log.Infow("function started", "function", name, "pid", cmd.Process.Pid, "url", s.url(name))
+		s.functions[name] = p
+		s.Log.Infow("function started", "function", name, "pid", p.PID(), "url", s.url(name))
 	}
 	return nil
 }
@@ -275,8 +278,8 @@ func (s *Stack) waitReady(ctx context.Context) error {
 					break
 				}
 			}
-			if s.functions[name].ProcessState != nil {
-				return fmt.Errorf("function %s exited; see %s", name, filepath.Join(s.root, s.Config.RunDir, "logs", name+".log"))
+			if s.functions[name].Exited() {
+				return fmt.Errorf("function %s exited; see %s", name, s.functions[name].Log)
 			}
 			select {
 			case <-ctx.Done():
@@ -311,6 +314,7 @@ func (s *Stack) writeEnv(run string) error {
 		"HUB_ID":              s.hubID,
 		"KUBECTL":             filepath.Join(servers.BinDir(), "kubectl"),
 		"TOKEN":               s.token,
+		pidVar:                strconv.Itoa(os.Getpid()),
 	}
 	keys := make([]string, 0, len(vars))
 	for k := range vars {
@@ -318,7 +322,7 @@ func (s *Stack) writeEnv(run string) error {
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	b.WriteString("# written by `make run`; removed when it stops\n")
+	b.WriteString("# written by `make run` (LOCALSTACK_PID); removed when it stops or dies\n")
 	for _, k := range keys {
 		fmt.Fprintf(&b, "export %s=%q\n", k, vars[k])
 	}
@@ -332,25 +336,18 @@ func (s *Stack) writeEnv(run string) error {
 // Stop stops everything Run started, in reverse order, and removes .run/env.
 func (s *Stack) Stop(ctx context.Context) {
 	if s.root != "" {
-		for _, f := range []string{"env", "hub.kubeconfig", "cluster2.kubeconfig"} {
-			_ = os.Remove(filepath.Join(s.root, s.Config.RunDir, f))
+		for _, f := range runFiles {
+			_ = os.Remove(filepath.Join(s.runDir(), f))
 		}
 	}
-	for name, cmd := range s.functions {
-		if cmd.Process != nil && cmd.ProcessState == nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	var wg sync.WaitGroup
+	for name, p := range s.functions {
+		wg.Go(func() {
+			p.Stop(10 * time.Second)
 			s.Log.Infow("function stopped", "function", name)
-		}
+		})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, cmd := range s.functions {
-		for cmd.ProcessState == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if cmd.ProcessState == nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	}
+	wg.Wait()
 	if s.brokerSrv != nil {
 		_ = s.brokerSrv.Shutdown(ctx)
 	}
@@ -358,7 +355,16 @@ func (s *Stack) Stop(ctx context.Context) {
 		s.embedded.Close()
 	}
 	s.env.Stop()
+	s.janitor.release()
 	s.Log.Info("everything stopped")
+}
+
+// runDir is RUN_DIR: relative to the repository unless absolute.
+func (s *Stack) runDir() string {
+	if filepath.IsAbs(s.Config.RunDir) {
+		return s.Config.RunDir
+	}
+	return filepath.Join(s.root, s.Config.RunDir)
 }
 
 func repoRoot() (string, error) {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -65,6 +66,9 @@ type Hub struct {
 
 	ownDir bool
 	kcm    *Process
+	// stopped releases the thread that started kube-apiserver and etcd (see onOwnThread).
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 // StartHub starts etcd and kube-apiserver from the tool cache with OCM's CRDs installed.
@@ -77,8 +81,15 @@ func StartHub(opts HubOptions) (*Hub, error) {
 		}
 		opts.Dir = d
 	}
+	// envtest starts kube-apiserver and etcd through wrappers that give them a parent-death
+	// signal, as every other server here has.
+	wrapped := map[string]string{}
 	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if _, err := Bin(b); err != nil {
+		bin, err := Bin(b)
+		if err != nil {
+			return nil, err
+		}
+		if wrapped[b], err = deathSignalWrapper(filepath.Join(opts.Dir, "bin"), b, bin); err != nil {
 			return nil, err
 		}
 	}
@@ -102,19 +113,30 @@ func StartHub(opts HubOptions) (*Hub, error) {
 		paths = append(paths, filepath.Join(serving, "config/core/300-resources"), filepath.Join(eventing, "config/core/resources"))
 	}
 	env := &envtest.Environment{
+		// kubectl comes from here; the servers are the wrappers, named explicitly so that
+		// KUBEBUILDER_ASSETS cannot bypass them.
 		BinaryAssetsDirectory:    BinDir(),
+		ControlPlane:             envtest.ControlPlane{Etcd: &envtest.Etcd{Path: wrapped["etcd"]}},
 		CRDInstallOptions:        envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true},
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
-	env.ControlPlane.GetAPIServer().Out = mustLog(filepath.Join(opts.Dir, "apiserver.log"))
-	env.ControlPlane.GetAPIServer().Err = env.ControlPlane.GetAPIServer().Out
-	cfg, err := env.Start()
+	apiserver := env.ControlPlane.GetAPIServer()
+	apiserver.Path = wrapped["kube-apiserver"]
+	apiserver.Out = mustLog(filepath.Join(opts.Dir, "apiserver.log"))
+	apiserver.Err = apiserver.Out
+	h := &Hub{Env: env, Dir: opts.Dir, ownDir: ownDir, stopped: make(chan struct{})}
+	var cfg *rest.Config
+	err = onOwnThread(func() error {
+		var err error
+		cfg, err = env.Start()
+		return err
+	}, h.stopped)
 	if err != nil {
 		_ = env.Stop()
 		return nil, fmt.Errorf("starting kube-apiserver + etcd (envtest, binaries in %s): %w", BinDir(), err)
 	}
-	h := &Hub{Env: env, Config: cfg, Dir: opts.Dir, ownDir: ownDir}
+	h.Config = cfg
 	admin, err := env.AddUser(envtest.User{Name: "ocm-jobs-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		h.Stop()
@@ -201,13 +223,16 @@ func (h *Hub) startControllers() error {
 
 // Stop stops kube-apiserver and etcd and removes their data (and Dir, if StartHub made it).
 func (h *Hub) Stop() {
-	h.kcm.Stop(5 * time.Second)
-	if h.Env != nil {
-		_ = h.Env.Stop()
-	}
-	if h.ownDir {
-		_ = os.RemoveAll(h.Dir)
-	}
+	h.stopOnce.Do(func() {
+		h.kcm.Stop(5 * time.Second)
+		if h.Env != nil {
+			_ = h.Env.Stop()
+		}
+		close(h.stopped)
+		if h.ownDir {
+			_ = os.RemoveAll(h.Dir)
+		}
+	})
 }
 
 // EnsureNamespace creates a namespace if it does not exist.

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -59,6 +61,13 @@ type Process struct {
 	err  error
 }
 
+// StartProcess starts bin with args as this package starts its servers: in its own process
+// group, its output appended to logPath, env added to this process's environment, and killed
+// if this process dies however it dies.
+func StartProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
+	return startProcess(name, logPath, env, bin, args...)
+}
+
 // startProcess starts bin with args, its output appended to logPath. The child is killed
 // if this process dies (Pdeathsig), so a crashed test binary leaves nothing behind.
 func startProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
@@ -70,11 +79,11 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	if err := onOwnThread(cmd.Start, p.done); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
@@ -85,6 +94,58 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	}()
 	return p, nil
 }
+
+// onOwnThread runs start (which starts children with a parent-death signal) on a goroutine
+// locked to its OS thread, and keeps that thread until release is closed.
+//
+// Linux sends the parent-death signal when the thread that forked the child ends, not when
+// the process does. The Go runtime ends a thread only when a goroutine locked to it returns
+// without unlocking; any goroutine may run on the thread that forked a child, so a library
+// that locks a thread and returns would kill our servers early. A thread kept locked by a
+// goroutine that waits for release can end only with the whole process: the signal then
+// means what we want, "the process that started this server is gone".
+func onOwnThread(start func() error, release <-chan struct{}) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := start()
+		errc <- err
+		if err == nil {
+			<-release
+		}
+	}()
+	return <-errc
+}
+
+// deathSignalWrapper writes dir/name, an executable script that runs bin with SIGKILL as its
+// parent-death signal, and returns its path; only this process may run it. envtest starts
+// kube-apiserver and etcd itself with no such signal, so without it they outlive a SIGKILLed
+// test binary or `make run`.
+//
+// setpriv (util-linux, essential in Debian) sets the signal and execs, so the server keeps
+// the PID envtest signals to stop it. The inner shell then checks that its parent is still
+// this process: one that died before setpriv set the signal would never send it.
+func deathSignalWrapper(dir, name, bin string) (string, error) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return "", fmt.Errorf("setpriv (util-linux) is needed to tie %s to this process: %w", name, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	script := fmt.Sprintf(`#!/bin/sh
+# Written by ocm-jobs tests/servers: %s dies with the process %d that started it.
+exec %s --pdeathsig KILL -- /bin/sh -c '[ "$PPID" = "$1" ] || exit 1; shift; exec "$@"' sh %d %s "$@"
+`, name, os.Getpid(), shellQuote(setpriv), os.Getpid(), shellQuote(bin))
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // PID is the process id.
 func (p *Process) PID() int { return p.cmd.Process.Pid }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,9 +68,16 @@ func main() {
 }
 
 func (d *demo) run(ctx context.Context) error {
+	run := os.Getenv("RUN_DIR")
+	if run == "" {
+		run = ".run"
+	}
 	var err error
-	if d.env, err = readEnv(".run/env"); err != nil {
+	if d.env, err = readEnv(filepath.Join(run, "env")); err != nil {
 		return fmt.Errorf("%w — start `make run` in another shell first", err)
+	}
+	if err := live(d.env["LOCALSTACK_PID"]); err != nil {
+		return fmt.Errorf("%s is stale: %w — start `make run` in another shell first", filepath.Join(run, "env"), err)
 	}
 	descriptor, err := os.ReadFile(filepath.Join("config", "examples", "guestbook.yaml"))
 	if err != nil {
@@ -241,4 +249,24 @@ func readEnv(path string) (map[string]string, error) {
 		env[k] = strings.Trim(v, `"`)
 	}
 	return env, sc.Err()
+}
+
+// live checks that the localstack an env file names is still running: a SIGKILLed `make run`
+// cannot remove its env itself (its janitor does, unless it was killed too).
+func live(pid string) error {
+	if pid == "" {
+		return errors.New("it names no LOCALSTACK_PID")
+	}
+	n, err := strconv.Atoi(pid)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("bad LOCALSTACK_PID %q", pid)
+	}
+	// /proc/<pid>/stat is "pid (comm) state …". A PID can be reused, so the process must
+	// still be a localstack, and not one that has ended but was not reaped yet (Z).
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	i := bytes.LastIndexByte(stat, ')')
+	if err != nil || i < 0 || !bytes.HasSuffix(stat[:i], []byte("(localstack")) || bytes.HasPrefix(bytes.TrimSpace(stat[i+1:]), []byte("Z")) {
+		return fmt.Errorf("localstack (pid %s) is no longer running", pid)
+	}
+	return nil
 }
