@@ -381,8 +381,8 @@ func TestCrashAfterApply(t *testing.T) {
 	if mid.State != model.Progressing || worksOf(t, "cluster1", j.ID) != 1 {
 		t.Fatalf("after the crash: state %s, %d works", mid.State, worksOf(t, "cluster1", j.ID))
 	}
-	if mid.Resource != nil && mid.Resource.Condition("Dispatched") != nil {
-		t.Fatal("the crashed execution recorded its dispatch: the fault hit too late")
+	if mid.Applied == mid.Fence {
+		t.Fatal("the crashed execution recorded that it was applied: the fault hit too late")
 	}
 	q := startProcess(t, vars)
 	time.Sleep(2500 * time.Millisecond) // the dead execution's lease lapses
@@ -391,8 +391,8 @@ func TestCrashAfterApply(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("sweep: %v %v", resp, err)
 	}
-	after := waitJob(t, st, j.ID, 10*time.Second, "dispatched", func(j *model.Job) bool {
-		return j.Resource != nil && j.Resource.Condition("Dispatched") != nil
+	after := waitJob(t, st, j.ID, 10*time.Second, "recorded as applied", func(j *model.Job) bool {
+		return j.Applied == j.Fence
 	})
 	if after.Fence != mid.Fence || promotes(t, st, j.ID) != 1 || worksOf(t, "cluster1", j.ID) != 1 {
 		t.Errorf("resumed: fence %d (was %d), %d promotes, %d works", after.Fence, mid.Fence, promotes(t, st, j.ID), worksOf(t, "cluster1", j.ID))
@@ -445,7 +445,6 @@ func TestExecutorBadInput(t *testing.T) {
 	cases := map[string]struct {
 		cluster, manifest, reason string
 	}{
-		"unknown cluster": {cluster: "atlantis", reason: "ClusterNotFound"},
 		"invalid name":    {cluster: "cluster1", manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_A_Name}\n", reason: "ManifestInvalid"},
 		"not a manifest":  {cluster: "cluster1", manifest: "just text\n", reason: "ManifestInvalid"},
 	}
@@ -462,6 +461,23 @@ func TestExecutorBadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a cluster no hub manages: the job waits, never Degraded", func(t *testing.T) {
+		j := createJobs(t, st, 1, "atlantis", "")[0]
+		if status := deliver(t, p.url, "atlantis-"+j.ID, j); status != http.StatusOK {
+			t.Fatalf("answer %d, want 200 (not this hub's job)", status)
+		}
+		tick := fmt.Sprintf(`{"specversion":"1.0","id":"tick-%s","source":"/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron","type":"dev.knative.sources.ping","data":{}}`, j.ID)
+		resp, err := http.Post(p.url, "application/cloudevents+json", strings.NewReader(tick))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got, _ := st.GetJob(context.Background(), j.ID)
+		c := got.Resource.Condition(model.ConditionProgressing)
+		if got.State != model.Created || got.OwnerID != "" || c == nil || c.Reason != model.ReasonNoManagingHub {
+			t.Errorf("state %s owner %q condition %+v, want Created, no owner, %s", got.State, got.OwnerID, c, model.ReasonNoManagingHub)
+		}
+	})
 	deployed := func(t *testing.T, owner string) model.Job {
 		m := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec: {containers: [{name: c, image: nginx}]}\n"
 		j := createJobs(t, st, 1, "cluster1", m)[0]

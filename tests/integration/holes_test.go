@@ -60,6 +60,13 @@ func newOutage(t *testing.T) *outage {
 	return o
 }
 
+// count is how many events it accepted.
+func (o *outage) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.events)
+}
+
 // about counts the accepted events of a type about a job.
 func (o *outage) about(typ, jobID string) int {
 	o.mu.Lock()
