@@ -129,6 +129,17 @@ func BenchmarkRoundTrips(b *testing.B) {
 			_, err := s.WriteResourceStatus(ctx, *c, status)
 			return err
 		}},
+		{"sync-finish (resource + state + outbox)", promoted, func(b *testing.B, s *store.Store, _ string, c *store.Claim) error {
+			_, err := s.Apply(ctx, *c, store.Change{To: model.Finished, Why: "available", Resource: &status, IfUnchanged: true})
+			return err
+		}},
+		{"record-remediation", promoted, func(b *testing.B, s *store.Store, _ string, c *store.Claim) error {
+			_, err := s.Record(ctx, *c, store.Record{Manifests: []model.PlainManifest{{YamlString: "kind: Secret"}}, Remediated: true})
+			return err
+		}},
+		{"mark-applied", promoted, func(b *testing.B, s *store.Store, _ string, c *store.Claim) error {
+			return s.MarkApplied(ctx, *c)
+		}},
 		{"set-targets", nil, func(b *testing.B, s *store.Store, id string, _ *store.Claim) error {
 			_, err := s.SetTargets(ctx, id, model.Target{ClusterName: "c9", Orchestrator: model.OCM}, "bench")
 			return err

@@ -182,8 +182,9 @@ func (s *Store) Apply(ctx context.Context, c Claim, ch Change) (Changed, error) 
 	}
 	res, read := "", ""
 	if ch.Resource != nil {
+		r := *ch.Resource // filled in (job id) without touching the caller's
 		var err error
-		if res, err = s.resourceDoc(c, ch.Resource); err != nil {
+		if res, err = s.resourceDoc(c, &r); err != nil {
 			return Changed{}, err
 		}
 		if ch.Read != nil {
