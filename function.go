@@ -239,12 +239,9 @@ func (f *Function) build(ctx context.Context) error {
 			return fmt.Errorf("function %s: %w", name, err)
 		}
 		// Each function remembers its own answers: the cron tick reaches several functions
-		// with the same source+id, and each must handle it once. A function acting for a hub
-		// (the executor) remembers per hub: another hub sharing the Redis decides for itself.
-		scope := name
-		if h, ok := c.(interface{ HubID() string }); ok {
-			scope += ":" + h.HubID()
-		}
+		// with the same source+id, and each must handle it once. And each remembers per hub:
+		// another hub sharing the Redis (its executor, its status sync) decides for itself.
+		scope := name + ":" + f.platform.HubID
 		h := (&events.Deduper{
 			Store: f.platform.Store, Scope: scope, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending,
 		}).Wrap(f.announcing(c))

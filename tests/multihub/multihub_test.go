@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -61,7 +62,29 @@ func startHubs(t *testing.T, prefix string) []*hub {
 		h.sync = servers.StartFunction(t, root, vars("statussync"))
 		hubs = append(hubs, h)
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, h := range hubs {
+			for _, f := range append(append([]*servers.Function(nil), h.executors...), h.sync) {
+				t.Logf("hub %s, %s log (tail):\n%s", h.name, f.Vars["FUNCTION"], tail(f.Log, 3000))
+			}
+		}
+	})
 	return hubs
+}
+
+// tail is the end of a file.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
 }
 
 func newStore(t *testing.T, prefix string) *store.Store {
@@ -152,7 +175,13 @@ func waitAll(t *testing.T, hubs []*hub, st *store.Store, jobs []model.Job, what 
 			for _, j := range jobs {
 				got, _ := st.GetJob(context.Background(), j.ID)
 				if got != nil && !cond(got) {
-					t.Errorf("job %s (%s) not %s: %s %s owner %q", j.ID, j.Targets.ClusterName, what, got.Type, got.State, got.OwnerID)
+					t.Errorf("job %s (%s) not %s: %s %s owner %q fence %d applied %d", j.ID, j.Targets.ClusterName, what, got.Type, got.State, got.OwnerID, got.Fence, got.Applied)
+					mw, err := env.HubOf(j.Targets.ClusterName).Work.WorkV1().ManifestWorks(j.Targets.ClusterName).Get(context.Background(), ocm.WorkName(j.ID), metav1.GetOptions{})
+					if err != nil {
+						t.Logf("  its work: %v", err)
+					} else {
+						t.Logf("  its work: labels %v annotations %v conditions %+v", mw.Labels, mw.Annotations, mw.Status.Conditions)
+					}
 				}
 			}
 			t.FailNow()
