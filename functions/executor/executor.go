@@ -106,9 +106,6 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts}, nil
 }
 
-// HubID is the owner id this executor promotes jobs to.
-func (f *Function) HubID() string { return f.hubID }
-
 // Routes: the executor has no REST routes.
 func (f *Function) Routes() map[string]http.Handler { return nil }
 
