@@ -105,10 +105,12 @@ func TestPublishOutage(t *testing.T) {
 		ours[j.ID] = true
 	}
 	actions := map[string][]string{"eu.icos.job.created.v1": {"create", "target", "reopen-5"},
-		"eu.icos.job.progressing.v1": {"promote", "takeover", "progress"}, "eu.icos.job.finished.v1": {"finish"}}
+		"eu.icos.job.progressing.v1": {"promote", "takeover", "progress"}, "eu.icos.job.finished.v1": {"finish"},
+		"eu.icos.job.degraded.v1": {"degrade"}}
 	sink.mu.Lock()
 	received := append([]eventRecord(nil), records(sink)...)
 	sink.mu.Unlock()
+	degradedShown := 0
 	for _, e := range received {
 		if !ours[e.job] {
 			t.Errorf("event %s about job %q, which is none of the test's", e.typ, e.job)
@@ -120,6 +122,14 @@ func TestPublishOutage(t *testing.T) {
 		}
 		if !historyHas(h, actions[e.typ]) {
 			t.Errorf("event %s of job %s names no transition of its history", e.typ, e.job)
+		}
+		if e.typ == "eu.icos.job.degraded.v1" && degradedShown < 3 {
+			degradedShown++
+			for _, x := range h {
+				if x.Action == "degrade" || x.Action == "finish" {
+					t.Logf("job %s on its way: %s %s→%s: %s", e.job, x.Action, x.From, x.To, x.Why)
+				}
+			}
 		}
 	}
 	if d, _ := st.OutboxDepth(context.Background()); d != 0 {
