@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"syscall"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/faults"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
@@ -44,9 +43,8 @@ type Config struct {
 	ReallocationTimeout time.Duration `envconfig:"REALLOCATION_TIMEOUT" default:"2m" desc:"how long a reallocation waits for the new cluster's ManifestWork to be Available before giving up (the old one is kept)"`
 	config.Placement
 	SweepMax int `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
-	// FaultKillAfterApply makes the process kill itself (SIGKILL) right after it applied a
-	// ManifestWork and before it recorded anything: the crash the fault tests need.
-	FaultKillAfterApply bool `envconfig:"FAULT_KILL_AFTER_APPLY" default:"false" desc:"testing only: SIGKILL this process right after a ManifestWork is applied, before the job's state is written"`
+	// The fault tests' hooks (tests/chaos); off unless configured.
+	faults.Config
 }
 
 // Types are the event types the executor handles: new jobs, and the cron tick that sweeps
@@ -62,6 +60,7 @@ type Function struct {
 	publisher events.Publisher
 	opts      RemediationOptions
 	clusters  clusterCache
+	faults    *faults.Injector
 }
 
 // New builds the executor: the store, the hub (KUBECONFIG or in-cluster) and this hub's id.
@@ -99,8 +98,12 @@ func New(ctx context.Context, cfg Config, rdb redis.UniversalClient, pub events.
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("remediation settings: %w", err)
 	}
+	inj, err := faults.New(cfg.Config)
+	if err != nil {
+		return nil, err
+	}
 	logging.FromContext(ctx).Infow("executor ready", "hubID", hubID)
-	return &Function{cfg: cfg, store: st, hub: hub, hubID: hubID, publisher: pub, opts: opts}, nil
+	return &Function{cfg: cfg, store: st, hub: hub, hubID: hubID, publisher: pub, opts: opts, faults: inj}, nil
 }
 
 // HubID is the owner id this executor promotes jobs to.
@@ -251,10 +254,7 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 	case fl != nil:
 		return f.degrade(bg, c, cur, fl, log)
 	}
-	if work != nil && f.cfg.FaultKillAfterApply {
-		log.Errorw("FAULT_KILL_AFTER_APPLY: killing this process after applying the ManifestWork", "work", work.Namespace+"/"+work.Name)
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	}
+	f.faults.AfterApply(ctx, work != nil)
 	after := cur
 	if cur.Type == model.DeleteDeployment || cur.Type == model.UpdateDeployment {
 		// These changed the job on their way (finished it, recorded new manifests or a new

@@ -81,6 +81,7 @@ func (f *Function) deploy(ctx context.Context, j *model.Job, cluster string, man
 	if err != nil {
 		return nil, degraded("ManifestInvalid", "%v", err)
 	}
+	f.faults.BeforeApply(ctx)
 	got, err := f.hub.Work.WorkV1().ManifestWorks(cluster).Patch(ctx, mw.Name, types.ApplyPatchType, body,
 		metav1.PatchOptions{FieldManager: fieldManager, Force: ptr.To(true)})
 	if err != nil {
