@@ -59,8 +59,13 @@ type Process struct {
 	err  error
 }
 
-// startProcess starts bin with args, its output appended to logPath. The child is killed
-// if this process dies (Pdeathsig), so a crashed test binary leaves nothing behind.
+// StartProcess starts bin with args and env (added to this process's environment), its
+// output appended to logPath, in a process group of its own. The child is killed if this
+// process dies (Pdeathsig), so a crashed test binary leaves nothing behind.
+func StartProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
+	return startProcess(name, logPath, env, bin, args...)
+}
+
 func startProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -119,6 +124,35 @@ func (p *Process) Kill() {
 	}
 	_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
 	<-p.done
+}
+
+// Pause stops the process group (SIGSTOP) until Resume: a process that is frozen, as a long
+// GC pause or a stalled VM would freeze it, while its peers go on.
+func (p *Process) Pause() {
+	if p != nil && !p.Exited() {
+		_ = syscall.Kill(-p.PID(), syscall.SIGSTOP)
+	}
+}
+
+// Resume continues a paused process group (SIGCONT).
+func (p *Process) Resume() {
+	if p != nil && !p.Exited() {
+		_ = syscall.Kill(-p.PID(), syscall.SIGCONT)
+	}
+}
+
+// Done is closed when the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitSignal is the signal that ended the process (0 while it runs or when it exited by itself).
+func (p *Process) ExitSignal() syscall.Signal {
+	if !p.Exited() || p.cmd.ProcessState == nil {
+		return 0
+	}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal()
+	}
+	return 0
 }
 
 // tail returns the last bytes of the process log, for error messages.
