@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const (
