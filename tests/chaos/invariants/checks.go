@@ -56,6 +56,12 @@ func awaitingTarget(j *Job) bool {
 	return c != nil && c.Reason == reasonAwaitingTarget
 }
 
+// IsSettled reports whether a job has settled as invariant 1 wants: Finished or Degraded,
+// or Created without a target, awaiting one.
+func IsSettled(j *model.Job) bool {
+	return j.State == model.Finished || j.State == model.Degraded || awaitingTarget(&Job{Job: *j})
+}
+
 // deployed: a job whose component must be running now, so must have its ManifestWork.
 func deployed(j *Job) bool {
 	return !j.Deleted && j.State == model.Finished && j.Type != model.DeleteDeployment

@@ -1,0 +1,65 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// The short run: a fixed seed that `go test ./tests/chaos` (and so `make test`) runs in a
+// few minutes. `make chaos` sets SEED, GROUPS and DURATION for a longer one.
+const (
+	shortSeed     = 1
+	shortGroups   = 24
+	shortDuration = 45 * time.Second
+)
+
+// TestChaos runs the stack under the plan of a seed and fails on any invariant violation,
+// printing the report (faults, operations, violations by invariant, and the last line
+// `chaos: seed=N groups=N faults=N violations=N`).
+func TestChaos(t *testing.T) {
+	o := Options{Seed: shortSeed, Groups: shortGroups, Duration: shortDuration, Settings: DefaultSettings}
+	var err error
+	if v := os.Getenv("SEED"); v != "" {
+		if o.Seed, err = strconv.ParseInt(v, 10, 64); err != nil {
+			t.Fatalf("SEED=%q: %v", v, err)
+		}
+	}
+	if v := os.Getenv("GROUPS"); v != "" {
+		if o.Groups, err = strconv.Atoi(v); err != nil || o.Groups < 1 {
+			t.Fatalf("GROUPS=%q: want a positive number", v)
+		}
+	}
+	if v := os.Getenv("DURATION"); v != "" {
+		if o.Duration, err = time.ParseDuration(v); err != nil || o.Duration < 10*time.Second {
+			t.Fatalf("DURATION=%q: want a duration of at least 10s", v)
+		}
+	}
+	o.Settle = min(max(60*time.Second, o.Duration/2), 3*time.Minute)
+	if v := os.Getenv("SETTLE"); v != "" {
+		if o.Settle, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("SETTLE=%q: %v", v, err)
+		}
+	}
+	logf := func(format string, args ...any) { t.Logf("%s "+format, append([]any{time.Now().Format(time.TimeOnly)}, args...)...) }
+	out, err := Run(context.Background(), o, logf)
+	if err != nil {
+		t.Fatalf("chaos run of seed %d: %v", o.Seed, err)
+	}
+	report := out.Report()
+	if path := os.Getenv("CHAOS_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+			t.Errorf("writing the report to %s: %v", path, err)
+		}
+	} else {
+		_ = os.WriteFile(filepath.Join(os.TempDir(), fmt.Sprintf("ocm-jobs-chaos-%d.txt", o.Seed)), []byte(report), 0o644)
+	}
+	fmt.Print(report)
+	if n := len(out.Result.Violations); n > 0 {
+		t.Errorf("%d invariant violations (seed %d reproduces the schedule)", n, o.Seed)
+	}
+}
