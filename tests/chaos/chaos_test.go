@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,7 +46,9 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("SETTLE=%q: %v", v, err)
 		}
 	}
-	logf := func(format string, args ...any) { t.Logf("%s "+format, append([]any{time.Now().Format(time.TimeOnly)}, args...)...) }
+	logf := func(format string, args ...any) {
+		t.Logf("%s "+format, append([]any{time.Now().Format(time.TimeOnly)}, args...)...)
+	}
 	out, err := Run(context.Background(), o, logf)
 	if err != nil {
 		t.Fatalf("chaos run of seed %d: %v", o.Seed, err)
@@ -58,8 +61,15 @@ func TestChaos(t *testing.T) {
 	} else {
 		_ = os.WriteFile(filepath.Join(os.TempDir(), fmt.Sprintf("ocm-jobs-chaos-%d.txt", o.Seed)), []byte(report), 0o644)
 	}
+	if path := os.Getenv("CHAOS_SNAPSHOT"); path != "" {
+		if raw, err := json.MarshalIndent(out.Snapshot, "", " "); err == nil {
+			_ = os.WriteFile(path, raw, 0o644)
+		}
+	}
 	fmt.Print(report)
 	if n := len(out.Result.Violations); n > 0 {
-		t.Errorf("%d invariant violations (seed %d reproduces the schedule)", n, o.Seed)
+		t.Errorf("%d invariant violations (seed %d reproduces the schedule); the processes' logs are kept in %s", n, o.Seed, out.Dir)
+		return
 	}
+	_ = os.RemoveAll(out.Dir)
 }

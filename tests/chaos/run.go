@@ -22,7 +22,9 @@ type Options struct {
 
 // Outcome is what a run did and found.
 type Outcome struct {
-	Options  Options
+	Options Options
+	// Dir holds the function processes' logs and the broker's dead letters.
+	Dir      string
 	Plan     *Plan
 	Faults   map[FaultKind]int
 	Skipped  map[FaultKind]int
@@ -68,7 +70,7 @@ func Run(ctx context.Context, o Options, logf func(string, ...any)) (*Outcome, e
 			return nil, err
 		}
 	}
-	out := &Outcome{Options: o, Plan: plan}
+	out := &Outcome{Options: o, Plan: plan, Dir: st.Dir}
 	out.TimedOut = !settle(ctx, st, d, giveUp, logf)
 	// Let the last deletions reach the spokes and the last events the recorder.
 	time.Sleep(3 * st.Settings.Tick)
