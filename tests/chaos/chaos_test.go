@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ocm-jobs/ocm-jobs/tests/chaos/invariants"
 )
 
 // The short run: a fixed seed that `go test ./tests/chaos` (and so `make test`) runs in a
@@ -23,6 +25,10 @@ const (
 // printing the report (faults, operations, violations by invariant, and the last line
 // `chaos: seed=N groups=N faults=N violations=N`).
 func TestChaos(t *testing.T) {
+	if path := os.Getenv("CHAOS_RECHECK"); path != "" {
+		recheck(t, path)
+		return
+	}
 	o := Options{Seed: shortSeed, Groups: shortGroups, Duration: shortDuration, Settings: DefaultSettings}
 	var err error
 	if v := os.Getenv("SEED"); v != "" {
@@ -53,6 +59,7 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chaos run of seed %d: %v", o.Seed, err)
 	}
+	out.Examples, _ = strconv.Atoi(os.Getenv("CHAOS_EXAMPLES"))
 	report := out.Report()
 	if path := os.Getenv("CHAOS_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
@@ -72,4 +79,25 @@ func TestChaos(t *testing.T) {
 		return
 	}
 	_ = os.RemoveAll(out.Dir)
+}
+
+// recheck checks a snapshot a run saved (CHAOS_SNAPSHOT) again, listing every violation: for
+// working on the checks without running the stack.
+func recheck(t *testing.T, path string) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s invariants.Snapshot
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatalf("decoding %s: %v", path, err)
+	}
+	r := invariants.Check(s)
+	for _, v := range r.Violations {
+		fmt.Println(v)
+	}
+	for _, n := range r.Notes {
+		fmt.Println("note:", n)
+	}
+	fmt.Printf("%d violations\n", len(r.Violations))
 }

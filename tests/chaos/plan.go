@@ -225,27 +225,35 @@ var faultWeights = []struct {
 	{FaultKillRedis, 1.2}, {FaultRestartHubAPI, 0.8}, {FaultStopAgent, 1}, {FaultDeleteWork, 1.5}, {FaultDrift, 1.5},
 }
 
-// scheduleFaults draws the outside faults: after a short warm-up, one every 3–8 s until the
-// workload ends. Redis kills alternate between appendfsync always and everysec.
+// scheduleFaults draws the outside faults: after a short warm-up, one every m/2 to 3m/2 (m a
+// twentieth of the run, within [2s, 6s]) until the workload ends; every kind comes once, in a
+// seeded order, before any comes twice, so even a short run meets each. Redis kills alternate
+// between appendfsync always and everysec.
 func scheduleFaults(rnd *rand.Rand, d time.Duration) []Fault {
 	var out []Fault
 	total := 0.0
 	for _, w := range faultWeights {
 		total += w.weight
 	}
+	first := rnd.Perm(len(faultWeights))
+	m := min(max(d/20, 2*time.Second), 6*time.Second)
 	policies := []string{"always", "everysec"}
 	redisKills := rnd.Intn(2)
 	for t := min(d/10, 10*time.Second); ; {
-		t += 3*time.Second + time.Duration(rnd.Int63n(int64(5*time.Second)))
+		t += m/2 + time.Duration(rnd.Int63n(int64(m)))
 		if t >= d {
 			return out
 		}
-		x := rnd.Float64() * total
 		var kind FaultKind
-		for _, w := range faultWeights {
-			if x -= w.weight; x < 0 {
-				kind = w.kind
-				break
+		if len(out) < len(first) {
+			kind = faultWeights[first[len(out)]].kind
+		} else {
+			x := rnd.Float64() * total
+			for _, w := range faultWeights {
+				if x -= w.weight; x < 0 {
+					kind = w.kind
+					break
+				}
 			}
 		}
 		f := Fault{At: t, Kind: kind, Pick: rnd.Int63()}

@@ -9,8 +9,8 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/tests/chaos/invariants"
 )
 
-// examples is how many violations of one kind the report spells out.
-const examples = 3
+// defaultExamples is how many violations of one kind the report spells out.
+const defaultExamples = 3
 
 // Report renders the outcome as the issue asks: faults injected by kind, operations by kind,
 // violations by invariant (each kind with job ids and one-line reasons), and the seed; the last
@@ -18,6 +18,10 @@ const examples = 3
 func (o *Outcome) Report() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	examples := o.Examples
+	if examples <= 0 {
+		examples = defaultExamples
+	}
 	p("chaos run: seed %d, %d groups, workload %s, schedule %s", o.Options.Seed, o.Options.Groups, o.Options.Duration, o.Plan.Digest())
 	p("")
 	p("%-42s %7s", "faults injected", "count")

@@ -35,6 +35,8 @@ type Outcome struct {
 	Delivery broker.FaultCounts
 	Snapshot invariants.Snapshot
 	Result   invariants.Result
+	// Examples is how many violations of one kind the report spells out (0: 3).
+	Examples int
 	// Settled is how long the quiet period took; TimedOut that it hit Settle.
 	Settled  time.Duration
 	TimedOut bool

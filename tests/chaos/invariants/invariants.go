@@ -23,6 +23,7 @@
 package invariants
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -135,6 +136,23 @@ type Job struct {
 	// Deleted: its group was deleted (the job stays readable for the retention TTL).
 	Deleted bool
 	History []model.HistoryEntry
+}
+
+// UnmarshalJSON reads a job written by encoding/json (model.Job's own UnmarshalJSON would
+// otherwise take over and drop Deleted and History), so a saved snapshot can be checked again.
+func (j *Job) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &j.Job); err != nil {
+		return err
+	}
+	var rest struct {
+		Deleted bool
+		History []model.HistoryEntry
+	}
+	if err := json.Unmarshal(b, &rest); err != nil {
+		return err
+	}
+	j.Deleted, j.History = rest.Deleted, rest.History
+	return nil
 }
 
 // Group is a job group as stored.
