@@ -305,11 +305,11 @@ func findSpoke(objs []SpokeObject, cluster, namespace, name string) *SpokeObject
 }
 
 // drifted: the spoke Deployment differs from want only by a hand edit of its replicas made
-// after the job last applied its work (nothing has re-applied it since).
+// after the job's last execution began (nothing has re-applied its work since).
 func drifted(s Snapshot, j *Job, o *SpokeObject, want Spec) bool {
 	var last time.Time
 	for _, h := range j.History {
-		if h.Action == actionRedeploy || h.Action == actionFinish || h.Action == actionPromote || h.Action == actionTakeover {
+		if h.Action == actionRedeploy || h.Action == actionPromote || h.Action == actionTakeover {
 			last = h.At
 		}
 	}
