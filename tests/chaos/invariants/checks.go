@@ -286,12 +286,18 @@ func checkExactlyOnce(s Snapshot, r *Result) {
 		in := s.Incompliances[id]
 		jobID, wasOpened := opened[id]
 		switch {
-		case in.Outcome == model.OutcomeApplied && in.Reason == "" && !wasOpened:
+		case openedJob(in) && !wasOpened:
 			r.add(ExactlyOnce, "applied incompliance opened no remediation", id, "outcome applied for job %s, whose history has no reopen-7 for it", in.JobID)
-		case wasOpened && (in.Outcome != model.OutcomeApplied || in.Reason != ""):
+		case wasOpened && !openedJob(in):
 			r.add(ExactlyOnce, "remediation opened for an incompliance not recorded as applied", jobID, "incompliance %s: outcome %s (%s)", id, in.Outcome, in.Reason)
 		}
 	}
+}
+
+// openedJob: the incompliance's recorded outcome says it opened a remediation job (applied,
+// and not as a duplicate of one under way).
+func openedJob(in model.Incompliance) bool {
+	return in.Outcome == model.OutcomeApplied && !strings.HasPrefix(in.Reason, "deduplicated")
 }
 
 func findSpoke(objs []SpokeObject, cluster, namespace, name string) *SpokeObject {
