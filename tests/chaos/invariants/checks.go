@@ -276,7 +276,7 @@ func checkExactlyOnce(s Snapshot, r *Result) {
 			r.add(ExactlyOnce, "Deployment missing on the spoke", j.ID, "no Deployment %s/%s on %s", j.Namespace, d.name, cluster(j))
 		case *spoke.Spec == want:
 		case drifted(s, j, spoke, want):
-			r.note("job %s: Deployment %s/%s on %s still carries a hand edit (replicas %d) made after its last apply; the work agent repairs drift only on its resync",
+			r.note("job %s: Deployment %s/%s on %s still carries a hand edit (replicas %d) made after the job last applied a new spec; the work agent repairs drift only on its resync",
 				j.ID, j.Namespace, d.name, cluster(j), spoke.Spec.Replicas)
 		default:
 			r.add(ExactlyOnce, "spoke differs from the remediations that ran", j.ID, "%s on %s; want %s (%s)", spoke.Spec, cluster(j), want, after)
@@ -311,12 +311,20 @@ func findSpoke(objs []SpokeObject, cluster, namespace, name string) *SpokeObject
 }
 
 // drifted: the spoke Deployment differs from want only by a hand edit of its replicas made
-// after the job's last execution began (nothing has re-applied its work since).
+// after the job last applied a new spec (a remediation, a replace, a fresh create): nothing
+// since gave the work agent a reason to apply it again, and ocm-jobs does not promise to
+// repair drift on its own.
 func drifted(s Snapshot, j *Job, o *SpokeObject, want Spec) bool {
 	var last time.Time
+	pending := false // a new spec waits for the execution that applies it
 	for _, h := range j.History {
-		if h.Action == actionRedeploy || h.Action == actionPromote || h.Action == actionTakeover {
+		switch {
+		case h.Action == actionCreate, h.Action == reopenPrefix+"5", h.Action == reopenPrefix+"8":
+			pending = true
+		case h.Action == actionRedeploy:
 			last = h.At
+		case (h.Action == actionPromote || h.Action == actionTakeover) && pending:
+			last, pending = h.At, false
 		}
 	}
 	got := *o.Spec
