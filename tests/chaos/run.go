@@ -74,14 +74,27 @@ func Run(ctx context.Context, o Options, logf func(string, ...any)) (*Outcome, e
 	}
 	out := &Outcome{Options: o, Plan: plan, Dir: st.Dir}
 	out.TimedOut = !settle(ctx, st, d, giveUp, logf)
-	// Let the last deletions reach the spokes and the last events the recorder.
-	time.Sleep(3 * st.Settings.Tick)
 	out.Settled = time.Since(quiet).Round(time.Second)
-	out.Snapshot, err = Collect(ctx, st, d, fr)
-	if err != nil {
-		return nil, err
+	// What follows a settled job takes a little longer to show — a deleted namespace's
+	// objects, the last events — so check until the verdict holds still.
+	prev, steady := -1, 0
+	for until := time.Now().Add(30 * time.Second); ; {
+		time.Sleep(st.Settings.Tick)
+		if out.Snapshot, err = Collect(ctx, st, d, fr); err != nil {
+			return nil, err
+		}
+		out.Result = invariants.Check(out.Snapshot)
+		n := len(out.Result.Violations)
+		if n == prev {
+			steady++
+		} else {
+			steady = 0
+		}
+		if n == 0 || steady == 2 || time.Now().After(until) {
+			break
+		}
+		prev = n
 	}
-	out.Result = invariants.Check(out.Snapshot)
 	out.Faults, out.Skipped, out.Errors, out.Crashes = fr.Counts(), fr.Skipped(), fr.Errors(), fr.Crashes()
 	out.Ops, out.Broker, out.Delivery = d.Stats(), st.Broker.Stats(), st.Faults.Counts()
 	return out, nil

@@ -79,6 +79,7 @@ type Stack struct {
 	// Functions are the function processes by name.
 	Functions map[string]*function
 
+	binDir   string
 	ingress  *httptest.Server
 	stopTick chan struct{}
 	tickDone chan struct{}
@@ -102,10 +103,11 @@ func StartStack(ctx context.Context, seed int64, s Settings, logf func(string, .
 		}
 	}()
 	t0 := time.Now()
-	bin := filepath.Join(dir, "ocm-jobs")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ocm-jobs/ocm-jobs/functions/serve").CombinedOutput(); err != nil {
-		return st, fmt.Errorf("building functions/serve: %v\n%s", err, out)
+	bin, err := buildFunctions(ctx)
+	if err != nil {
+		return st, err
 	}
+	st.binDir = filepath.Dir(bin)
 	if st.Redis, err = servers.StartRedis(servers.RedisOptions{AppendFsync: "always"}); err != nil {
 		return st, fmt.Errorf("redis-server: %w", err)
 	}
@@ -143,6 +145,21 @@ func StartStack(ctx context.Context, seed int64, s Settings, logf func(string, .
 	st.startTicker()
 	logf("stack ready in %s (logs in %s)", time.Since(t0).Round(time.Second), dir)
 	return st, nil
+}
+
+// buildFunctions builds functions/serve into a directory of its own (removed by Stop: the
+// supervisors start the processes again from it).
+func buildFunctions(ctx context.Context) (string, error) {
+	dir, err := os.MkdirTemp("", "ocm-jobs-chaos-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "ocm-jobs")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ocm-jobs/ocm-jobs/functions/serve").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("building functions/serve: %v\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // startBroker starts the broker with k8s/base's Triggers, each executor and status sync
@@ -336,6 +353,9 @@ func (st *Stack) Stop() {
 	st.Env.Stop()
 	if st.Redis != nil {
 		st.Redis.Stop()
+	}
+	if st.binDir != "" {
+		_ = os.RemoveAll(st.binDir)
 	}
 }
 
