@@ -488,7 +488,7 @@ func checkDurable(s Snapshot, r *Result) {
 		}
 	}
 	if everysec > 0 {
-		r.note("AOF everysec: %d kills of redis-server, %d acknowledged creates lost within the %s window (a SIGKILL leaves the written AOF in the page cache; only a machine crash loses the window)",
+		r.note("AOF everysec: redis-server killed %d times, %d acknowledged creates lost within the %s window (a SIGKILL leaves the written AOF in the page cache; only a machine crash loses the window)",
 			everysec, lostInWindow, EverysecWindow)
 	}
 }

@@ -149,6 +149,10 @@ func TestCheck(t *testing.T) {
 			h := job(s).History
 			job(s).History = append(append(append([]model.HistoryEntry{}, h[:6]...), model.HistoryEntry{At: at(8), By: hubA, Action: "redeploy", From: 2, To: 2, Fence: 2}), h[6:]...)
 		}, ExactlyOnce, "remediation applied twice"},
+		"3 drift before a remediation not repaired": {func(s *Snapshot) {
+			s.SpokeObjects[0].Spec.Replicas = 7
+			s.Drift = []Drift{{Cluster: "cluster1", Namespace: "app", Name: "web", At: at(6), Replicas: 7}}
+		}, ExactlyOnce, "spoke differs from the remediations that ran"},
 		"3 incompliance pending": {func(s *Snapshot) {
 			in := s.Incompliances[incID]
 			in.Outcome = model.OutcomePending
