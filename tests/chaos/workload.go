@@ -42,7 +42,9 @@ type Driver struct {
 	settled map[string]bool
 	stats   map[string]*OpStats
 	wg      sync.WaitGroup
-	sem     chan struct{}
+	// calls bounds the requests in flight (not the operations: a delete waiting for its
+	// undeploy holds none).
+	calls chan struct{}
 }
 
 // OpStats count the outcomes of one kind of operation: answered 2xx (ok, or deduplicated:
@@ -64,7 +66,7 @@ type groupState struct {
 // NewDriver prepares the workload of plan on st.
 func NewDriver(st *Stack, plan *Plan) *Driver {
 	d := &Driver{st: st, plan: plan, client: &http.Client{Timeout: 30 * time.Second},
-		byEvent: map[string]*Op{}, settled: map[string]bool{}, stats: map[string]*OpStats{}, sem: make(chan struct{}, 16)}
+		byEvent: map[string]*Op{}, settled: map[string]bool{}, stats: map[string]*OpStats{}, calls: make(chan struct{}, 16)}
 	for _, g := range plan.Groups {
 		d.groups = append(d.groups, &groupState{spec: g, comps: append([]ComponentSpec(nil), g.Components...)})
 	}
@@ -86,8 +88,6 @@ func (d *Driver) Run(ctx context.Context, start, giveUp time.Time) {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			d.sem <- struct{}{}
-			defer func() { <-d.sem }()
 			d.do(ctx, op)
 		}()
 	}
@@ -390,6 +390,8 @@ func (d *Driver) call(ctx context.Context, method, url, contentType string, body
 
 // callWith makes one HTTP request with the workload's bearer token and headers.
 func (d *Driver) callWith(ctx context.Context, method, url string, headers map[string]string, body []byte) (int, []byte, error) {
+	d.calls <- struct{}{}
+	defer func() { <-d.calls }()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
