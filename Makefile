@@ -8,7 +8,7 @@ export GOFLAGS ?= -buildvcs=false
 BENCHTIME ?= 1x
 FUZZTIME ?= 60s
 
-.PHONY: all tools test unit integration bench fuzz run demo build vet clean image
+.PHONY: all tools test unit integration bench fuzz run demo build vet clean image chaos
 
 all: build
 
@@ -38,6 +38,15 @@ unit:
 # Integration suites: real kube-apiserver + OCM CRDs, real work agents, real Redis.
 integration:
 	$(GO) test -count=1 -timeout 40m -p 1 ./tests/...
+
+## chaos: the fault-injection run (tests/chaos) with SEED, GROUPS and DURATION; `go test ./tests/chaos`
+## alone (part of `make integration`) runs a short fixed seed. `env` passes GROUPS, which bash
+## would not export. The report ends with `chaos: seed=N groups=N faults=N violations=N`.
+SEED ?= $(shell date +%s)
+GROUPS ?= 200
+DURATION ?= 3m
+chaos: tools
+	env SEED=$(SEED) GROUPS=$(GROUPS) DURATION=$(DURATION) $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 120m ./tests/chaos
 
 ## bench: benchmarks against real servers, figures printed (and the asynq peer in its own module)
 bench: tools

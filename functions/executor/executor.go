@@ -27,6 +27,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/functions/executor/remediation"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/faults"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
@@ -54,9 +55,8 @@ type Config struct {
 	SweepMax        int           `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
 	ClusterCacheTTL time.Duration `envconfig:"CLUSTER_CACHE_TTL" default:"10s" desc:"how long the set of ManagedClusters this hub manages is cached"`
 	HubRegistration time.Duration `envconfig:"HUB_REGISTRATION_TTL" default:"2m" desc:"how long this hub's entry in the hub registry (the clusters it manages) lasts; renewed on every cron tick. A Created job whose cluster no registered hub manages is marked NoManagingHub"`
-	// FaultKillAfterApply makes the process kill itself (SIGKILL) right after it applied a
-	// ManifestWork and before it recorded anything: the crash the fault tests need.
-	FaultKillAfterApply bool `envconfig:"FAULT_KILL_AFTER_APPLY" default:"false" desc:"testing only: SIGKILL this process right after a ManifestWork is applied, before the job's state is written"`
+	// The fault tests' hooks (tests/chaos, FAULT_KILL_AFTER_APPLY); off unless configured.
+	faults.Config
 }
 
 // Types are the event types the executor handles: new jobs, and the cron tick that sweeps
@@ -73,6 +73,7 @@ type Function struct {
 	hub      *ocm.Hub
 	hubID    string
 	opts     remediation.Options
+	faults   *faults.Injector
 }
 
 // New builds the executor on the platform's store and hub.
@@ -101,9 +102,13 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 	if err != nil {
 		return nil, err
 	}
+	inj, err := faults.New(cfg.Config)
+	if err != nil {
+		return nil, err
+	}
 	logging.FromContext(ctx).Infow("executor ready", "hubID", p.HubID)
 	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), works: works, hub: p.Hub, hubID: p.HubID,
-		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts}, nil
+		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts, faults: inj}, nil
 }
 
 // Routes: the executor has no REST routes.
@@ -245,9 +250,8 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 		_ = f.store.ReleaseLease(bg, c)
 		return events.Done("job %s: reallocation in progress; the next tick goes on", j.ID)
 	}
-	if f.cfg.FaultKillAfterApply {
-		killAfterApply(log)
-	}
+	// The fault tests' crash: the hub has the work, nothing is recorded yet.
+	f.faults.AfterApply(ctx, cur.Type != model.DeleteDeployment)
 	if err := f.store.MarkApplied(bg, c); err != nil {
 		// The sweep finds the job, sees on the hub that it was applied, and records it.
 		log.Warnw("recording the execution", "error", err)

@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"go.uber.org/zap"
 
 	"github.com/ocm-jobs/ocm-jobs/functions/executor/remediation"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
@@ -83,6 +80,7 @@ func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, clus
 	if err != nil {
 		return degraded("ManifestInvalid", "%v", err)
 	}
+	f.faults.BeforeApply(ctx)
 	if _, err := f.works.Apply(ctx, mw); err != nil {
 		return hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
 	}
@@ -427,11 +425,4 @@ func hubFailure(err error, what string) *failure {
 // from here (a stale write, which the store would refuse anyway).
 func storeFailure(err error) *failure {
 	return transient("state store: %v", err)
-}
-
-// killAfterApply is the crash of FAULT_KILL_AFTER_APPLY: after the hub has the work, before
-// anything is recorded.
-func killAfterApply(log *zap.SugaredLogger) {
-	log.Errorw("FAULT_KILL_AFTER_APPLY: killing this process after applying the ManifestWork")
-	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 }

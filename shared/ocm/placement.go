@@ -72,4 +72,3 @@ func (h *Hub) PlacementClusters(ctx context.Context, p PlacementRef) ([]string, 
 	}
 	return out, nil
 }
-

@@ -31,7 +31,7 @@ type Works struct {
 	typed workclient.Interface
 	// raw reads works decoding only metadata and status (not the manifests, not
 	// managedFields): most of what makes a 10,000-work LIST cheap on the client.
-	raw rest.Interface
+	raw  rest.Interface
 	opts WorksOptions
 }
 

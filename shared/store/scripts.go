@@ -256,9 +256,9 @@ if j.owner ~= ARGV[3] then return guard('owner', ARGV[3], j.owner) end
 // compare-and-set: another writer's change is never lost). Moving to the state the job is in
 // changes nothing; a state change is recorded in the history and announced. A job that ends
 // (Finished, Degraded) has no reallocation in progress any more.
-// KEYS: job. ARGV: prefix, id, owner, fence, to ('' keeps the state), allowed from (",2,4,"),
-// release lease (1/0), history cap, by, why, action, resource ('' keeps it), compare (1/0),
-// the resource read ('' for none), emitter.
+// KEYS: job. ARGV: prefix, id, owner, fence, to (” keeps the state), allowed from (",2,4,"),
+// release lease (1/0), history cap, by, why, action, resource (” keeps it), compare (1/0),
+// the resource read (” for none), emitter.
 const changeLua = prelude + ownerGuards + `
 local to = ARGV[5]
 local res = ARGV[12]

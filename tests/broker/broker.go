@@ -27,6 +27,11 @@ type Broker struct {
 	// DeadLetters is the file (JSON lines) failed deliveries are appended to.
 	DeadLetters string
 	Log         *zap.SugaredLogger
+	// Faults, when set, are injected into publishes and deliveries (chaos runs).
+	Faults *Faults
+	// OnDelivery, when set, is told the outcome of every delivery to a subscriber: its last
+	// status (0: dropped, unreachable or not running) and the subscriber's reply, if any.
+	OnDelivery func(t Trigger, e event.Event, status int, reply *event.Event)
 
 	mu       sync.Mutex
 	inflight sync.WaitGroup
@@ -83,6 +88,10 @@ func (b *Broker) Handler() http.Handler {
 			http.Error(w, "not a valid CloudEvent: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		if b.Faults.refused() {
+			http.Error(w, "broker refusing events (injected fault)", http.StatusServiceUnavailable)
+			return
+		}
 		if err := b.Publish(context.WithoutCancel(r.Context()), *e); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -113,22 +122,41 @@ func (b *Broker) Publish(ctx context.Context, e event.Event) error {
 		b.Log.Infow("no trigger matches; event dropped", "type", e.Type(), "source", e.Source(), "id", e.ID())
 	}
 	for _, t := range matched {
-		b.inflight.Add(1)
-		go func(t Trigger) {
-			defer b.inflight.Done()
-			b.deliver(ctx, t, e.Clone())
-		}(t)
+		copies := 1
+		if b.Faults.duplicated() {
+			copies = 2
+		}
+		for range copies {
+			b.inflight.Add(1)
+			go func(t Trigger, delay time.Duration) {
+				defer b.inflight.Done()
+				if delay > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(delay):
+					}
+				}
+				b.deliver(ctx, t, e.Clone())
+			}(t, b.Faults.delay())
+		}
 	}
 	return nil
 }
 
 // deliver sends e to t's subscriber, retrying 404, 429, 5xx and network failures per the
 // Trigger's delivery spec; when retries run out, or the subscriber refuses the event for good
-// (other 4xx), it goes to the dead-letter sink.
+// (other 4xx), it goes to the dead-letter sink. Each attempt resolves the subscriber again, as
+// Knative routes each attempt to any ready replica.
 func (b *Broker) deliver(ctx context.Context, t Trigger, e event.Event) {
-	url, ok := b.Resolve(t.Subscriber)
-	if !ok {
+	if b.Faults.dropped() {
+		b.Log.Infow("dropped (injected fault)", "trigger", t.Name, "type", e.Type(), "id", e.ID())
+		b.observe(t, e, 0, nil)
+		return
+	}
+	if _, ok := b.Resolve(t.Subscriber); !ok {
 		b.deadLetter(t, e, 0, "subscriber "+t.Subscriber+" is not running")
+		b.observe(t, e, 0, nil)
 		return
 	}
 	delay := t.Delivery.Delay
@@ -150,12 +178,23 @@ func (b *Broker) deliver(ctx context.Context, t Trigger, e event.Event) {
 			case <-time.After(wait):
 			}
 		}
-		reply, res := b.client.Request(cloudevents.ContextWithTarget(ctx, url), e)
-		status, lastErr = statusOf(res)
+		url, ok := b.Resolve(t.Subscriber)
+		var reply *event.Event
+		switch {
+		case !ok:
+			status, lastErr = 0, "subscriber "+t.Subscriber+" is not running"
+		case b.Faults.refused():
+			status, lastErr = http.StatusServiceUnavailable, "broker refusing deliveries (injected fault)"
+		default:
+			var res protocol.Result
+			reply, res = b.client.Request(cloudevents.ContextWithTarget(ctx, url), e)
+			status, lastErr = statusOf(res)
+		}
 		b.Log.Infow("delivered", "trigger", t.Name, "subscriber", t.Subscriber, "type", e.Type(), "id", e.ID(),
 			"status", status, "attempt", attempt+1, "answer", lastErr)
 		if status >= 200 && status < 300 {
 			b.count(func(s *Stats) { s.Delivered++ })
+			b.observe(t, e, status, reply)
 			if reply != nil {
 				// Knative feeds a subscriber's reply back into the broker.
 				_ = b.Publish(ctx, *reply)
@@ -167,6 +206,13 @@ func (b *Broker) deliver(ctx context.Context, t Trigger, e event.Event) {
 		}
 	}
 	b.deadLetter(t, e, status, lastErr)
+	b.observe(t, e, status, nil)
+}
+
+func (b *Broker) observe(t Trigger, e event.Event, status int, reply *event.Event) {
+	if b.OnDelivery != nil {
+		b.OnDelivery(t, e, status, reply)
+	}
 }
 
 func statusOf(res protocol.Result) (int, string) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +225,63 @@ func TestParseISODuration(t *testing.T) {
 		if _, err := broker.ParseISODuration(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+// TestFaults: the injected delivery faults do what they say — duplicates reach the subscriber
+// twice, refused attempts never reach it and are retried, dropped deliveries are lost — and
+// every delivery's outcome is observed.
+func TestFaults(t *testing.T) {
+	fast := broker.Delivery{Retry: 50, Delay: time.Millisecond}
+	cases := map[string]struct {
+		dup, refuse, drop float64
+		check             func(t *testing.T, got int, c broker.FaultCounts, outcomes map[int]int)
+	}{
+		"duplicates": {dup: 1, check: func(t *testing.T, got int, c broker.FaultCounts, o map[int]int) {
+			if got != 40 || c.Duplicated != 20 || o[200] != 40 {
+				t.Errorf("20 events, all duplicated: %d deliveries, %+v, outcomes %v", got, c, o)
+			}
+		}},
+		"refused attempts are retried": {refuse: 0.5, check: func(t *testing.T, got int, c broker.FaultCounts, o map[int]int) {
+			if got != 20 || c.Refused == 0 || o[200] != 20 {
+				t.Errorf("half the attempts refused: %d deliveries, %+v, outcomes %v", got, c, o)
+			}
+		}},
+		"dropped deliveries are lost": {drop: 1, check: func(t *testing.T, got int, c broker.FaultCounts, o map[int]int) {
+			if got != 0 || c.Dropped != 20 || o[0] != 20 {
+				t.Errorf("every delivery dropped: %d deliveries, %+v, outcomes %v", got, c, o)
+			}
+		}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			sub := &subscriber{}
+			srv := httptest.NewServer(sub)
+			defer srv.Close()
+			var mu sync.Mutex
+			outcomes := map[int]int{}
+			f := broker.NewFaults(1, tc.dup, 5*time.Millisecond)
+			f.SetRefuse(tc.refuse)
+			f.SetDrop(tc.drop)
+			b := &broker.Broker{
+				Triggers: []broker.Trigger{{Name: "t", Filter: map[string]string{"type": "test.a"}, Subscriber: "fn", Delivery: fast}},
+				Resolve:  func(string) (string, bool) { return srv.URL, true },
+				Faults:   f,
+				OnDelivery: func(_ broker.Trigger, _ event.Event, status int, _ *event.Event) {
+					mu.Lock()
+					outcomes[status]++
+					mu.Unlock()
+				},
+			}
+			for i := range 20 {
+				e := event.New()
+				e.SetID(strconv.Itoa(i))
+				e.SetSource("/test")
+				e.SetType("test.a")
+				_ = b.Publish(context.Background(), e)
+			}
+			b.Wait()
+			tc.check(t, len(sub.received()), f.Counts(), outcomes)
+		})
 	}
 }

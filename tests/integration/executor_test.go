@@ -445,8 +445,8 @@ func TestExecutorBadInput(t *testing.T) {
 	cases := map[string]struct {
 		cluster, manifest, reason string
 	}{
-		"invalid name":    {cluster: "cluster1", manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_A_Name}\n", reason: "ManifestInvalid"},
-		"not a manifest":  {cluster: "cluster1", manifest: "just text\n", reason: "ManifestInvalid"},
+		"invalid name":   {cluster: "cluster1", manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_A_Name}\n", reason: "ManifestInvalid"},
+		"not a manifest": {cluster: "cluster1", manifest: "just text\n", reason: "ManifestInvalid"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

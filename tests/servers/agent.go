@@ -27,6 +27,8 @@ type Agent struct {
 	Hub     *Hub
 	Spoke   *Hub
 	proc    *Process
+	bin     string
+	args    []string
 }
 
 // StartAgent registers cluster on the hub (its namespace and a ManagedCluster) and starts a
@@ -47,19 +49,17 @@ func StartAgent(ctx context.Context, hub, spoke *Hub, cluster string) (*Agent, e
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(spoke.Dir, "work-agent-"+cluster+".log")
-	p, err := startProcess("work agent "+cluster, logPath, nil, bin, "agent",
-		"--spoke-cluster-name="+cluster,
-		"--workload-source-driver=kube", "--workload-source-config="+hub.Kubeconfig,
-		"--kubeconfig="+spoke.Kubeconfig,
-		"--namespace="+AgentNamespace, "--disable-leader-election",
+	a := &Agent{Cluster: cluster, Hub: hub, Spoke: spoke, bin: bin, args: []string{"agent",
+		"--spoke-cluster-name=" + cluster,
+		"--workload-source-driver=kube", "--workload-source-config=" + hub.Kubeconfig,
+		"--kubeconfig=" + spoke.Kubeconfig,
+		"--namespace=" + AgentNamespace, "--disable-leader-election",
 		fmt.Sprintf("--listen=127.0.0.1:%d", port),
 		"--status-sync-interval=1s",
-	)
-	if err != nil {
+	}}
+	if err := a.start(); err != nil {
 		return nil, err
 	}
-	a := &Agent{Cluster: cluster, Hub: hub, Spoke: spoke, proc: p}
 	if err := a.probe(ctx); err != nil {
 		a.Stop()
 		return nil, err
@@ -118,6 +118,22 @@ func (a *Agent) probe(ctx context.Context) error {
 		return fmt.Errorf("work agent of %s did not apply a probe ManifestWork: %w", a.Cluster, err)
 	}
 	return works.Delete(ctx, mw.Name, metav1.DeleteOptions{})
+}
+
+func (a *Agent) start() error {
+	p, err := startProcess("work agent "+a.Cluster, filepath.Join(a.Spoke.Dir, "work-agent-"+a.Cluster+".log"), nil, a.bin, a.args...)
+	if err != nil {
+		return err
+	}
+	a.proc = p
+	return nil
+}
+
+// Restart starts a stopped (or killed) agent again with the same arguments; a running one is
+// stopped first.
+func (a *Agent) Restart() error {
+	a.proc.Stop(10 * time.Second)
+	return a.start()
 }
 
 // Log is the path of the agent's log.

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,6 +72,8 @@ type Hub struct {
 	// stopped releases the thread that started kube-apiserver and etcd (see onOwnThread).
 	stopped  chan struct{}
 	stopOnce sync.Once
+	// apiserver is the kube-apiserver once RestartAPIServer replaced envtest's.
+	apiserver *Process
 }
 
 // StartHub starts etcd and kube-apiserver from the tool cache with OCM's CRDs installed.
@@ -221,10 +226,116 @@ func (h *Hub) startControllers() error {
 	return nil
 }
 
+// RestartAPIServer kills the hub's kube-apiserver (SIGKILL), waits down, and starts it again
+// with the same arguments — same port, certificates and etcd, so every client's kubeconfig
+// stays valid — and returns once it is ready. etcd keeps running: nothing stored is lost.
+func (h *Hub) RestartAPIServer(ctx context.Context, down time.Duration) error {
+	args, err := h.apiServerArgs()
+	if err != nil {
+		return err
+	}
+	if h.apiserver != nil {
+		h.apiserver.Kill()
+	} else {
+		pid, err := childPID("kube-apiserver", "--secure-port="+h.port())
+		if err != nil {
+			return err
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return fmt.Errorf("killing kube-apiserver %d: %w", pid, err)
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(down):
+	}
+	bin, err := Bin("kube-apiserver")
+	if err != nil {
+		return err
+	}
+	p, err := startProcess("kube-apiserver", filepath.Join(h.Dir, "apiserver.log"), nil, bin, args...)
+	if err != nil {
+		return err
+	}
+	h.apiserver = p
+	return waitFor(ctx, p, 2*time.Minute, func(ctx context.Context) error {
+		_, err := h.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+}
+
+// apiServerArgs are the arguments the running kube-apiserver was started with.
+func (h *Hub) apiServerArgs() ([]string, error) {
+	if h.apiserver != nil {
+		return h.apiserver.cmd.Args[1:], nil
+	}
+	pid, err := childPID("kube-apiserver", "--secure-port="+h.port())
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	return args[1:], nil
+}
+
+// port is the API server's secure port.
+func (h *Hub) port() string {
+	u, err := url.Parse(h.Config.Host)
+	if err != nil {
+		return ""
+	}
+	return u.Port()
+}
+
+// childPID finds the child process of this one running command name with an argument arg.
+func childPID(name, arg string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	me := strconv.Itoa(os.Getpid())
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces, so read after its closing paren.
+		rest := string(stat)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		if f := strings.Fields(rest); len(f) < 2 || f[1] != me {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if filepath.Base(args[0]) != name {
+			continue
+		}
+		for _, a := range args[1:] {
+			if a == arg {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s child process with %s", name, arg)
+}
+
 // Stop stops kube-apiserver and etcd and removes their data (and Dir, if StartHub made it).
 func (h *Hub) Stop() {
 	h.stopOnce.Do(func() {
 		h.kcm.Stop(5 * time.Second)
+		h.apiserver.Stop(10 * time.Second)
 		if h.Env != nil {
 			_ = h.Env.Stop()
 		}

@@ -182,6 +182,35 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// Pause stops the process group (SIGSTOP) until Resume: a process that is frozen, as a long
+// GC pause or a stalled VM would freeze it, while its peers go on.
+func (p *Process) Pause() {
+	if p != nil && !p.Exited() {
+		_ = syscall.Kill(-p.PID(), syscall.SIGSTOP)
+	}
+}
+
+// Resume continues a paused process group (SIGCONT).
+func (p *Process) Resume() {
+	if p != nil && !p.Exited() {
+		_ = syscall.Kill(-p.PID(), syscall.SIGCONT)
+	}
+}
+
+// Done is closed when the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitSignal is the signal that ended the process (0 while it runs or when it exited by itself).
+func (p *Process) ExitSignal() syscall.Signal {
+	if !p.Exited() || p.cmd.ProcessState == nil {
+		return 0
+	}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal()
+	}
+	return 0
+}
+
 // tail returns the last bytes of the process log, for error messages.
 func (p *Process) tail() string {
 	b, err := os.ReadFile(p.Log)

@@ -26,8 +26,8 @@ import (
 
 	"github.com/ocm-jobs/ocm-jobs/functions/statussync"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
-	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"

@@ -1,0 +1,240 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/tests/chaos/invariants"
+)
+
+// Collect reads the world into a snapshot for the checks: every key of the store (jobs of
+// deleted groups included, each with its history), every ManifestWork of ocm-jobs on both
+// hubs, the objects jobs deployed on both spokes, the recorded events, and what the workload
+// and the faults did.
+func Collect(ctx context.Context, st *Stack, d *Driver, fr *FaultRunner) (invariants.Snapshot, error) {
+	s := invariants.Snapshot{
+		HubOf:  map[string]string{},
+		Groups: map[string]invariants.Group{}, Incompliances: map[string]model.Incompliance{},
+		Events: st.Recorder.Events(), Creates: d.Creates(), RedisKills: fr.RedisKills(), Drift: fr.Drift(),
+		Store:       invariants.StoreDump{Hashes: map[string]map[string]string{}, Indexes: map[string]map[string]string{}},
+		Remediation: invariants.DefaultSteps,
+	}
+	for hub, c := range clusterOfHub {
+		s.HubOf[c] = st.HubIDs[hub]
+	}
+	if err := collectStore(ctx, st, &s); err != nil {
+		return s, fmt.Errorf("reading the store: %w", err)
+	}
+	for hub, h := range st.Hubs {
+		list, err := h.Work.WorkV1().ManifestWorks("").List(ctx, metav1.ListOptions{LabelSelector: ocm.ManagedSelector})
+		if err != nil {
+			return s, fmt.Errorf("listing the ManifestWorks of hub %s: %w", hub, err)
+		}
+		for _, w := range list.Items {
+			s.Works = append(s.Works, invariants.Work{Hub: st.HubIDs[hub], Namespace: w.Namespace, Name: w.Name,
+				Labels: w.Labels, Annotations: w.Annotations, Deleting: w.DeletionTimestamp != nil})
+		}
+	}
+	for _, c := range clusters {
+		objs, err := spokeObjects(ctx, st, c)
+		if err != nil {
+			return s, fmt.Errorf("reading spoke %s: %w", c, err)
+		}
+		s.SpokeObjects = append(s.SpokeObjects, objs...)
+	}
+	return s, nil
+}
+
+// spokeObjects are the Deployments, ConfigMaps and Namespaces on a cluster that carry the
+// ICOS instance annotation (what jobs deployed).
+func spokeObjects(ctx context.Context, st *Stack, cluster string) ([]invariants.SpokeObject, error) {
+	kube := st.Env.Spoke(cluster).Kube
+	var out []invariants.SpokeObject
+	mk := func(kind string, m metav1.ObjectMeta) invariants.SpokeObject {
+		return invariants.SpokeObject{Cluster: cluster, Kind: kind, Namespace: m.Namespace, Name: m.Name,
+			Instance: m.Annotations[ocm.AnnotationInstance], Component: m.Annotations[ocm.AnnotationComponent]}
+	}
+	deps, err := kube.AppsV1().Deployments("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for i := range deps.Items {
+		dp := &deps.Items[i]
+		if dp.Annotations[ocm.AnnotationInstance] == "" {
+			continue
+		}
+		o := mk("Deployment", dp.ObjectMeta)
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(dp)
+		if err != nil {
+			return nil, err
+		}
+		spec, err := invariants.SpecOf(u)
+		if err != nil {
+			return nil, fmt.Errorf("Deployment %s/%s: %w", dp.Namespace, dp.Name, err)
+		}
+		o.Spec = &spec
+		out = append(out, o)
+	}
+	cms, err := kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, cm := range cms.Items {
+		if cm.Annotations[ocm.AnnotationInstance] != "" {
+			out = append(out, mk("ConfigMap", cm.ObjectMeta))
+		}
+	}
+	nss, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range nss.Items {
+		if ns.Annotations[ocm.AnnotationInstance] != "" {
+			out = append(out, mk("Namespace", ns.ObjectMeta))
+		}
+	}
+	return out, nil
+}
+
+// collectStore reads every key of the store: it is the one place here that knows the store's
+// key layout (shared/store/doc.go) beyond its API; the histories and incompliances are read
+// through the store's API.
+func collectStore(ctx context.Context, st *Stack, s *invariants.Snapshot) error {
+	var keys []string
+	it := st.RDB.Scan(ctx, 0, storePrefix+":{b:*", 1000).Iterator()
+	for it.Next(ctx) {
+		keys = append(keys, it.Val())
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	pipe := st.RDB.Pipeline()
+	hashes := map[string]*redis.MapStringStringCmd{}
+	sets := map[string]*redis.StringSliceCmd{}
+	zsets := map[string]*redis.ZSliceCmd{}
+	var incs []string
+	for _, k := range keys {
+		_, rest, ok := strings.Cut(k, "}:")
+		if !ok {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rest, "job:"):
+			hashes[k] = pipe.HGetAll(ctx, k)
+		case strings.HasPrefix(rest, "group:") && strings.HasSuffix(rest, ":jobs"):
+			sets[k] = pipe.SMembers(ctx, k)
+		case strings.HasPrefix(rest, "group:") && !strings.Contains(strings.TrimPrefix(rest, "group:"), ":"):
+			hashes[k] = pipe.HGetAll(ctx, k)
+		case strings.HasPrefix(rest, "idx:lease:"):
+			zsets[k] = pipe.ZRangeWithScores(ctx, k, 0, -1)
+		case strings.HasPrefix(rest, "idx:"):
+			sets[k] = pipe.SMembers(ctx, k)
+		case strings.HasPrefix(rest, "inc:"):
+			incs = append(incs, strings.TrimPrefix(rest, "inc:"))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return err
+	}
+	groupJobs := map[string][]string{}
+	for k, c := range sets {
+		_, rest, _ := strings.Cut(k, "}:")
+		if strings.HasPrefix(rest, "group:") {
+			groupJobs[strings.TrimSuffix(strings.TrimPrefix(rest, "group:"), ":jobs")] = c.Val()
+			continue
+		}
+		m := map[string]string{}
+		for _, id := range c.Val() {
+			m[id] = ""
+		}
+		s.Store.Indexes[k] = m
+	}
+	for k, c := range zsets {
+		m := map[string]string{}
+		for _, z := range c.Val() {
+			m[z.Member.(string)] = strconv.FormatFloat(z.Score, 'f', 0, 64)
+		}
+		s.Store.Indexes[k] = m
+	}
+	for k, c := range hashes {
+		h := c.Val()
+		if len(h) == 0 {
+			continue
+		}
+		s.Store.Hashes[k] = h
+		_, rest, _ := strings.Cut(k, "}:")
+		if id, ok := strings.CutPrefix(rest, "group:"); ok {
+			s.Groups[id] = invariants.Group{ID: id, Deleted: h["deleted_at"] != "", Jobs: groupJobs[id]}
+			continue
+		}
+		j, err := decodeJob(h)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		hist, err := st.Store.History(ctx, j.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			hist, err = nil, nil // invariant 7 reports a job without history
+		}
+		if err != nil {
+			return fmt.Errorf("history of job %s: %w", j.ID, err)
+		}
+		for a, b := 0, len(hist)-1; a < b; a, b = a+1, b-1 {
+			hist[a], hist[b] = hist[b], hist[a]
+		}
+		j.History = hist
+		s.Jobs = append(s.Jobs, j)
+	}
+	for _, id := range incs {
+		in, err := st.Store.GetIncompliance(ctx, id)
+		if err != nil {
+			return fmt.Errorf("incompliance %s: %w", id, err)
+		}
+		s.Incompliances[id] = *in
+	}
+	return nil
+}
+
+// decodeJob reads a job hash, deleted or not (the store's own decoder skips deleted jobs).
+func decodeJob(h map[string]string) (invariants.Job, error) {
+	var doc struct {
+		ID         string `json:"id"`
+		JobGroupID string `json:"job_group_id"`
+		Name       string `json:"job_group_name"`
+		Namespace  string `json:"namespace"`
+		Component  string `json:"component"`
+	}
+	if err := json.Unmarshal([]byte(h["doc"]), &doc); err != nil {
+		return invariants.Job{}, fmt.Errorf("doc: %w", err)
+	}
+	j := invariants.Job{Deleted: h["deleted_at"] != "", Job: model.Job{
+		ID: doc.ID, JobGroupID: doc.JobGroupID, JobGroupName: doc.Name, Namespace: doc.Namespace, Component: doc.Component,
+		OwnerID: h["owner"], SubType: model.SubType(h["sub_type"]), Orchestrator: model.Orchestrator(h["orch"]),
+	}}
+	st, _ := strconv.Atoi(h["state"])
+	ty, _ := strconv.Atoi(h["type"])
+	j.State, j.Type = model.JobState(st), model.JobType(ty)
+	j.Fence, _ = strconv.ParseUint(h["fence"], 10, 64)
+	if ms, err := strconv.ParseInt(h["updated_at"], 10, 64); err == nil {
+		j.UpdatedAt = time.UnixMilli(ms)
+	}
+	for field, into := range map[string]any{"manifests": &j.Manifests, "targets": &j.Targets, "resource": &j.Resource, "remediation": &j.Remediation} {
+		if v := h[field]; v != "" {
+			if err := json.Unmarshal([]byte(v), into); err != nil {
+				return j, fmt.Errorf("%s: %w", field, err)
+			}
+		}
+	}
+	return j, nil
+}
