@@ -12,8 +12,10 @@ import (
 // recordLua records, for the owner of a Progressing job, what its execution decided or did
 // on the hub: new manifests (a remediation's result, with the fence it was computed at), a new
 // target (a reallocation), the reallocation in progress. Nothing changes when all is as stored.
+// The history calls a change of manifests 'remediate' and a reallocation's step 'move'.
 // KEYS: job. ARGV: prefix, id, owner, fence, manifests (” keep), targets (” keep), orch,
-// history cap, by, why, remediated (1/0), move (” keep, '-' clear, else the move), emitter.
+// history cap, by, why, remediated (1/0), move (” keep, '-' clear, else the move), action,
+// emitter.
 const recordLua = prelude + ownerGuards + `
 if j.state ~= '2' then return guard('state', '2', j.state) end
 local changed, noted = false, false
@@ -39,7 +41,7 @@ end
 if not changed and not noted then return {'ok', '0'} end
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'updated_at', string.format('%d', now))
-if changed then history(ARGV[2], ARGV[8], now, ARGV[9], 'record', 2, 2, ARGV[10], j.fence) end
+if changed then history(ARGV[2], ARGV[8], now, ARGV[9], ARGV[13], 2, 2, ARGV[10], j.fence) end
 return {'ok', '1'}
 `
 
@@ -97,9 +99,13 @@ func (s *Store) Record(ctx context.Context, c Claim, r Record) (bool, error) {
 			return false, err
 		}
 	}
+	action := "move"
+	if len(r.Manifests) > 0 {
+		action = "remediate"
+	}
 	out, err := s.run(ctx, recordScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
 		s.bucket(c.JobID), c.JobID, c.Owner, strconv.FormatUint(c.Fence, 10), ms, targets, orch, s.opts.HistoryCap,
-		jsonString(c.Owner), jsonString(clip(r.Why)), flag(r.Remediated), move)
+		jsonString(c.Owner), jsonString(clip(r.Why)), flag(r.Remediated), move, action)
 	if err != nil {
 		return false, err
 	}

@@ -28,7 +28,6 @@ func Collect(ctx context.Context, st *Stack, d *Driver, fr *FaultRunner) (invari
 		HubOf:  map[string]string{},
 		Groups: map[string]invariants.Group{}, Incompliances: map[string]model.Incompliance{},
 		Events: st.Recorder.Events(), Creates: d.Creates(), RedisKills: fr.RedisKills(), Drift: fr.Drift(),
-		Store:       invariants.StoreDump{Hashes: map[string]map[string]string{}, Indexes: map[string]map[string]string{}},
 		Remediation: invariants.DefaultSteps,
 	}
 	for hub, c := range clusterOfHub {
@@ -37,6 +36,11 @@ func Collect(ctx context.Context, st *Stack, d *Driver, fr *FaultRunner) (invari
 	if err := collectStore(ctx, st, &s); err != nil {
 		return s, fmt.Errorf("reading the store: %w", err)
 	}
+	problems, err := st.Store.CheckConsistency(ctx)
+	if err != nil {
+		return s, fmt.Errorf("checking the store: %w", err)
+	}
+	s.StoreProblems = problems
 	for hub, h := range st.Hubs {
 		list, err := h.Work.WorkV1().ManifestWorks("").List(ctx, metav1.ListOptions{LabelSelector: ocm.ManagedSelector})
 		if err != nil {
@@ -123,7 +127,6 @@ func collectStore(ctx context.Context, st *Stack, s *invariants.Snapshot) error 
 	pipe := st.RDB.Pipeline()
 	hashes := map[string]*redis.MapStringStringCmd{}
 	sets := map[string]*redis.StringSliceCmd{}
-	zsets := map[string]*redis.ZSliceCmd{}
 	var incs []string
 	for _, k := range keys {
 		_, rest, ok := strings.Cut(k, "}:")
@@ -137,10 +140,6 @@ func collectStore(ctx context.Context, st *Stack, s *invariants.Snapshot) error 
 			sets[k] = pipe.SMembers(ctx, k)
 		case strings.HasPrefix(rest, "group:") && !strings.Contains(strings.TrimPrefix(rest, "group:"), ":"):
 			hashes[k] = pipe.HGetAll(ctx, k)
-		case strings.HasPrefix(rest, "idx:lease:"):
-			zsets[k] = pipe.ZRangeWithScores(ctx, k, 0, -1)
-		case strings.HasPrefix(rest, "idx:"):
-			sets[k] = pipe.SMembers(ctx, k)
 		case strings.HasPrefix(rest, "inc:"):
 			incs = append(incs, strings.TrimPrefix(rest, "inc:"))
 		}
@@ -151,29 +150,13 @@ func collectStore(ctx context.Context, st *Stack, s *invariants.Snapshot) error 
 	groupJobs := map[string][]string{}
 	for k, c := range sets {
 		_, rest, _ := strings.Cut(k, "}:")
-		if strings.HasPrefix(rest, "group:") {
-			groupJobs[strings.TrimSuffix(strings.TrimPrefix(rest, "group:"), ":jobs")] = c.Val()
-			continue
-		}
-		m := map[string]string{}
-		for _, id := range c.Val() {
-			m[id] = ""
-		}
-		s.Store.Indexes[k] = m
-	}
-	for k, c := range zsets {
-		m := map[string]string{}
-		for _, z := range c.Val() {
-			m[z.Member.(string)] = strconv.FormatFloat(z.Score, 'f', 0, 64)
-		}
-		s.Store.Indexes[k] = m
+		groupJobs[strings.TrimSuffix(strings.TrimPrefix(rest, "group:"), ":jobs")] = c.Val()
 	}
 	for k, c := range hashes {
 		h := c.Val()
 		if len(h) == 0 {
 			continue
 		}
-		s.Store.Hashes[k] = h
 		_, rest, _ := strings.Cut(k, "}:")
 		if id, ok := strings.CutPrefix(rest, "group:"); ok {
 			s.Groups[id] = invariants.Group{ID: id, Deleted: h["deleted_at"] != "", Jobs: groupJobs[id]}

@@ -21,7 +21,7 @@ const (
 	actionFinish   = "finish"
 	actionDegrade  = "degrade"
 	actionTarget   = "target"
-	actionRedeploy = "redeploy"
+	actionRedeploy = "remediate"
 	reopenPrefix   = "reopen-"
 )
 
@@ -32,13 +32,6 @@ var eventOfState = map[model.JobState]string{
 	model.Finished:    "eu.icos.job.finished.v1",
 	model.Degraded:    "eu.icos.job.degraded.v1",
 }
-
-// AnnotationFence is the annotation of a ManifestWork that names the fence of the execution
-// that wrote it.
-const AnnotationFence = "jobmanager.icos.eu/fence"
-
-// reasonAwaitingTarget is the condition reason of a job no target source could place yet.
-const reasonAwaitingTarget = "AwaitingTarget"
 
 func cluster(j *Job) string {
 	if j.Targets == nil {
@@ -53,7 +46,7 @@ func awaitingTarget(j *Job) bool {
 		return false
 	}
 	c := j.Resource.Condition(model.ConditionProgressing)
-	return c != nil && c.Reason == reasonAwaitingTarget
+	return c != nil && c.Reason == model.ReasonAwaitingTarget
 }
 
 // IsSettled reports whether a job has settled as invariant 1 wants: Finished or Degraded,
@@ -147,10 +140,10 @@ func checkOneWork(s Snapshot, r *Result) {
 				r.add(OneWork, "ManifestWork of another owner", j.ID, "labelled owner %q, job owner %q", w.Labels[ocm.LabelOwner], j.OwnerID)
 			case !deployed(j):
 				// A work of a Degraded or re-opened job is judged only by where it is.
-			case w.Annotations[AnnotationFence] == "":
-				r.add(OneWork, "no fence annotation", j.ID, "ManifestWork %s/%s has no %s (job fence %d)", w.Namespace, w.Name, AnnotationFence, j.Fence)
-			case w.Annotations[AnnotationFence] != strconv.FormatUint(j.Fence, 10):
-				r.add(OneWork, "stale fence annotation", j.ID, "ManifestWork %s/%s written at fence %s, job fence %d", w.Namespace, w.Name, w.Annotations[AnnotationFence], j.Fence)
+			case w.Annotations[ocm.AnnotationFence] == "":
+				r.add(OneWork, "no fence annotation", j.ID, "ManifestWork %s/%s has no %s (job fence %d)", w.Namespace, w.Name, ocm.AnnotationFence, j.Fence)
+			case w.Annotations[ocm.AnnotationFence] != strconv.FormatUint(j.Fence, 10):
+				r.add(OneWork, "stale fence annotation", j.ID, "ManifestWork %s/%s written at fence %s, job fence %d", w.Namespace, w.Name, w.Annotations[ocm.AnnotationFence], j.Fence)
 			}
 		}
 	}
@@ -495,7 +488,9 @@ func checkDurable(s Snapshot, r *Result) {
 
 // checkConsistent: invariant 7.
 func checkConsistent(s Snapshot, r *Result) {
-	indexViolations(s.Store, r)
+	for _, p := range s.StoreProblems {
+		r.add(Consistent, "store inconsistent", jobIn(p), "%s", p)
+	}
 	for i := range s.Jobs {
 		j := &s.Jobs[i]
 		if len(j.History) == 0 {
@@ -528,4 +523,15 @@ func contains(ids []string, id string) bool {
 		}
 	}
 	return false
+}
+
+// jobIn is the job id a store consistency problem names ("" when it names none).
+func jobIn(problem string) string {
+	for _, w := range strings.Fields(problem) {
+		w = strings.Trim(w, ":,")
+		if len(w) == 36 && strings.Count(w, "-") == 4 {
+			return w
+		}
+	}
+	return ""
 }

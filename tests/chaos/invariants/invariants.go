@@ -124,8 +124,10 @@ type Snapshot struct {
 	RedisKills []RedisKill
 	// Drift are the hand edits of spoke Deployments.
 	Drift []Drift
-	// Store is the raw content of the store's keys, for the index check.
-	Store StoreDump
+	// StoreProblems are what the store's own consistency check (store.CheckConsistency:
+	// indexes recomputed from the job and group hashes, each job's newest history entry
+	// against its state and fence) found.
+	StoreProblems []string
 	// Remediation are the executor's remediation steps and bounds.
 	Remediation Steps
 }

@@ -63,7 +63,7 @@ func healthy() Snapshot {
 		{At: at(2), By: hubA, Action: "finish", From: 2, To: 3, Fence: 1},
 		{At: at(5), By: "policy", Action: "reopen-7", From: 3, To: 1, Fence: 1, Why: "incompliance " + incID + ": policy cpu"},
 		{At: at(6), By: hubA, Action: "promote", From: 1, To: 2, Fence: 2},
-		{At: at(7), By: hubA, Action: "redeploy", From: 2, To: 2, Fence: 2},
+		{At: at(7), By: hubA, Action: "remediate", From: 2, To: 2, Fence: 2},
 		{At: at(9), By: hubA, Action: "finish", From: 2, To: 3, Fence: 2},
 	}}
 	ev := func(typ string, fence uint64, st model.JobState) Event {
@@ -75,7 +75,7 @@ func healthy() Snapshot {
 		Groups: map[string]Group{groupID: {ID: groupID, Jobs: []string{jobID}}},
 		Works: []Work{{Hub: hubA, Namespace: "cluster1", Name: "job-" + jobID,
 			Labels:      map[string]string{ocm.LabelManagedBy: ocm.ManagedBy, ocm.LabelJob: jobID, ocm.LabelInstance: groupID, ocm.LabelOwner: hubA},
-			Annotations: map[string]string{AnnotationFence: "2"}}},
+			Annotations: map[string]string{ocm.AnnotationFence: "2"}}},
 		SpokeObjects: []SpokeObject{{Cluster: "cluster1", Kind: "Deployment", Namespace: "app", Name: "web", Instance: groupID, Component: "web", Spec: &scaled}},
 		Events: []Event{
 			ev("eu.icos.job.created.v1", 0, 1), ev("eu.icos.job.progressing.v1", 1, 2), ev("eu.icos.job.finished.v1", 1, 3),
@@ -83,17 +83,6 @@ func healthy() Snapshot {
 		},
 		Incompliances: map[string]model.Incompliance{incID: {ID: incID, PolicyName: "cpu", Remediation: model.ScaleOut, JobID: jobID, Outcome: model.OutcomeApplied}},
 		Creates:       []Create{{GroupID: groupID, At: at(0), Via: "rest"}},
-		Store: StoreDump{
-			Hashes: map[string]map[string]string{
-				prefix + ":job:" + jobID:     {"state": "3", "type": "7", "owner": hubA, "orch": "ocm", "targets": `{"cluster_name":"cluster1"}`},
-				prefix + ":group:" + groupID: {"doc": "{}"},
-			},
-			Indexes: map[string]map[string]string{
-				prefix + ":idx:state:3":       {jobID: ""},
-				prefix + ":idx:owner:" + hubA: {jobID: ""},
-				prefix + ":idx:groups":        {groupID: ""},
-			},
-		},
 	}
 }
 
@@ -122,7 +111,7 @@ func TestCheck(t *testing.T) {
 		}, OneWork, "more than one ManifestWork"},
 		"2 work on the wrong hub":    {func(s *Snapshot) { s.Works[0].Hub = hubB }, OneWork, "ManifestWork in the wrong place"},
 		"2 fence annotation missing": {func(s *Snapshot) { s.Works[0].Annotations = nil }, OneWork, "no fence annotation"},
-		"2 stale fence":              {func(s *Snapshot) { s.Works[0].Annotations[AnnotationFence] = "1" }, OneWork, "stale fence annotation"},
+		"2 stale fence":              {func(s *Snapshot) { s.Works[0].Annotations[ocm.AnnotationFence] = "1" }, OneWork, "stale fence annotation"},
 		"2 orphan work": {func(s *Snapshot) {
 			w := s.Works[0]
 			w.Name, w.Labels = "job-gone", map[string]string{ocm.LabelJob: "gone"}
@@ -137,9 +126,6 @@ func TestCheck(t *testing.T) {
 			job(s).Deleted = true
 			s.Groups[groupID] = Group{ID: groupID, Deleted: true, Jobs: []string{jobID}}
 			s.Works = nil
-			delete(s.Store.Hashes, prefix+":job:"+jobID)
-			s.Store.Indexes = nil
-			s.Store.Hashes[prefix+":group:"+groupID]["deleted_at"] = "1"
 		}, OneWork, "left on a spoke after its group was deleted"},
 		"3 remediation applied twice on the spoke": {func(s *Snapshot) { s.SpokeObjects[0].Spec.Replicas = 4 }, ExactlyOnce, "spoke differs from the remediations that ran"},
 		"3 stored manifests applied twice": {func(s *Snapshot) {
@@ -147,7 +133,7 @@ func TestCheck(t *testing.T) {
 			twice.Replicas = 4
 			job(s).Manifests[0].YamlString = deploymentYAML(twice, base)
 			h := job(s).History
-			job(s).History = append(append(append([]model.HistoryEntry{}, h[:6]...), model.HistoryEntry{At: at(8), By: hubA, Action: "redeploy", From: 2, To: 2, Fence: 2}), h[6:]...)
+			job(s).History = append(append(append([]model.HistoryEntry{}, h[:6]...), model.HistoryEntry{At: at(8), By: hubA, Action: "remediate", From: 2, To: 2, Fence: 2}), h[6:]...)
 		}, ExactlyOnce, "remediation applied twice"},
 		"3 drift before a remediation not repaired": {func(s *Snapshot) {
 			s.SpokeObjects[0].Spec.Replicas = 7
@@ -172,8 +158,9 @@ func TestCheck(t *testing.T) {
 			s.Creates = append(s.Creates, Create{GroupID: "lost", At: at(1), Via: "rest"})
 			s.RedisKills = []RedisKill{{At: at(30), AppendFsync: "always"}}
 		}, Durable, "acknowledged create lost"},
-		"7 index lacks a job":  {func(s *Snapshot) { delete(s.Store.Indexes, prefix+":idx:owner:"+hubA) }, Consistent, "index lacks a job"},
-		"7 stray index member": {func(s *Snapshot) { s.Store.Indexes[prefix+":idx:state:2"] = map[string]string{jobID: ""} }, Consistent, "index has a stray member"},
+		"7 the store's check finds a problem": {func(s *Snapshot) {
+			s.StoreProblems = []string{"index " + prefix + ":idx:owner:" + hubA + " lacks " + jobID}
+		}, Consistent, "store inconsistent"},
 		"7 history disagrees": {func(s *Snapshot) {
 			job(s).History = job(s).History[:6]
 		}, Consistent, "history disagrees with the job"},
@@ -208,8 +195,6 @@ func TestLegitimateStates(t *testing.T) {
 	g := s.Groups[groupID]
 	g.Jobs = append(g.Jobs, waiting.ID)
 	s.Groups[groupID] = g
-	s.Store.Hashes[prefix+":job:"+waiting.ID] = map[string]string{"state": "1", "type": "5"}
-	s.Store.Indexes[prefix+":idx:state:1"] = map[string]string{waiting.ID: ""}
 	s.SpokeObjects[0].Spec.Replicas = 7
 	s.Drift = []Drift{{Cluster: "cluster1", Namespace: "app", Name: "web", At: at(12), Replicas: 7}}
 	r := Check(s)
