@@ -131,6 +131,9 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 	}
 	in.JobID = job.ID
 	switch {
+	case openedFor(job, &in):
+		// An earlier delivery of this same incompliance opened the remediation.
+		return f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
 	case job.OwnerID == "":
 		return f.settle(ctx, &in, model.OutcomeRejected, fmt.Sprintf("job %s was never deployed (state %s): nothing to remediate", job.ID, job.State), job.ID)
 	case job.State == model.Created || job.State == model.Progressing:
@@ -156,7 +159,10 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 	})
 	switch {
 	case errors.Is(err, store.ErrWrongState), errors.Is(err, store.ErrFenced):
-		// Another remediation got there first.
+		// Another remediation got there first — or a concurrent delivery of this one.
+		if now, gerr := f.store.GetJob(ctx, job.ID); gerr == nil && openedFor(now, &in) {
+			return f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
+		}
 		return f.settle(ctx, &in, model.OutcomeApplied, fmt.Sprintf("deduplicated: job %s changed meanwhile (%v)", job.ID, err), job.ID)
 	case errors.Is(err, store.ErrInvalid):
 		_ = f.store.EndCooldown(context.WithoutCancel(ctx), job.ID, in.PolicyName)
@@ -166,6 +172,11 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 		return storeFailure(err, &in)
 	}
 	return f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
+}
+
+// openedFor says the job's current order is the remediation of this incompliance.
+func openedFor(j *model.Job, in *model.Incompliance) bool {
+	return j.Type == model.UpdateDeployment && j.Remediation != nil && j.Remediation.IncomplianceID == in.ID
 }
 
 func subtype(j *model.Job) string {

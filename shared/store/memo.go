@@ -59,9 +59,19 @@ func (s *Store) ForgetMemo(ctx context.Context, scope, source, id string) error 
 
 // StartCooldown starts the cooldown of a policy on a job (an alert storm yields one
 // remediation): it reports false when the policy fired on the job less than ttl ago. by names
-// who started it (the incompliance).
+// who started it (the incompliance); a cooldown by started before (an earlier delivery of the
+// same incompliance) is by's still: it reports true.
 func (s *Store) StartCooldown(ctx context.Context, jobID, policy, by string, ttl time.Duration) (bool, error) {
-	ok, err := s.rdb.SetNX(ctx, s.cooldownKey(jobID, policy), by, ttl).Result()
+	key := s.cooldownKey(jobID, policy)
+	ok, err := s.rdb.SetNX(ctx, key, by, ttl).Result()
+	if err == nil && !ok {
+		var holder string
+		holder, err = s.rdb.Get(ctx, key).Result()
+		ok = holder == by
+		if errors.Is(err, redis.Nil) {
+			return s.StartCooldown(ctx, jobID, policy, by, ttl) // it just expired
+		}
+	}
 	if err != nil {
 		return false, fmt.Errorf("incompliance cooldown: %w", err)
 	}

@@ -216,6 +216,9 @@ func TestMemosCooldownsAndHubs(t *testing.T) {
 		if ok := must(s.StartCooldown(ctx, "job-1", "cpu", "inc-2", time.Minute)).in(t); ok {
 			t.Error("second incompliance within the cooldown started one")
 		}
+		if ok := must(s.StartCooldown(ctx, "job-1", "cpu", "inc-1", time.Minute)).in(t); !ok {
+			t.Error("a redelivery of the incompliance that started the cooldown is refused by it")
+		}
 		if ok := must(other.StartCooldown(ctx, "job-1", "cpu", "inc-3", time.Minute)).in(t); !ok {
 			t.Error("another install shares the cooldown")
 		}
