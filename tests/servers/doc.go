@@ -6,3 +6,12 @@
 // A server that cannot be started is an error, never a reason to skip: a test that needs
 // Redis or a hub fails loudly when it is missing.
 package servers
+
+import (
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// envtest logs through controller-runtime's logger; nothing here reads it, and unset it
+// complains with a stack trace on every API server start.
+func init() { ctrllog.SetLogger(logr.Discard()) }
