@@ -31,11 +31,13 @@ type Config struct {
 	config.Runtime
 	config.Store
 	auth.Config
-	Cooldown time.Duration `envconfig:"INCOMPLIANCE_COOLDOWN" default:"60s" desc:"the same policy on the same job within this time yields one remediation job, not one per alert"`
+	Cooldown   time.Duration `envconfig:"INCOMPLIANCE_COOLDOWN" default:"60s" desc:"the same policy on the same job within this time yields one remediation job, not one per alert"`
+	RetryAfter time.Duration `envconfig:"INCOMPLIANCE_RETRY_AFTER" default:"30s" desc:"an incompliance still pending this long after it was received (its intake died half-way and its sender did not redeliver it) is finished by the next cron tick"`
 }
 
-// Types are the event types the incompliance function handles.
-var Types = []string{events.PolicyIncompliance}
+// Types are the event types the incompliance function handles: incompliances, and the cron
+// tick that finishes those whose intake died half-way.
+var Types = []string{events.PolicyIncompliance, events.Ping}
 
 // Function is the incompliance function.
 type Function struct {
@@ -67,10 +69,47 @@ type answer struct {
 	inc    *model.Incompliance
 }
 
-// Handle handles eu.icos.policy.incompliance.v1.
+// Handle handles eu.icos.policy.incompliance.v1, and the cron tick: it finishes the
+// incompliances whose intake died half-way (recorded, still pending after RETRY_AFTER), so
+// every incompliance received ends with an outcome even when its sender never redelivers it.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	if e.Type() == events.Ping {
+		n, err := f.finishPending(ctx)
+		if err != nil {
+			return nil, events.Unavailable("finishing pending incompliances: %v", err)
+		}
+		return nil, events.Done("%d pending incompliances finished", n)
+	}
 	a := f.intake(ctx, e.Data(), e.Source())
 	return nil, cehttp.NewResult(a.status, "%s", a.msg)
+}
+
+// finishPending resolves the incompliances still pending after RETRY_AFTER.
+func (f *Function) finishPending(ctx context.Context) (int, error) {
+	ids, err := f.store.PendingIncompliances(ctx, f.cfg.RetryAfter)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		in, err := f.store.GetIncompliance(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			// Expired: take it out of the index (settling a missing one does that).
+			_, _ = f.store.SetIncomplianceOutcome(ctx, id, model.OutcomeRejected, "expired", "")
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if in.Outcome != model.OutcomePending {
+			continue
+		}
+		if a := f.resolve(ctx, in, Name+"/retry"); events.IsTransient(a.status) {
+			return n, fmt.Errorf("incompliance %s: %s", id, a.msg)
+		}
+		n++
+	}
+	return n, nil
 }
 
 func (f *Function) post(w http.ResponseWriter, r *http.Request) {
@@ -108,6 +147,8 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 		return answer{status: http.StatusUnprocessableEntity, msg: "the incompliance is not valid: " + ferr.Error()}
 	}
 	in := req.Incompliance
+	rem := req.Remediation
+	in.Payload = &rem
 	isNew, err := f.store.RecordIncompliance(ctx, &in)
 	if err != nil {
 		return storeFailure(err, &in)
@@ -120,8 +161,18 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 		if stored.Outcome != model.OutcomePending {
 			return answerFor(stored)
 		}
-		in = *stored // a delivery that died before settling it: go on
+		// A delivery that died before settling it: go on, with what was recorded.
+		if stored.Payload == nil {
+			stored.Payload = &rem
+		}
+		in = *stored
 	}
+	return f.resolve(ctx, &in, by)
+}
+
+// resolve decides what a recorded, pending incompliance becomes (see intake) and settles it.
+func (f *Function) resolve(ctx context.Context, inc *model.Incompliance, by string) answer {
+	in := *inc
 	job, why := f.findJob(ctx, &in)
 	if job == nil {
 		if why.status == http.StatusServiceUnavailable {
@@ -151,7 +202,10 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 	if !ok {
 		return f.settle(ctx, &in, model.OutcomeApplied, fmt.Sprintf("deduplicated: policy %s fired on job %s less than %s ago", in.PolicyName, job.ID, f.cfg.Cooldown), job.ID)
 	}
-	rem := req.Remediation
+	rem := model.Remediation{Action: in.Remediation}
+	if in.Payload != nil {
+		rem = *in.Payload
+	}
 	rem.IncomplianceID = in.ID
 	_, err = f.store.Reopen(ctx, job.ID, store.Reopen{
 		Type: model.UpdateDeployment, SubType: in.Remediation, Remediation: &rem, IfFence: job.Fence,

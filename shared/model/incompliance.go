@@ -28,6 +28,10 @@ type Incompliance struct {
 	Reason  string  `json:"reason,omitempty"`
 	// ReceivedAt is when the store first recorded it.
 	ReceivedAt *time.Time `json:"received_at,omitempty"`
+
+	// Payload is what its remediation needs (patch, image, workload, target), as the sender
+	// gave it: kept with the record, so an intake that died half-way can be finished later.
+	Payload *Remediation `json:"-"`
 }
 
 // Subject is what an incompliance is about. The Policy Manager sends appInstance (the job

@@ -38,7 +38,8 @@ func (s *Store) CheckConsistency(ctx context.Context) ([]string, error) {
 		}
 		bp += "}"
 		switch {
-		case strings.HasPrefix(rest, "idx:archive"):
+		case strings.HasPrefix(rest, "idx:archive"), strings.HasPrefix(rest, "idx:inc-pending"):
+			// Indexes of groups and incompliances, not of jobs.
 		case strings.HasPrefix(rest, "idx:"):
 			m := map[string]string{}
 			if strings.HasPrefix(rest, "idx:lease:") {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"knative.dev/pkg/apis"
 
@@ -32,8 +36,12 @@ func (s *Store) RecordIncompliance(ctx context.Context, in *model.Incompliance) 
 	if err != nil {
 		return false, fmt.Errorf("record incompliance %s: %w", in.ID, err)
 	}
-	out, err := s.run(ctx, recordIncomplianceScript, op, "incompliance", in.ID, []string{s.incKey(in.ID)},
-		string(b), in.JobID, string(in.Outcome), clip(in.Reason), s.opts.IncomplianceTTL.Milliseconds())
+	payload, err := marshal(in.Payload)
+	if err != nil || in.Payload == nil {
+		payload = ""
+	}
+	out, err := s.runScript(ctx, recordIncomplianceScript, op, "incompliance", in.ID, []string{s.incKey(in.ID), s.pendingIncKey(in.ID)},
+		string(b), in.JobID, string(in.Outcome), clip(in.Reason), s.opts.IncomplianceTTL.Milliseconds(), payload, in.ID)
 	if err != nil {
 		return false, err
 	}
@@ -78,8 +86,8 @@ func (s *Store) SetIncomplianceOutcome(ctx context.Context, id string, o model.O
 	if err := invalid(op+" incompliance", errs); err != nil {
 		return false, err
 	}
-	out, err := s.run(ctx, incomplianceOutcomeScript, op, "incompliance", id, []string{s.incKey(id)},
-		string(o), clip(reason), jobID)
+	out, err := s.runScript(ctx, incomplianceOutcomeScript, op, "incompliance", id, []string{s.incKey(id), s.pendingIncKey(id)},
+		string(o), clip(reason), jobID, id)
 	if err != nil {
 		return false, err
 	}
@@ -105,5 +113,31 @@ func (s *Store) GetIncompliance(ctx context.Context, id string) (*model.Incompli
 	in.JobID, in.Outcome, in.Reason = h["job_id"], model.Outcome(h["outcome"]), h["reason"]
 	at := msTime(h["received_at"])
 	in.ReceivedAt = &at
+	if p := h["payload"]; p != "" {
+		in.Payload = &model.Remediation{}
+		if err := json.Unmarshal([]byte(p), in.Payload); err != nil {
+			return nil, fmt.Errorf("decoding the payload of incompliance %s: %w", id, err)
+		}
+	}
 	return in, nil
+}
+
+// PendingIncompliances lists the incompliances received at least age ago (by the Redis clock)
+// whose outcome is still pending: their intake died half-way (or is very slow), and whoever
+// finishes them reads each with GetIncompliance. One round trip per server.
+func (s *Store) PendingIncompliances(ctx context.Context, age time.Duration) ([]string, error) {
+	now, err := s.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	until := strconv.FormatInt(now.Add(-age).UnixMilli(), 10)
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(s.buckets))
+	for i, b := range s.buckets {
+		cmds[i] = pipe.ZRangeByScore(ctx, indexKey(b, "inc-pending"), &redis.ZRangeBy{Min: "-inf", Max: until})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading pending incompliances: %w", err)
+	}
+	return union(cmds), nil
 }

@@ -390,8 +390,11 @@ redis.call('HSET', KEYS[1], 'resource', ARGV[3], 'updated_at', string.format('%d
 return {'ok', '1'}
 `
 
-// recordIncomplianceLua records an incompliance once; a second delivery changes nothing.
-// KEYS: incompliance. ARGV: doc, job id, outcome, reason, ttl ms.
+// recordIncomplianceLua records an incompliance once; a second delivery changes nothing. A
+// pending one enters its bucket's pending index (scored by when it was received), so one whose
+// intake died half-way is found and finished later.
+// KEYS: incompliance, the bucket's pending index. ARGV: doc, job id, outcome, reason, ttl ms,
+// payload, incompliance id.
 const recordIncomplianceLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -399,20 +402,27 @@ local at = redis.call('HGET', KEYS[1], 'received_at')
 if at then return {'ok', '0', at} end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'job_id', ARGV[2], 'outcome', ARGV[3], 'reason', ARGV[4],
   'received_at', string.format('%d', now))
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'payload', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+if ARGV[3] == 'pending' then redis.call('ZADD', KEYS[2], now, ARGV[7]) end
 return {'ok', '1', string.format('%d', now)}
 `
 
-// incomplianceOutcomeLua settles a pending incompliance as applied or rejected; settling it
-// again the same way changes nothing.
-// KEYS: incompliance. ARGV: outcome, reason, job id (” keeps it).
+// incomplianceOutcomeLua settles a pending incompliance as applied or rejected (and takes it
+// out of the pending index); settling it again the same way changes nothing.
+// KEYS: incompliance, the bucket's pending index. ARGV: outcome, reason, job id (” keeps it),
+// incompliance id.
 const incomplianceOutcomeLua = `
 local f = redis.call('HMGET', KEYS[1], 'outcome', 'reason')
-if not f[1] then return {'guard', 'exists', 'incompliance', 'none'} end
+if not f[1] then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return {'guard', 'exists', 'incompliance', 'none'}
+end
 if f[1] == ARGV[1] and (f[2] or '') == ARGV[2] then return {'ok', '0'} end
 if f[1] ~= 'pending' then return {'guard', 'state', 'pending', f[1]} end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'reason', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'job_id', ARGV[3]) end
+redis.call('ZREM', KEYS[2], ARGV[4])
 return {'ok', '1'}
 `
 

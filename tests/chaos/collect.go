@@ -76,8 +76,8 @@ func spokeObjects(ctx context.Context, st *Stack, cluster string) ([]invariants.
 	}
 	for i := range deps.Items {
 		dp := &deps.Items[i]
-		if dp.Annotations[ocm.AnnotationInstance] == "" {
-			continue
+		if dp.Annotations[ocm.AnnotationInstance] == "" || dp.DeletionTimestamp != nil {
+			continue // not ours, or on its way out (its deletion was asked for)
 		}
 		o := mk("Deployment", dp.ObjectMeta)
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(dp)
@@ -96,7 +96,7 @@ func spokeObjects(ctx context.Context, st *Stack, cluster string) ([]invariants.
 		return nil, err
 	}
 	for _, cm := range cms.Items {
-		if cm.Annotations[ocm.AnnotationInstance] != "" {
+		if cm.Annotations[ocm.AnnotationInstance] != "" && cm.DeletionTimestamp == nil {
 			out = append(out, mk("ConfigMap", cm.ObjectMeta))
 		}
 	}
@@ -105,7 +105,8 @@ func spokeObjects(ctx context.Context, st *Stack, cluster string) ([]invariants.
 		return nil, err
 	}
 	for _, ns := range nss.Items {
-		if ns.Annotations[ocm.AnnotationInstance] != "" {
+		// A Terminating namespace was deleted; the namespace controller is emptying it.
+		if ns.Annotations[ocm.AnnotationInstance] != "" && ns.DeletionTimestamp == nil {
 			out = append(out, mk("Namespace", ns.ObjectMeta))
 		}
 	}

@@ -340,3 +340,52 @@ func TestCommittedChangesAreAnnounced(t *testing.T) {
 		t.Errorf("job.finished of job %s never arrived after the broker came back", j.ID)
 	}
 }
+
+// TestInterruptedIncomplianceIsFinished: an incompliance recorded by an intake that died
+// before deciding (it stays pending, and its sender never redelivers it) is finished by the
+// incompliance function's cron tick: the remediation it asked for is opened, and its outcome
+// recorded. Found by the chaos suite (an incompliance left pending forever).
+func TestInterruptedIncomplianceIsFinished(t *testing.T) {
+	ctx := context.Background()
+	prefix := "i" + model.NewID()[:8]
+	st := newStore(t, prefix)
+	j := createJobs(t, st, 1, "cluster1", deployment2)[0]
+	c, err := st.Promote(ctx, j.ID, "some-hub", "e1")
+	if err == nil {
+		_, err = st.Finish(ctx, c, "deployed")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &model.Incompliance{ID: "inc-" + model.NewID()[:8], PolicyName: "cpu", Remediation: model.ScaleOut,
+		Subject: model.Subject{ResourceID: j.ID}, Payload: &model.Remediation{Action: model.ScaleOut, Workload: "Deployment/web"}}
+	lost := &model.Incompliance{ID: "inc-" + model.NewID()[:8], PolicyName: "cpu", Remediation: model.ScaleOut,
+		Subject: model.Subject{ResourceID: model.NewID()}}
+	for _, x := range []*model.Incompliance{in, lost} {
+		if _, err := st.RecordIncompliance(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vars := baseEnv(prefix, "incompliance")
+	vars["INCOMPLIANCE_RETRY_AFTER"] = "1s"
+	p := startProcess(t, vars)
+	time.Sleep(1200 * time.Millisecond)
+	if status := tickOnce(p.url, uuid.NewString(), 20*time.Second); status != http.StatusOK {
+		t.Fatalf("tick: %d", status)
+	}
+	got, err := st.GetIncompliance(ctx, in.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, _ := st.GetJob(ctx, j.ID)
+	if got.Outcome != model.OutcomeApplied || got.JobID != j.ID || job.Type != model.UpdateDeployment || job.State != model.Created ||
+		job.Remediation == nil || job.Remediation.IncomplianceID != in.ID || job.Remediation.Workload != "Deployment/web" {
+		t.Errorf("incompliance %s: %s (%s) job %s; job %s %s remediation %+v", in.ID, got.Outcome, got.Reason, got.JobID, job.Type, job.State, job.Remediation)
+	}
+	if got, _ := st.GetIncompliance(ctx, lost.ID); got.Outcome != model.OutcomeRejected {
+		t.Errorf("incompliance about no job: %s, want rejected", got.Outcome)
+	}
+	if pending, _ := st.PendingIncompliances(ctx, 0); len(pending) != 0 {
+		t.Errorf("still pending: %v", pending)
+	}
+}
