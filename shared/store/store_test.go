@@ -959,11 +959,22 @@ func TestIncompliances(t *testing.T) {
 			got.Subject.AppComponent != "web" || got.ReceivedAt.IsZero() {
 			t.Errorf("incompliance read back as %+v", got)
 		}
-		if ttl := b.client.PTTL(ctx, keysWith(t, b.client, s.Options().Prefix)[0]).Val(); ttl <= 0 || ttl > time.Hour {
-			t.Errorf("incompliance TTL %v", ttl)
+		for _, k := range keysWith(t, b.client, s.Options().Prefix) {
+			if !strings.HasSuffix(k, ":inc:inc-1") {
+				continue
+			}
+			if ttl := b.client.PTTL(ctx, k).Val(); ttl <= 0 || ttl > time.Hour {
+				t.Errorf("incompliance TTL %v", ttl)
+			}
+		}
+		if pending := must(s.PendingIncompliances(ctx, 0)).in(t); len(pending) != 1 || pending[0] != "inc-1" {
+			t.Errorf("pending incompliances %v", pending)
 		}
 		if ok := must(s.SetIncomplianceOutcome(ctx, "inc-1", model.OutcomeApplied, "", "job-2")).in(t); !ok {
 			t.Error("settling reported no change")
+		}
+		if pending := must(s.PendingIncompliances(ctx, 0)).in(t); len(pending) != 0 {
+			t.Errorf("a settled incompliance is still pending: %v", pending)
 		}
 		if ok := must(s.SetIncomplianceOutcome(ctx, "inc-1", model.OutcomeApplied, "", "job-2")).in(t); ok {
 			t.Error("settling the same way twice reported a change")
