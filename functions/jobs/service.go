@@ -363,7 +363,7 @@ func (s *service) executable(ctx context.Context, orch model.Orchestrator, owner
 
 // promote is the atomic promote of a job to an owner, for one API execution.
 func (s *service) promote(ctx context.Context, id, owner string) (store.Claim, *Failure) {
-	c, err := s.store.Promote(ctx, id, owner, "api:"+owner+":"+uuid.NewString())
+	c, err := s.store.Promote(ctx, id, owner, "api/"+owner+"/"+uuid.NewString())
 	return c, failureOf(err)
 }
 

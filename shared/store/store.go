@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 	"knative.dev/pkg/apis"
@@ -135,14 +136,51 @@ func clip(s string) string {
 // maxIDLen caps ids; they are part of keys.
 const maxIDLen = 128
 
+// checkID checks an id that becomes part of a Redis key or an object store key (a job, group
+// or incompliance id): 1 to 128 of A-Z a-z 0-9 . _ -, not "." or "..". Nothing else may reach a
+// key: no ':' (it would name another key, e.g. "<group>:jobs"), no '/' (an object store path),
+// no braces (a hash tag), no whitespace or control characters.
 func checkID(id, field string) *apis.FieldError {
 	switch {
 	case id == "":
 		return apis.ErrMissingField(field)
 	case len(id) > maxIDLen:
-		return apis.ErrInvalidValue(id, field, fmt.Sprintf("an id is at most %d bytes", maxIDLen))
+		return apis.ErrInvalidValue(abbreviate(id), field, fmt.Sprintf("an id is at most %d bytes", maxIDLen))
+	case id == "." || id == "..":
+		return apis.ErrInvalidValue(id, field, "an id is not . or ..")
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return apis.ErrInvalidValue(abbreviate(id), field, fmt.Sprintf("an id is made of letters, digits, '.', '_' and '-'; %q is not", r))
+		}
 	}
 	return nil
+}
+
+// checkOwner checks an owner id (a hub's UID, a Nuvla deployment manager's id such as
+// "nuvlabox/<uuid>"): it becomes part of index keys, so 1 to 128 printable characters without
+// ':', braces or whitespace.
+func checkOwner(owner, field string) *apis.FieldError {
+	switch {
+	case owner == "":
+		return apis.ErrMissingField(field)
+	case len(owner) > maxIDLen:
+		return apis.ErrInvalidValue(abbreviate(owner), field, fmt.Sprintf("an owner id is at most %d bytes", maxIDLen))
+	}
+	for _, r := range owner {
+		if r <= ' ' || r == 0x7f || r == ':' || r == '{' || r == '}' || !unicode.IsPrint(r) {
+			return apis.ErrInvalidValue(abbreviate(owner), field, fmt.Sprintf("an owner id has no ':', braces, whitespace or control characters; %q is one", r))
+		}
+	}
+	return nil
+}
+
+// abbreviate shortens a value quoted in an error.
+func abbreviate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // manifestBytes checks the total size of a job's manifests against the limit.
@@ -541,7 +579,7 @@ func (s *Store) ListJobs(ctx context.Context) ([]model.Job, error) {
 
 // JobsOfOwner lists the jobs a hub owns.
 func (s *Store) JobsOfOwner(ctx context.Context, owner string) ([]model.Job, error) {
-	if fe := checkID(owner, "owner_id"); fe != nil {
+	if fe := checkOwner(owner, "owner_id"); fe != nil {
 		return nil, invalid("list jobs", fe)
 	}
 	ids, err := s.indexMembers(ctx, "owner:"+owner)
@@ -555,7 +593,7 @@ func (s *Store) JobsOfOwner(ctx context.Context, owner string) ([]model.Job, err
 // and remediation (empty), in no particular order: what status sync needs of every job on
 // every tick, at a fraction of the bytes.
 func (s *Store) JobStatusOfOwner(ctx context.Context, owner string) ([]model.Job, error) {
-	if fe := checkID(owner, "owner_id"); fe != nil {
+	if fe := checkOwner(owner, "owner_id"); fe != nil {
 		return nil, invalid("list jobs", fe)
 	}
 	ids, err := s.indexMembers(ctx, "owner:"+owner)
@@ -589,7 +627,7 @@ func (s *Store) ExecutableJobStatus(ctx context.Context, orch model.Orchestrator
 
 // executableIDs reads the executable and takeover indexes of every bucket in one pipeline.
 func (s *Store) executableIDs(ctx context.Context, orch model.Orchestrator, owner string) ([]string, error) {
-	errs := checkID(owner, "owner_id")
+	errs := checkOwner(owner, "owner_id")
 	if !orch.Valid() {
 		errs = errs.Also(apis.ErrInvalidValue(string(orch), "orchestrator", `want "ocm" or "nuvla"`))
 	}

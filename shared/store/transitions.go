@@ -38,7 +38,7 @@ func ClaimOf(j *model.Job) Claim {
 
 func (c Claim) check(op string) error {
 	var errs *apis.FieldError
-	errs = errs.Also(checkID(c.JobID, "job_id"), checkID(c.Owner, "owner_id"))
+	errs = errs.Also(checkID(c.JobID, "job_id"), checkOwner(c.Owner, "owner_id"))
 	if c.Fence == 0 {
 		errs = errs.Also(apis.ErrMissingField("fence"))
 	}
@@ -55,7 +55,7 @@ func (c Claim) check(op string) error {
 // is refused from now on. The lease lasts the store's LeaseTTL.
 func (s *Store) Promote(ctx context.Context, jobID, owner, holder string) (Claim, error) {
 	const op = "promote"
-	errs := checkID(jobID, "job_id").Also(checkID(owner, "owner_id"), checkID(holder, "holder"))
+	errs := checkID(jobID, "job_id").Also(checkOwner(owner, "owner_id"), checkOwner(holder, "holder"))
 	if err := invalid(op, errs); err != nil {
 		return Claim{}, err
 	}
@@ -83,7 +83,7 @@ func (s *Store) RenewLease(ctx context.Context, c Claim) (Claim, error) {
 	if err := c.check(op); err != nil {
 		return c, err
 	}
-	if err := invalid(op, checkID(c.Holder, "holder")); err != nil {
+	if err := invalid(op, checkOwner(c.Holder, "holder")); err != nil {
 		return c, err
 	}
 	out, err := s.run(ctx, renewScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
@@ -113,7 +113,7 @@ func (s *Store) release(ctx context.Context, c Claim, applied bool) error {
 	if err := c.check(op); err != nil {
 		return err
 	}
-	if err := invalid(op, checkID(c.Holder, "holder")); err != nil {
+	if err := invalid(op, checkOwner(c.Holder, "holder")); err != nil {
 		return err
 	}
 	_, err := s.run(ctx, releaseScript, op, "job", c.JobID, []string{s.jobKey(c.JobID)},
