@@ -77,11 +77,33 @@ var workloadKinds = map[string]bool{
 	"ReplicaSet": true, "Pod": true,
 }
 
-// ParseDescriptor reads an application descriptor, YAML or JSON: either the ICOS application
+// Limits bound the work one descriptor may cause: components share top-level manifests by
+// reference, and every reference becomes a copy in a job, so a small descriptor could expand
+// into thousands of jobs and gigabytes.
+type Limits struct {
+	// Components is the most components (jobs) one group may have.
+	Components int
+	// ComponentManifests is the most manifests one component may have.
+	ComponentManifests int
+	// ExpandedBytes is the most bytes all components' manifests may total, every reference to
+	// a shared manifest counted (what the jobs will hold).
+	ExpandedBytes int
+}
+
+// DefaultLimits are the limits of MAX_COMPONENTS, MAX_COMPONENT_MANIFESTS, MAX_EXPANDED_BYTES.
+var DefaultLimits = Limits{Components: 100, ComponentManifests: 100, ExpandedBytes: 8 << 20}
+
+// ParseDescriptor is Parse with the default limits.
+func ParseDescriptor(data []byte) (*Application, *apis.FieldError) {
+	return DefaultLimits.Parse(data)
+}
+
+// Parse reads an application descriptor, YAML or JSON: either the ICOS application
 // descriptor (name, components referencing top-level manifests by name), or a plain
 // multi-document YAML of Kubernetes objects (one component per workload). Manifests of any
-// kind are kept. Every problem is reported at once, with its path.
-func ParseDescriptor(data []byte) (*Application, *apis.FieldError) {
+// kind are kept. Every problem is reported at once, with its path; a descriptor beyond the
+// limits is refused before any manifest is copied.
+func (l Limits) Parse(data []byte) (*Application, *apis.FieldError) {
 	docs, err := splitDocuments(data)
 	if err != nil {
 		return nil, &apis.FieldError{Message: "the descriptor does not parse as YAML or JSON: " + err.Error(), Paths: []string{apis.CurrentField}}
@@ -90,11 +112,53 @@ func ParseDescriptor(data []byte) (*Application, *apis.FieldError) {
 		return nil, &apis.FieldError{Message: "the descriptor is empty", Paths: []string{apis.CurrentField}}
 	}
 	if len(docs) == 1 {
-		if _, ok := docs[0]["components"]; ok {
-			return parseICOS(docs[0])
+		if cs, ok := docs[0]["components"]; ok {
+			if list, _ := cs.([]any); l.Components > 0 && len(list) > l.Components {
+				return nil, tooMany(len(list), l.Components, "components", "MAX_COMPONENTS")
+			}
+			return l.parseICOS(docs[0])
 		}
 	}
-	return parsePlain(docs)
+	if l.Components > 0 && len(docs) > l.Components*l.ComponentManifests {
+		return nil, tooMany(len(docs), l.Components*l.ComponentManifests, "documents", "MAX_COMPONENTS × MAX_COMPONENT_MANIFESTS")
+	}
+	app, ferr := parsePlain(docs)
+	if ferr != nil {
+		return nil, ferr
+	}
+	return app, l.check(app)
+}
+
+// check applies the limits to a parsed application (a plain descriptor has no sharing: its
+// size is its own).
+func (l Limits) check(app *Application) *apis.FieldError {
+	var errs *apis.FieldError
+	if l.Components > 0 && len(app.Components) > l.Components {
+		errs = errs.Also(tooMany(len(app.Components), l.Components, "components", "MAX_COMPONENTS"))
+	}
+	total := 0
+	for i, c := range app.Components {
+		if l.ComponentManifests > 0 && len(c.Objects) > l.ComponentManifests {
+			errs = errs.Also(tooMany(len(c.Objects), l.ComponentManifests, "manifests", "MAX_COMPONENT_MANIFESTS").ViaFieldIndex("components", i))
+		}
+		for _, o := range c.Objects {
+			b, _ := o.MarshalJSON()
+			total += len(b)
+		}
+	}
+	return errs.Also(l.checkBytes(total))
+}
+
+func (l Limits) checkBytes(total int) *apis.FieldError {
+	if l.ExpandedBytes > 0 && total > l.ExpandedBytes {
+		return &apis.FieldError{Message: fmt.Sprintf("the components' manifests total %d bytes, every shared manifest counted once per component that references it; the limit is %d (MAX_EXPANDED_BYTES)", total, l.ExpandedBytes),
+			Paths: []string{"components"}}
+	}
+	return nil
+}
+
+func tooMany(n, limit int, what, knob string) *apis.FieldError {
+	return &apis.FieldError{Message: fmt.Sprintf("%d %s; the limit is %d (%s)", n, what, limit, knob), Paths: []string{what}}
 }
 
 // splitDocuments decodes every YAML (or JSON) document into a map; empty documents are dropped.
@@ -127,7 +191,7 @@ func splitDocuments(data []byte) ([]map[string]any, error) {
 	}
 }
 
-func parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
+func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 	raw, err := yaml.Marshal(doc)
 	if err != nil {
 		return nil, &apis.FieldError{Message: err.Error(), Paths: []string{apis.CurrentField}}
@@ -172,6 +236,29 @@ func parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 			continue
 		}
 		byName[name] = obj
+	}
+
+	// The limits, before any manifest is copied: each reference will be a copy.
+	if l.Components > 0 && len(d.Components) > l.Components {
+		return nil, errs.Also(tooMany(len(d.Components), l.Components, "components", "MAX_COMPONENTS"))
+	}
+	sizes := map[string]int{}
+	for name, obj := range byName {
+		b, _ := obj.MarshalJSON()
+		sizes[name] = len(b)
+	}
+	total := 0
+	var limited *apis.FieldError
+	for i, c := range d.Components {
+		if l.ComponentManifests > 0 && len(c.Manifests) > l.ComponentManifests {
+			limited = limited.Also(tooMany(len(c.Manifests), l.ComponentManifests, "manifests", "MAX_COMPONENT_MANIFESTS").ViaFieldIndex("components", i))
+		}
+		for _, ref := range c.Manifests {
+			total += sizes[ref.Name]
+		}
+	}
+	if limited = limited.Also(l.checkBytes(total)); limited != nil {
+		return nil, errs.Also(limited)
 	}
 
 	seen := map[string]int{}

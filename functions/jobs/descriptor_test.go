@@ -1,8 +1,10 @@
 package jobs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -246,4 +248,52 @@ func FuzzParseDescriptor(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLimits: a small descriptor whose components all reference one big manifest is refused
+// before a single copy is made; so are too many components and too many manifests.
+func TestLimits(t *testing.T) {
+	shared := `  - apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: big}
+    data: {blob: "` + strings.Repeat("x", 100_000) + `"}
+`
+	descriptor := func(components, refs int) []byte {
+		var b strings.Builder
+		b.WriteString("name: bomb\ncomponents:\n")
+		for i := 0; i < components; i++ {
+			fmt.Fprintf(&b, "  - name: c%d\n    manifests:\n", i)
+			for r := 0; r < refs; r++ {
+				b.WriteString("      - name: big\n")
+			}
+		}
+		b.WriteString("manifests:\n" + shared)
+		return []byte(b.String())
+	}
+	for name, tc := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"expanded bytes": {descriptor(90, 1), "MAX_EXPANDED_BYTES"},
+		"components":     {descriptor(2000, 1), "MAX_COMPONENTS"},
+		"manifests":      {descriptor(1, 101), "MAX_COMPONENT_MANIFESTS"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			app, ferr := ParseDescriptor(tc.data)
+			runtime.ReadMemStats(&after)
+			if app != nil || ferr == nil || !strings.Contains(ferr.Error(), tc.want) {
+				t.Fatalf("parsed %v, error %v; want a refusal naming %s", app != nil, ferr, tc.want)
+			}
+			// The descriptor is parsed once; nothing is copied per reference.
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 40*uint64(len(tc.data))+(8<<20) {
+				t.Errorf("refusing a %d-byte descriptor allocated %d bytes", len(tc.data), alloc)
+			}
+		})
+	}
+	if app, ferr := (Limits{}).Parse(descriptor(3, 2)); ferr != nil || len(app.Components) != 3 {
+		t.Errorf("no limits: %v", ferr)
+	}
 }

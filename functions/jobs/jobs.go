@@ -35,9 +35,12 @@ type Config struct {
 	config.Store
 	auth.Config
 	config.Placement
-	MaxDataRefBytes int64  `envconfig:"MAX_DATAREF_BYTES" default:"67108864" desc:"largest application descriptor read through a dataref (s3://bucket/key); a larger object is refused (422)"`
-	ArchivePrefix   string `envconfig:"ARCHIVE_PREFIX" default:"archive" desc:"key prefix of archived job groups in S3_BUCKET: <prefix>/<yyyy>/<mm>/<group id>.json; without S3_BUCKET deleted groups are not archived"`
-	MatchmakingURL  string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
+	MaxDataRefBytes       int64  `envconfig:"MAX_DATAREF_BYTES" default:"67108864" desc:"largest application descriptor read through a dataref (s3://bucket/key); a larger object is refused (422)"`
+	ArchivePrefix         string `envconfig:"ARCHIVE_PREFIX" default:"archive" desc:"key prefix of archived job groups in S3_BUCKET: <prefix>/<yyyy>/<mm>/<group id>.json; without S3_BUCKET deleted groups are not archived"`
+	MatchmakingURL        string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
+	MaxComponents         int    `envconfig:"MAX_COMPONENTS" default:"100" desc:"most components (jobs) one application may have; more is refused (422)"`
+	MaxComponentManifests int    `envconfig:"MAX_COMPONENT_MANIFESTS" default:"100" desc:"most manifests one component may have; more is refused (422)"`
+	MaxExpandedBytes      int    `envconfig:"MAX_EXPANDED_BYTES" default:"8388608" desc:"most bytes all components' manifests may total, a manifest shared by several components counted once per component (what the jobs will hold); more is refused (422) before anything is copied"`
 }
 
 // Types are the event types the jobs function handles (and the cron tick, to re-resolve
@@ -65,7 +68,8 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 		logging.FromContext(ctx).Warnw("no hub API server: Placements cannot be used to choose targets", "error", p.NoHub)
 	}
 	st := p.Store.As(events.Source(p.HubID, Name))
-	f := &Function{cfg: cfg, verifier: v, svc: &service{store: st, targeter: t, hubID: p.HubID}, objects: p.Objects}
+	limits := Limits{Components: cfg.MaxComponents, ComponentManifests: cfg.MaxComponentManifests, ExpandedBytes: cfg.MaxExpandedBytes}
+	f := &Function{cfg: cfg, verifier: v, svc: &service{limits: limits, store: st, targeter: t, hubID: p.HubID}, objects: p.Objects}
 	if p.Objects != nil {
 		if cfg.MaxDataRefBytes <= 0 {
 			return nil, fmt.Errorf("MAX_DATAREF_BYTES=%d: must be positive", cfg.MaxDataRefBytes)

@@ -49,6 +49,7 @@ func failureOf(err error) *Failure {
 // deployment-manager API: the only caller of the store in this function. Every job it
 // creates, re-opens or gives a target is announced by the store's outbox in the same step.
 type service struct {
+	limits   Limits
 	store    *store.Store
 	targeter *Targeter
 	hubID    string
@@ -63,7 +64,7 @@ func (s *service) healthy(ctx context.Context) error { return s.store.Ping(ctx) 
 // component (every job with a target is announced as job.created). id, when set, is the
 // group's id (derived from an event, so a redelivery finds the group it made).
 func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by string) (*model.JobGroup, *Failure) {
-	app, ferr := ParseDescriptor(descriptor)
+	app, ferr := s.limits.Parse(descriptor)
 	if ferr != nil {
 		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
 	}
@@ -194,7 +195,7 @@ func list(ids []string) string {
 // manifests replaced (a ReplaceDeployment when the job ran), new components become new jobs,
 // and jobs whose component is gone are undeployed.
 func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte, by string) (*model.JobGroup, *Failure) {
-	app, ferr := ParseDescriptor(descriptor)
+	app, ferr := s.limits.Parse(descriptor)
 	if ferr != nil {
 		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
 	}
