@@ -11,6 +11,9 @@ import (
 
 // extras are the remediation details a policy may carry beside the ICOS incompliance, as
 // top-level fields (or as extraLabels, the Policy Manager's only free-form field).
+// serverOnly are the fields of a recorded incompliance that only the server sets.
+var serverOnly = []string{"outcome", "reason", "job_id", "received_at"}
+
 type extras struct {
 	Patch     json.RawMessage `json:"patch,omitempty"`
 	Image     string          `json:"image,omitempty"`
@@ -35,6 +38,17 @@ func Decode(data []byte) (*Request, *apis.FieldError) {
 	var in model.Incompliance
 	if err := json.Unmarshal(data, &in); err != nil {
 		return nil, &apis.FieldError{Message: "the incompliance is not valid JSON: " + err.Error(), Paths: []string{apis.CurrentField}}
+	}
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(data, &fields)
+	var serverFields *apis.FieldError
+	for _, f := range serverOnly {
+		if _, set := fields[f]; set {
+			serverFields = serverFields.Also(&apis.FieldError{Message: "set by the server, not the sender", Paths: []string{f}})
+		}
+	}
+	if serverFields != nil {
+		return nil, serverFields
 	}
 	var p extras
 	if err := json.Unmarshal(data, &p); err != nil {

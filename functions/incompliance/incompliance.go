@@ -58,7 +58,7 @@ func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) 
 // Routes serves the Policy Manager's webhook route of the ICOS Job Manager API.
 func (f *Function) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
-		"POST /jobmanager/policies/incompliance": f.verifier.Middleware(http.HandlerFunc(f.post)),
+		"POST /jobmanager/policies/incompliance": f.verifier.Require(auth.RolePolicyManager)(http.HandlerFunc(f.post)),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 )
 
@@ -18,6 +19,10 @@ func (f *Function) executable(w http.ResponseWriter, r *http.Request) {
 	orch := model.Orchestrator(r.PathValue("orchestrator"))
 	if !orch.Valid() {
 		writeError(w, fail(http.StatusBadRequest, "no valid orchestrator type provided: %q (want ocm or nuvla)", orch))
+		return
+	}
+	if owner := r.PathValue("owner"); !auth.ClaimsFrom(r.Context()).ActsAs(owner) {
+		writeError(w, notOwner(owner))
 		return
 	}
 	js, fl := f.svc.executable(r.Context(), orch, r.PathValue("owner"))
@@ -37,6 +42,10 @@ func (f *Function) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.Unmarshal(raw, &body); err != nil || body.OwnerID == "" {
 		writeError(w, fail(http.StatusUnprocessableEntity, `want {"owner_id": "<owner>"}`))
+		return
+	}
+	if !auth.ClaimsFrom(r.Context()).ActsAs(body.OwnerID) {
+		writeError(w, notOwner(body.OwnerID))
 		return
 	}
 	c, fl := f.svc.promote(r.Context(), r.PathValue("id"), body.OwnerID)
@@ -64,6 +73,10 @@ func (f *Function) reportJob(w http.ResponseWriter, r *http.Request) {
 	}
 	if j.ID == "" || j.OwnerID == "" {
 		writeError(w, fail(http.StatusUnprocessableEntity, "missing field(s): id, owner_id (the job and the owner reporting it)"))
+		return
+	}
+	if !auth.ClaimsFrom(r.Context()).ActsAs(j.OwnerID) {
+		writeError(w, notOwner(j.OwnerID))
 		return
 	}
 	if j.State != model.Progressing && j.State != model.Finished && j.State != model.Degraded {
@@ -112,10 +125,19 @@ func (f *Function) writeResourceStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fail(http.StatusConflict, "job %s has no owner yet: promote it before reporting its resource", res.JobID))
 		return
 	}
+	if !auth.ClaimsFrom(r.Context()).ActsAs(cur.OwnerID) {
+		writeError(w, notOwner(cur.OwnerID))
+		return
+	}
 	after, fl := f.svc.report(r.Context(), res.JobID, cur.OwnerID, 0, 0, &res)
 	if fl != nil {
 		writeError(w, fl)
 		return
 	}
 	writeJSON(w, http.StatusOK, after.Resource)
+}
+
+// notOwner is the answer to a deployment manager acting for an owner its token does not name.
+func notOwner(owner string) *Failure {
+	return fail(http.StatusForbidden, "the token does not act as owner %q (its owner_id claim names another, or none)", owner)
 }

@@ -18,29 +18,65 @@ import (
 // API (this file) for users, the deployment-manager API (dm_api.go) for deployment managers.
 // Every route but /jobmanager/healthz needs a bearer token.
 func (f *Function) Routes() map[string]http.Handler {
-	a := f.verifier.Middleware
-	h := func(fn func(w http.ResponseWriter, r *http.Request)) http.Handler { return a(http.HandlerFunc(fn)) }
-	return map[string]http.Handler{
-		"GET /jobmanager/healthz": http.HandlerFunc(f.healthz),
-
-		"GET /jobmanager/groups":               h(f.listGroups),
-		"POST /jobmanager/groups":              h(f.createGroup),
-		"PUT /jobmanager/groups":               h(f.updateGroup),
-		"GET /jobmanager/groups/{id}":          h(f.getGroup),
-		"DELETE /jobmanager/groups/{id}":       h(f.deleteGroup),
-		"PUT /jobmanager/groups/undeploy/{id}": h(f.stopGroup),
-		"PUT /jobmanager/groups/deploy/{id}":   h(f.startGroup),
-		"GET /jobmanager/jobs":                 h(f.listJobs),
-		"GET /jobmanager/jobs/{id}":            h(f.getJob),
-		"DELETE /jobmanager/jobs/{id}":         h(f.undeployJob),
-		"GET /jobmanager/jobs/{id}/history":    h(f.history),
-
-		"GET /jobmanager/jobs/executable/{orchestrator}/{owner}": h(f.executable),
-		"PATCH /jobmanager/jobs/promote/{id}":                    h(f.promote),
-		"PUT /jobmanager/jobs":                                   h(f.reportJob),
-		"GET /jobmanager/resources/status/{id}":                  h(f.resourceStatus),
-		"PUT /jobmanager/resources/status":                       h(f.writeResourceStatus),
+	out := map[string]http.Handler{}
+	for _, rt := range f.routes() {
+		h := http.Handler(http.HandlerFunc(rt.serve))
+		if rt.roles != nil {
+			h = f.verifier.Require(rt.roles...)(h)
+		}
+		out[rt.pattern] = h
 	}
+	return out
+}
+
+// route is one REST route: the roles that may call it (nil: anyone) and what serves it.
+type route struct {
+	pattern string
+	roles   []auth.Role
+	serve   func(http.ResponseWriter, *http.Request)
+}
+
+// Who may do what: users run job groups, deployment managers take and report jobs (as the
+// owner their token names), readers read; all of them read.
+var (
+	readers = []auth.Role{auth.RoleUser, auth.RoleDeploymentManager, auth.RoleReader}
+	users   = []auth.Role{auth.RoleUser}
+	dms     = []auth.Role{auth.RoleDeploymentManager}
+)
+
+func (f *Function) routes() []route {
+	return []route{
+		{"GET /jobmanager/healthz", nil, f.healthz},
+
+		{"GET /jobmanager/groups", readers, f.listGroups},
+		{"GET /jobmanager/groups/{id}", readers, f.getGroup},
+		{"GET /jobmanager/jobs", readers, f.listJobs},
+		{"GET /jobmanager/jobs/{id}", readers, f.getJob},
+		{"GET /jobmanager/jobs/{id}/history", readers, f.history},
+		{"GET /jobmanager/resources/status/{id}", readers, f.resourceStatus},
+
+		{"POST /jobmanager/groups", users, f.createGroup},
+		{"PUT /jobmanager/groups", users, f.updateGroup},
+		{"DELETE /jobmanager/groups/{id}", users, f.deleteGroup},
+		{"PUT /jobmanager/groups/undeploy/{id}", users, f.stopGroup},
+		{"PUT /jobmanager/groups/deploy/{id}", users, f.startGroup},
+		{"DELETE /jobmanager/jobs/{id}", users, f.undeployJob},
+
+		{"GET /jobmanager/jobs/executable/{orchestrator}/{owner}", dms, f.executable},
+		{"PATCH /jobmanager/jobs/promote/{id}", dms, f.promote},
+		{"PUT /jobmanager/jobs", dms, f.reportJob},
+		{"PUT /jobmanager/resources/status", dms, f.writeResourceStatus},
+	}
+}
+
+// RouteRoles is the roles each REST route of the jobs function needs (nil: none): the table
+// Routes is built from, for the documentation and the route × role test.
+func RouteRoles() map[string][]auth.Role {
+	out := map[string][]auth.Role{}
+	for _, rt := range (&Function{}).routes() {
+		out[rt.pattern] = rt.roles
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -24,6 +24,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
+	"github.com/ocm-jobs/ocm-jobs/shared/policy"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -36,6 +37,8 @@ type Config struct {
 	auth.Config
 	config.Placement
 	MaxDataRefBytes       int64  `envconfig:"MAX_DATAREF_BYTES" default:"67108864" desc:"largest application descriptor read through a dataref (s3://bucket/key); a larger object is refused (422)"`
+	DataRefAllowed        string `envconfig:"DATAREF_ALLOWED" desc:"where a dataref may point: comma-separated bucket or bucket/prefix; empty: S3_BUCKET. Any other bucket, or a key with empty, . or .. path elements, is refused (422)"`
+	ManifestPolicy        string `envconfig:"MANIFEST_POLICY" desc:"file (a mounted ConfigMap) with the manifest policy: which kinds in which namespaces on which clusters an application may deploy (see shared/policy); empty: the default policy (namespaced application kinds in the application's own namespace, never kube-*, open-cluster-management*, default or ocm-jobs)"`
 	ArchivePrefix         string `envconfig:"ARCHIVE_PREFIX" default:"archive" desc:"key prefix of archived job groups in S3_BUCKET: <prefix>/<yyyy>/<mm>/<group id>.json; without S3_BUCKET deleted groups are not archived"`
 	MatchmakingURL        string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
 	MaxComponents         int    `envconfig:"MAX_COMPONENTS" default:"100" desc:"most components (jobs) one application may have; more is refused (422)"`
@@ -54,6 +57,8 @@ type Function struct {
 	verifier *auth.Verifier
 	// objects fetches descriptors passed by reference; nil without an object store.
 	objects *objectstore.Client
+	// bucket is the install's own bucket (S3_BUCKET).
+	bucket string
 }
 
 // New builds the function on the platform's store, hub (for Placements; without a hub,
@@ -69,7 +74,11 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 	}
 	st := p.Store.As(events.Source(p.HubID, Name))
 	limits := Limits{Components: cfg.MaxComponents, ComponentManifests: cfg.MaxComponentManifests, ExpandedBytes: cfg.MaxExpandedBytes}
-	f := &Function{cfg: cfg, verifier: v, svc: &service{limits: limits, store: st, targeter: t, hubID: p.HubID}, objects: p.Objects}
+	pol, err := policy.Load(cfg.ManifestPolicy)
+	if err != nil {
+		return nil, err
+	}
+	f := &Function{cfg: cfg, verifier: v, svc: &service{limits: limits, policy: pol, store: st, targeter: t, hubID: p.HubID}, objects: p.Objects, bucket: p.Bucket}
 	if p.Objects != nil {
 		if cfg.MaxDataRefBytes <= 0 {
 			return nil, fmt.Errorf("MAX_DATAREF_BYTES=%d: must be positive", cfg.MaxDataRefBytes)
@@ -186,6 +195,9 @@ func (f *Function) fetchDescriptor(ctx context.Context, dataref string) ([]byte,
 	if err != nil {
 		return nil, events.Unprocessable("%v", err)
 	}
+	if !f.datarefAllowed(ref) {
+		return nil, events.Unprocessable("dataref %s: descriptors are read only from %s (DATAREF_ALLOWED)", dataref, strings.Join(f.datarefPlaces(), ", "))
+	}
 	data, err := f.objects.Get(ctx, ref, f.cfg.MaxDataRefBytes)
 	switch {
 	case errors.Is(err, objectstore.ErrUnavailable):
@@ -196,6 +208,38 @@ func (f *Function) fetchDescriptor(ctx context.Context, dataref string) ([]byte,
 		return nil, events.Unprocessable("dataref %s: the object is empty, not an application descriptor", dataref)
 	}
 	return data, nil
+}
+
+// datarefPlaces are where a dataref may point: DATAREF_ALLOWED (bucket or bucket/prefix,
+// comma-separated), else the install's own bucket.
+func (f *Function) datarefPlaces() []string {
+	var out []string
+	for _, p := range strings.Split(f.cfg.DataRefAllowed, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 && f.bucket != "" {
+		out = []string{f.bucket}
+	}
+	return out
+}
+
+// datarefAllowed says whether a dataref points inside an allowed bucket and prefix. The key
+// is taken as it is: a "..", "." or empty path element never counts as inside a prefix.
+func (f *Function) datarefAllowed(ref objectstore.Ref) bool {
+	for _, el := range strings.Split(ref.Key, "/") {
+		if el == "" || el == "." || el == ".." {
+			return false
+		}
+	}
+	for _, place := range f.datarefPlaces() {
+		bucket, prefix, _ := strings.Cut(place, "/")
+		if ref.Bucket == bucket && strings.HasPrefix(ref.Key, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // groupRef reads {"id": "<group id>"} (or the id as the event subject).

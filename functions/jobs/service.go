@@ -10,9 +10,11 @@ import (
 
 	"github.com/google/uuid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"knative.dev/pkg/apis"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/policy"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -50,6 +52,7 @@ func failureOf(err error) *Failure {
 // creates, re-opens or gives a target is announced by the store's outbox in the same step.
 type service struct {
 	limits   Limits
+	policy   policy.Policy
 	store    *store.Store
 	targeter *Targeter
 	hubID    string
@@ -64,9 +67,9 @@ func (s *service) healthy(ctx context.Context) error { return s.store.Ping(ctx) 
 // component (every job with a target is announced as job.created). id, when set, is the
 // group's id (derived from an event, so a redelivery finds the group it made).
 func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by string) (*model.JobGroup, *Failure) {
-	app, ferr := s.limits.Parse(descriptor)
-	if ferr != nil {
-		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
+	app, fl := s.parse(descriptor)
+	if fl != nil {
+		return nil, fl
 	}
 	missing, err := s.targeter.Resolve(ctx, app, descriptor)
 	if err != nil {
@@ -95,6 +98,28 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 	// CreateGroup filled in what the store decides (group fields, timestamps): g is the group
 	// as stored, with no need to read it back.
 	return g, nil
+}
+
+// parse reads a descriptor within the limits and checks it against the manifest policy:
+// every problem is a 422 listing each offending object, and nothing is stored.
+func (s *service) parse(descriptor []byte) (*Application, *Failure) {
+	app, ferr := s.limits.Parse(descriptor)
+	if ferr != nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
+	}
+	ns := firstNonEmpty(app.Namespace, app.Name)
+	var errs *apis.FieldError
+	for i, c := range app.Components {
+		cluster := ""
+		if c.Targets != nil {
+			cluster = c.Targets.ClusterName
+		}
+		errs = errs.Also(s.policy.CheckAll(c.Objects, ns, cluster).ViaFieldIndex("components", i))
+	}
+	if errs != nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the manifest policy refuses: %v", errs)
+	}
+	return app, nil
 }
 
 // newJob is the Created CreateDeployment job of a component: its manifests, its target (or an
@@ -195,9 +220,9 @@ func list(ids []string) string {
 // manifests replaced (a ReplaceDeployment when the job ran), new components become new jobs,
 // and jobs whose component is gone are undeployed.
 func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte, by string) (*model.JobGroup, *Failure) {
-	app, ferr := s.limits.Parse(descriptor)
-	if ferr != nil {
-		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
+	app, fl := s.parse(descriptor)
+	if fl != nil {
+		return nil, fl
 	}
 	g, err := s.store.GetGroup(ctx, id)
 	if err != nil {

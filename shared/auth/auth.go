@@ -30,6 +30,65 @@ type Config struct {
 	Audience  string `envconfig:"JWT_AUDIENCE" desc:"required aud claim; empty: not checked"`
 	Mode      string `envconfig:"AUTH_MODE" default:"jwt" desc:"jwt: the REST API needs a bearer token; none: no authentication (development only)"`
 	Events    bool   `envconfig:"AUTH_CLOUDEVENTS" default:"false" desc:"also require a bearer token on the CloudEvents endpoint"`
+	Roles
+}
+
+// Roles says where a token's roles are and what they are called.
+type Roles struct {
+	// Claims are the dotted paths of the claims that list a token's roles; {client} stands for
+	// ClientID. Keycloak puts realm roles in realm_access.roles and client roles in
+	// resource_access.<client>.roles.
+	Claims   string `envconfig:"AUTH_ROLE_CLAIMS" default:"realm_access.roles,resource_access.{client}.roles" desc:"comma-separated dotted paths of the token claims that list its roles ({client} is AUTH_CLIENT_ID)"`
+	ClientID string `envconfig:"AUTH_CLIENT_ID" default:"ocm-jobs" desc:"the client whose roles resource_access.{client}.roles holds"`
+	// The role names of the four roles.
+	User              string `envconfig:"AUTH_ROLE_USER" default:"ocm-jobs-user" desc:"role of users: job groups (create, update, stop, start, delete) and reads"`
+	DeploymentManager string `envconfig:"AUTH_ROLE_DEPLOYMENT_MANAGER" default:"ocm-jobs-deployment-manager" desc:"role of deployment managers: executable jobs, promote, job and resource reports (as the owner their token names) and reads"`
+	PolicyManager     string `envconfig:"AUTH_ROLE_POLICY_MANAGER" default:"ocm-jobs-policy-manager" desc:"role of the Policy Manager: incompliances"`
+	Reader            string `envconfig:"AUTH_ROLE_READONLY" default:"ocm-jobs-readonly" desc:"role of readers: reads only"`
+	// OwnerClaim is the claim that names the owner id a deployment manager acts as.
+	OwnerClaim string `envconfig:"AUTH_OWNER_CLAIM" default:"owner_id" desc:"claim naming the owner id (owner_id of promote and reports) a deployment manager's token acts as; a report or promote for another owner is 403"`
+}
+
+// Role is what a caller may do, whatever its name in the tokens.
+type Role string
+
+// The roles.
+const (
+	RoleUser              Role = "user"
+	RoleDeploymentManager Role = "deployment-manager"
+	RolePolicyManager     Role = "policy-manager"
+	RoleReader            Role = "read-only"
+)
+
+// AllRoles lists every role.
+var AllRoles = []Role{RoleUser, RoleDeploymentManager, RolePolicyManager, RoleReader}
+
+// name is the token role name of r.
+func (c Roles) name(r Role) string {
+	switch r {
+	case RoleUser:
+		return c.User
+	case RoleDeploymentManager:
+		return c.DeploymentManager
+	case RolePolicyManager:
+		return c.PolicyManager
+	case RoleReader:
+		return c.Reader
+	}
+	return ""
+}
+
+// withDefaults fills unset fields (a zero Roles, as tests build it) with the defaults.
+func (c Roles) withDefaults() Roles {
+	d := Roles{Claims: "realm_access.roles,resource_access.{client}.roles", ClientID: "ocm-jobs", User: "ocm-jobs-user",
+		DeploymentManager: "ocm-jobs-deployment-manager", PolicyManager: "ocm-jobs-policy-manager", Reader: "ocm-jobs-readonly", OwnerClaim: "owner_id"}
+	for _, f := range []struct{ dst, def *string }{{&c.Claims, &d.Claims}, {&c.ClientID, &d.ClientID}, {&c.User, &d.User},
+		{&c.DeploymentManager, &d.DeploymentManager}, {&c.PolicyManager, &d.PolicyManager}, {&c.Reader, &d.Reader}, {&c.OwnerClaim, &d.OwnerClaim}} {
+		if *f.dst == "" {
+			*f.dst = *f.def
+		}
+	}
+	return c
 }
 
 // Verifier checks bearer tokens.
@@ -41,6 +100,7 @@ type Verifier struct {
 
 // NewVerifier builds a verifier. Mode jwt needs a public key or a JWKS URL.
 func NewVerifier(cfg Config) (*Verifier, error) {
+	cfg.Roles = cfg.Roles.withDefaults()
 	v := &Verifier{cfg: cfg}
 	switch cfg.Mode {
 	case "none":
@@ -72,12 +132,41 @@ func (v *Verifier) Enabled() bool { return v.cfg.Mode != "none" }
 type Claims struct {
 	jwt.RegisteredClaims
 	PreferredUsername string `json:"preferred_username,omitempty"`
+	// Roles are the token's roles this service knows (by Role, whatever their token names).
+	Roles []Role `json:"-"`
+	// Owner is the owner id a deployment manager's token acts as ("" when it names none).
+	Owner string `json:"-"`
+	// all says every role applies (no authentication: AUTH_MODE=none).
+	all bool
+}
+
+// Has reports whether the claims grant any of roles.
+func (c *Claims) Has(roles ...Role) bool {
+	if c == nil {
+		return false
+	}
+	if c.all {
+		return true
+	}
+	for _, r := range roles {
+		for _, h := range c.Roles {
+			if r == h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ActsAs reports whether the token may act as owner (a deployment manager's own owner id).
+func (c *Claims) ActsAs(owner string) bool {
+	return c != nil && (c.all || (c.Owner != "" && c.Owner == owner))
 }
 
 // Check verifies the request's bearer token and returns its claims.
 func (v *Verifier) Check(r *http.Request) (*Claims, error) {
 	if !v.Enabled() {
-		return &Claims{}, nil
+		return &Claims{all: true}, nil
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
@@ -94,8 +183,8 @@ func (v *Verifier) Check(r *http.Request) (*Claims, error) {
 	if v.cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
 	}
-	claims := &Claims{}
-	_, err := jwt.ParseWithClaims(strings.TrimSpace(token), claims, func(t *jwt.Token) (any, error) {
+	raw := jwt.MapClaims{}
+	_, err := jwt.ParseWithClaims(strings.TrimSpace(token), raw, func(t *jwt.Token) (any, error) {
 		if v.static != nil {
 			return v.static, nil
 		}
@@ -105,25 +194,81 @@ func (v *Verifier) Check(r *http.Request) (*Claims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid bearer token: %w", err)
 	}
-	return claims, nil
+	return v.claimsOf(raw), nil
+}
+
+// claimsOf reads what handlers use from a verified token's claims.
+func (v *Verifier) claimsOf(raw jwt.MapClaims) *Claims {
+	c := &Claims{}
+	c.Subject, _ = raw["sub"].(string)
+	c.Issuer, _ = raw["iss"].(string)
+	c.PreferredUsername, _ = raw["preferred_username"].(string)
+	c.Owner, _ = lookup(raw, v.cfg.OwnerClaim).(string)
+	have := map[string]bool{}
+	for _, path := range strings.Split(strings.ReplaceAll(v.cfg.Claims, "{client}", v.cfg.ClientID), ",") {
+		if list, ok := lookup(raw, strings.TrimSpace(path)).([]any); ok {
+			for _, x := range list {
+				if s, ok := x.(string); ok {
+					have[s] = true
+				}
+			}
+		}
+	}
+	for _, r := range AllRoles {
+		if have[v.cfg.name(r)] {
+			c.Roles = append(c.Roles, r)
+		}
+	}
+	return c
+}
+
+// lookup follows a dotted path through nested claims.
+func lookup(m map[string]any, path string) any {
+	var cur any = m
+	for _, k := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[k]
+	}
+	return cur
 }
 
 // Middleware answers 401 {"error": …} to requests without a valid token.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
-	if !v.Enabled() {
-		return next
+	return v.Require(AllRoles...)(next)
+}
+
+// Require is Middleware that also wants one of roles: a valid token without any of them is
+// answered 403 {"error": …} naming the roles wanted.
+func (v *Verifier) Require(roles ...Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			claims, err := v.Check(r)
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				writeError(w, http.StatusUnauthorized, err.Error())
+				return
+			}
+			if !claims.Has(roles...) {
+				names := make([]string, len(roles))
+				for i, role := range roles {
+					names[i] = v.cfg.name(role)
+				}
+				writeError(w, http.StatusForbidden, fmt.Sprintf("%s %s needs one of the roles %s; the token has %v",
+					r.Method, r.URL.Path, strings.Join(names, ", "), claims.Roles))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
+		})
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		claims, err := v.Check(r)
-		if err != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
-	})
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
 type claimsKey struct{}

@@ -79,10 +79,17 @@ func (r *Resource) UnmarshalJSON(b []byte) error {
 	return decodeWithID(b, (*plain)(r), &r.ID)
 }
 
-// Validate checks the conditions: a type and a status of True, False or Unknown each, and no
-// type twice.
+// MaxConditions is the most conditions a resource keeps (one per type: the ICOS ones, the
+// work's, and those a deployment manager reports).
+const MaxConditions = 32
+
+// Validate checks the conditions: at most MaxConditions, a type and a status of True, False
+// or Unknown each, and no type twice.
 func (r *Resource) Validate() *apis.FieldError {
 	var errs *apis.FieldError
+	if len(r.Conditions) > MaxConditions {
+		errs = errs.Also(apis.ErrOutOfBoundsValue(len(r.Conditions), 0, MaxConditions, "conditions"))
+	}
 	seen := map[string]bool{}
 	for i, c := range r.Conditions {
 		if c.Type == "" {
