@@ -31,6 +31,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
+	"github.com/ocm-jobs/ocm-jobs/shared/policy"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -52,6 +53,7 @@ type Config struct {
 	ReallocationTimeout time.Duration `envconfig:"REALLOCATION_TIMEOUT" default:"2m" desc:"how long a reallocation waits, across deliveries and ticks, for the new cluster's ManifestWork to be Available before it rolls back (the old one is kept)"`
 	StepWait            time.Duration `envconfig:"REALLOCATION_STEP_WAIT" default:"10s" desc:"how long one delivery waits on a step of a reallocation (new work Available, old work gone) before leaving the rest to the next tick; keep it well under the Knative request timeout"`
 	config.Placement
+	config.Policy
 	SweepMax        int           `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
 	ClusterCacheTTL time.Duration `envconfig:"CLUSTER_CACHE_TTL" default:"10s" desc:"how long the set of ManagedClusters this hub manages is cached"`
 	HubRegistration time.Duration `envconfig:"HUB_REGISTRATION_TTL" default:"2m" desc:"how long this hub's entry in the hub registry (the clusters it manages) lasts; renewed on every cron tick. A Created job whose cluster no registered hub manages is marked NoManagingHub"`
@@ -73,6 +75,7 @@ type Function struct {
 	hub      *ocm.Hub
 	hubID    string
 	opts     remediation.Options
+	policy   policy.Policy
 	faults   *faults.Injector
 }
 
@@ -106,9 +109,13 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 	if err != nil {
 		return nil, err
 	}
+	pol, err := policy.Load(cfg.ManifestPolicy)
+	if err != nil {
+		return nil, err
+	}
 	logging.FromContext(ctx).Infow("executor ready", "hubID", p.HubID)
 	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), works: works, hub: p.Hub, hubID: p.HubID,
-		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts, faults: inj}, nil
+		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts, policy: pol, faults: inj}, nil
 }
 
 // Routes: the executor has no REST routes.

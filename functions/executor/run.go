@@ -8,6 +8,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	workv1 "open-cluster-management.io/api/work/v1"
 
 	"github.com/ocm-jobs/ocm-jobs/functions/executor/remediation"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
@@ -74,17 +76,41 @@ func (f *Function) remediate(ctx context.Context, c store.Claim, j *model.Job, r
 	return f.deploy(ctx, c, j, j.Targets.ClusterName, ms)
 }
 
-// deploy server-side applies the job's ManifestWork for this execution on cluster.
+// deploy server-side applies the job's ManifestWork for this execution on cluster, once the
+// manifest policy allows every manifest there (checked at intake too, without the cluster when
+// it was not known; a remediation or a reallocation changes what and where).
 func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, cluster string, manifests []model.PlainManifest) *failure {
 	mw, err := ocm.BuildWork(j, cluster, f.hubID, c.Fence, manifests)
 	if err != nil {
 		return degraded("ManifestInvalid", "%v", err)
+	}
+	if why := f.refused(mw, j, cluster); why != "" {
+		return degraded("PolicyViolation", "%s", why)
 	}
 	f.faults.BeforeApply(ctx)
 	if _, err := f.works.Apply(ctx, mw); err != nil {
 		return hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
 	}
 	return nil
+}
+
+// refused says why the manifest policy refuses a manifest of the work on cluster ("" when it
+// allows them all).
+func (f *Function) refused(mw *workv1.ManifestWork, j *model.Job, cluster string) string {
+	ns := j.Namespace
+	if ns == "" {
+		ns = j.JobGroupName
+	}
+	for i, m := range mw.Spec.Workload.Manifests {
+		var o unstructured.Unstructured
+		if err := o.UnmarshalJSON(m.Raw); err != nil {
+			return fmt.Sprintf("manifest %d: %v", i, err)
+		}
+		if why := f.policy.Refuses(&o, ns, cluster); why != "" {
+			return fmt.Sprintf("%s %q: %s", o.GetKind(), o.GetName(), why)
+		}
+	}
+	return ""
 }
 
 // undeploy deletes the job's ManifestWork (Foreground: the agent removes the objects first)

@@ -36,9 +36,9 @@ type Config struct {
 	config.Store
 	auth.Config
 	config.Placement
+	config.Policy
 	MaxDataRefBytes       int64  `envconfig:"MAX_DATAREF_BYTES" default:"67108864" desc:"largest application descriptor read through a dataref (s3://bucket/key); a larger object is refused (422)"`
 	DataRefAllowed        string `envconfig:"DATAREF_ALLOWED" desc:"where a dataref may point: comma-separated bucket or bucket/prefix; empty: S3_BUCKET. Any other bucket, or a key with empty, . or .. path elements, is refused (422)"`
-	ManifestPolicy        string `envconfig:"MANIFEST_POLICY" desc:"file (a mounted ConfigMap) with the manifest policy: which kinds in which namespaces on which clusters an application may deploy (see shared/policy); empty: the default policy (namespaced application kinds in the application's own namespace, never kube-*, open-cluster-management*, default or ocm-jobs)"`
 	ArchivePrefix         string `envconfig:"ARCHIVE_PREFIX" default:"archive" desc:"key prefix of archived job groups in S3_BUCKET: <prefix>/<yyyy>/<mm>/<group id>.json; without S3_BUCKET deleted groups are not archived"`
 	MatchmakingURL        string `envconfig:"MATCHMAKING_URL" desc:"ICOS matchmaker asked for targets when neither the component nor a Placement gives one (POST $MATCHMAKING_URL/matchmake)"`
 	MaxComponents         int    `envconfig:"MAX_COMPONENTS" default:"100" desc:"most components (jobs) one application may have; more is refused (422)"`

@@ -80,6 +80,12 @@ type Verdict struct {
 	SyncGrace time.Duration `envconfig:"SYNC_GRACE" default:"30s" desc:"how long a ManifestWork may report Applied=False or Available=False before it counts as failed (the work agent retries meanwhile): its job goes Degraded, a reallocation rolls back"`
 }
 
+// Policy names the manifest policy (shared/policy) the jobs function checks at intake and
+// the executor again before it applies a job on its cluster.
+type Policy struct {
+	ManifestPolicy string `envconfig:"MANIFEST_POLICY" desc:"file (a mounted ConfigMap) with the manifest policy: which kinds in which namespaces on which clusters an application may deploy (see shared/policy); empty: the default policy (namespaced application kinds in the application's own namespace, never kube-*, open-cluster-management*, default or ocm-jobs)"`
+}
+
 // Placement names the OCM Placement that chooses clusters when nothing else does.
 type Placement struct {
 	DefaultPlacement   string `envconfig:"DEFAULT_PLACEMENT" desc:"OCM Placement (namespace/name or name) that chooses clusters: for components with no targets when the descriptor names no placement (jobs), and for reallocations that name no cluster (executor)"`
