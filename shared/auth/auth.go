@@ -246,6 +246,10 @@ func (v *Verifier) Require(roles ...Role) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			claims, err := v.Check(r)
+			if errors.Is(err, ErrKeysUnavailable) {
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
 			if err != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 				writeError(w, http.StatusUnauthorized, err.Error())
@@ -304,33 +308,69 @@ func ParsePublicKey(s string) (*rsa.PublicKey, error) {
 	return k, nil
 }
 
+// ErrKeysUnavailable: the keys that verify tokens cannot be fetched (the JWKS endpoint is
+// down) and none is cached for the token's key id. The request is answered 503, not 401: the
+// token may well be good.
+var ErrKeysUnavailable = errors.New("signing keys unavailable")
+
 // jwks fetches and caches the RSA keys of a JWKS URL, refetching (at most every 30s) when a
-// token names a key it does not know, so a Keycloak key rotation needs no restart.
+// token names a key it does not know, so a key rotation needs no restart. Known keys are read
+// without waiting for a fetch; one fetch runs at a time, and tokens naming an unknown key wait
+// for it (or for their request's end).
 type jwks struct {
 	url    string
 	client *http.Client
 
-	mu      sync.Mutex
-	keys    map[string]*rsa.PublicKey
-	fetched time.Time
+	mu       sync.Mutex
+	keys     map[string]*rsa.PublicKey
+	fetched  time.Time
+	fetching chan struct{} // closed when the fetch in flight ends
+	lastErr  error
 }
 
 func (j *jwks) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+	for attempt := 0; ; attempt++ {
+		j.mu.Lock()
+		if k, ok := j.lookup(kid); ok {
+			j.mu.Unlock()
+			return k, nil
+		}
+		if attempt > 0 || (j.keys != nil && time.Since(j.fetched) < 30*time.Second && j.fetching == nil) {
+			err := j.lastErr
+			known := j.keys != nil
+			j.mu.Unlock()
+			if err != nil && !known {
+				return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
+			}
+			return nil, fmt.Errorf("no key %q in the JWKS at %s", kid, j.url)
+		}
+		wait := j.fetching
+		if wait == nil {
+			wait = make(chan struct{})
+			j.fetching = wait
+			go j.refresh(context.WithoutCancel(ctx), wait)
+		}
+		j.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// refresh fetches the keys and wakes whoever waits for them.
+func (j *jwks) refresh(ctx context.Context, done chan struct{}) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	keys, err := j.fetch(ctx)
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	if k, ok := j.lookup(kid); ok {
-		return k, nil
+	if err == nil {
+		j.keys = keys
 	}
-	if time.Since(j.fetched) < 30*time.Second && j.keys != nil {
-		return nil, fmt.Errorf("no key %q in the JWKS", kid)
-	}
-	if err := j.fetch(ctx); err != nil {
-		return nil, err
-	}
-	if k, ok := j.lookup(kid); ok {
-		return k, nil
-	}
-	return nil, fmt.Errorf("no key %q in the JWKS at %s", kid, j.url)
+	j.fetched, j.lastErr, j.fetching = time.Now(), err, nil
+	j.mu.Unlock()
+	close(done)
 }
 
 func (j *jwks) lookup(kid string) (*rsa.PublicKey, bool) {
@@ -343,18 +383,18 @@ func (j *jwks) lookup(kid string) (*rsa.PublicKey, bool) {
 	return k, ok
 }
 
-func (j *jwks) fetch(ctx context.Context) error {
+func (j *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := j.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("fetching the JWKS: %w", err)
+		return nil, fmt.Errorf("fetching the JWKS: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetching the JWKS: %s", resp.Status)
+		return nil, fmt.Errorf("fetching the JWKS: %s", resp.Status)
 	}
 	var doc struct {
 		Keys []struct {
@@ -362,7 +402,7 @@ func (j *jwks) fetch(ctx context.Context) error {
 		} `json:"keys"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		return fmt.Errorf("reading the JWKS: %w", err)
+		return nil, fmt.Errorf("reading the JWKS: %w", err)
 	}
 	keys := map[string]*rsa.PublicKey{}
 	for _, k := range doc.Keys {
@@ -376,6 +416,5 @@ func (j *jwks) fetch(ctx context.Context) error {
 		}
 		keys[k.Kid] = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
 	}
-	j.keys, j.fetched = keys, time.Now()
-	return nil
+	return keys, nil
 }

@@ -142,3 +142,66 @@ func TestModes(t *testing.T) {
 		t.Errorf("mode none refused a request: %d", status)
 	}
 }
+
+// TestJWKSOutage: while the JWKS endpoint is down, tokens of a cached key still verify, and a
+// token whose key cannot be fetched is answered 503 (retry), never 401; a slow JWKS fetch
+// never holds back tokens of keys already known.
+func TestJWKSOutage(t *testing.T) {
+	known, _ := auth.NewIssuer()
+	fresh, _ := auth.NewIssuer()
+	fresh.Kid = "fresh"
+	var down atomic.Bool
+	release := make(chan struct{})
+	var slow atomic.Bool
+	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if slow.Load() {
+			<-release
+		}
+		if down.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{
+			"kid": known.Kid, "kty": "RSA", "use": "sig",
+			"n": base64.RawURLEncoding.EncodeToString(known.Key.N.Bytes()),
+			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(known.Key.E)).Bytes()),
+		}}})
+	}))
+	defer jwksSrv.Close()
+	v, err := auth.NewVerifier(auth.Config{Mode: "jwt", JWKSURL: jwksSrv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := known.Token("a", time.Hour)
+	if status, msg := serve(t, v, "Bearer "+good); status != 200 {
+		t.Fatalf("first token: %d %s", status, msg)
+	}
+	down.Store(true)
+	if status, _ := serve(t, v, "Bearer "+good); status != 200 {
+		t.Errorf("a cached key while the JWKS is down: %d", status)
+	}
+	// A verifier that never fetched, with its JWKS down: 503, not 401.
+	cold, _ := auth.NewVerifier(auth.Config{Mode: "jwt", JWKSURL: jwksSrv.URL})
+	if status, msg := serve(t, cold, "Bearer "+good); status != http.StatusServiceUnavailable {
+		t.Errorf("JWKS down and no key cached: %d %s, want 503", status, msg)
+	}
+	// A fetch in flight (a token with an unknown key, past the 30s refetch limit of a fresh
+	// verifier) does not hold back a token of a known key.
+	down.Store(false)
+	slow.Store(true)
+	warm, _ := auth.NewVerifier(auth.Config{Mode: "jwt", JWKSURL: jwksSrv.URL})
+	go func() { _, _ = serve(t, warm, "Bearer "+good) }() // first fetch, held by the server
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	slow.Store(false)
+	time.Sleep(100 * time.Millisecond)
+	unknown, _ := fresh.Token("a", time.Hour)
+	done := make(chan int, 1)
+	go func() { s, _ := serve(t, warm, "Bearer "+unknown); done <- s }()
+	if status, _ := serve(t, warm, "Bearer "+good); status != 200 {
+		t.Errorf("known key during another token's lookup: %d", status)
+	}
+	if s := <-done; s != http.StatusUnauthorized {
+		t.Errorf("a key the JWKS does not have: %d, want 401", s)
+	}
+}
