@@ -24,6 +24,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/functions/executor"
@@ -158,13 +159,26 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	}
 	f.relay = &events.Relay{Store: f.platform.Store, Publisher: pub, Age: f.Runtime.OutboxAge}
 	var ac auth.Config
+	var ec auth.Events
 	if err := config.Load(&ac); err != nil {
 		return err
 	}
-	if ac.Events {
-		if f.eventsAuth, err = auth.NewVerifier(ac); err != nil {
-			return fmt.Errorf("AUTH_CLOUDEVENTS: %w", err)
+	if err := config.Load(&ec); err != nil {
+		return err
+	}
+	var hubClient *http.Client
+	hubURL := ""
+	if f.platform.Hub != nil {
+		if hubClient, err = rest.HTTPClientFor(f.platform.Hub.Config); err != nil {
+			return err
 		}
+		hubURL = f.platform.Hub.Config.Host
+	}
+	if f.eventsAuth, err = auth.NewEventsVerifier(ac, ec, hubClient, hubURL); err != nil {
+		return err
+	}
+	if f.eventsAuth == nil {
+		log.Warn("AUTH_CLOUDEVENTS=false (or AUTH_MODE=none): anyone who reaches this process may send it events; development only")
 	}
 	if err := f.build(ctx); err != nil {
 		return err
@@ -382,7 +396,7 @@ func (f *Function) Server() *events.Server {
 		Logger:       f.log,
 	}
 	if f.eventsAuth != nil {
-		s.EventsMiddleware = f.eventsAuth.Middleware
+		s.EventsMiddleware = f.eventsAuth.Require()
 	}
 	return s
 }

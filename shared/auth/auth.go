@@ -29,8 +29,17 @@ type Config struct {
 	Issuer    string `envconfig:"JWT_ISSUER" desc:"required iss claim; empty: not checked"`
 	Audience  string `envconfig:"JWT_AUDIENCE" desc:"required aud claim; empty: not checked"`
 	Mode      string `envconfig:"AUTH_MODE" default:"jwt" desc:"jwt: the REST API needs a bearer token; none: no authentication (development only)"`
-	Events    bool   `envconfig:"AUTH_CLOUDEVENTS" default:"false" desc:"also require a bearer token on the CloudEvents endpoint"`
 	Roles
+}
+
+// Events is how CloudEvents deliveries are authenticated: by default with a bearer token —
+// Knative Eventing's sender identity (an audience-bound token of the broker's service account,
+// verified against the cluster's OIDC keys) when EVENTS_OIDC_ISSUER is set, else a token of
+// the REST API's issuer.
+type Events struct {
+	On         bool   `envconfig:"AUTH_CLOUDEVENTS" default:"true" desc:"require a bearer token on the CloudEvents endpoint (anonymous or wrong-audience events get 401); false only for development"`
+	Audiences  string `envconfig:"EVENTS_AUDIENCES" desc:"accepted aud of event tokens, comma-separated (the audience Knative gives this function's Service); empty: not checked"`
+	OIDCIssuer string `envconfig:"EVENTS_OIDC_ISSUER" desc:"issuer (iss) of the broker's sender identity tokens, verified against the hub API server's /openid/v1/jwks; 'hub' reads it from the hub API server's OIDC discovery; empty: event tokens are verified as REST tokens are (KEYCLOAK_PUBLIC_KEY or JWKS_URL)"`
 }
 
 // Roles says where a token's roles are and what they are called.
@@ -96,6 +105,68 @@ type Verifier struct {
 	cfg    Config
 	static *rsa.PublicKey
 	jwks   *jwks
+	// audiences, when set, are the aud values of which a token must carry one.
+	audiences []string
+}
+
+// NewEventsVerifier builds the verifier of CloudEvents deliveries, or nil when they are not
+// authenticated. With an OIDC issuer, tokens are verified against the keys of the hub API
+// server (its service-account issuer, as Knative Eventing's sender identity uses), fetched
+// with hub's authenticated client at hubURL.
+func NewEventsVerifier(rest Config, ev Events, hub *http.Client, hubURL string) (*Verifier, error) {
+	if !ev.On {
+		return nil, nil
+	}
+	var v *Verifier
+	if ev.OIDCIssuer != "" {
+		if hub == nil {
+			return nil, errors.New("EVENTS_OIDC_ISSUER needs a hub API server to read the OIDC keys from")
+		}
+		base := strings.TrimSuffix(hubURL, "/")
+		issuer := ev.OIDCIssuer
+		if issuer == "hub" {
+			var err error
+			if issuer, err = discoverIssuer(hub, base); err != nil {
+				return nil, fmt.Errorf("EVENTS_OIDC_ISSUER=hub: %w", err)
+			}
+		}
+		v = &Verifier{cfg: Config{Mode: "jwt", Issuer: issuer, Roles: rest.Roles.withDefaults()},
+			jwks: &jwks{url: base + "/openid/v1/jwks", client: hub}}
+	} else {
+		rest.Issuer, rest.Audience = "", ""
+		var err error
+		if v, err = NewVerifier(rest); err != nil {
+			return nil, fmt.Errorf("AUTH_CLOUDEVENTS: %w", err)
+		}
+		if !v.Enabled() {
+			return nil, nil
+		}
+	}
+	for _, a := range strings.Split(ev.Audiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			v.audiences = append(v.audiences, a)
+		}
+	}
+	return v, nil
+}
+
+// discoverIssuer reads the issuer of the API server's OIDC discovery document.
+func discoverIssuer(c *http.Client, base string) (string, error) {
+	resp, err := c.Get(base + "/.well-known/openid-configuration")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("OIDC discovery: %s", resp.Status)
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc.Issuer == "" {
+		return "", fmt.Errorf("OIDC discovery: no issuer (%v)", err)
+	}
+	return doc.Issuer, nil
 }
 
 // NewVerifier builds a verifier. Mode jwt needs a public key or a JWKS URL.
@@ -194,7 +265,24 @@ func (v *Verifier) Check(r *http.Request) (*Claims, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid bearer token: %w", err)
 	}
+	if len(v.audiences) > 0 {
+		aud, _ := raw.GetAudience()
+		if !overlaps(aud, v.audiences) {
+			return nil, fmt.Errorf("invalid bearer token: audience %v, want one of %v", []string(aud), v.audiences)
+		}
+	}
 	return v.claimsOf(raw), nil
+}
+
+func overlaps(a, b []string) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // claimsOf reads what handlers use from a verified token's claims.
@@ -241,7 +329,8 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 }
 
 // Require is Middleware that also wants one of roles: a valid token without any of them is
-// answered 403 {"error": …} naming the roles wanted.
+// answered 403 {"error": …} naming the roles wanted. With no roles, any valid token passes
+// (a sender identity, which has none).
 func (v *Verifier) Require(roles ...Role) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -255,7 +344,7 @@ func (v *Verifier) Require(roles ...Role) func(http.Handler) http.Handler {
 				writeError(w, http.StatusUnauthorized, err.Error())
 				return
 			}
-			if !claims.Has(roles...) {
+			if len(roles) > 0 && !claims.Has(roles...) {
 				names := make([]string, len(roles))
 				for i, role := range roles {
 					names[i] = v.cfg.name(role)

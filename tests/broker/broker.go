@@ -32,6 +32,10 @@ type Broker struct {
 	// OnDelivery, when set, is told the outcome of every delivery to a subscriber: its last
 	// status (0: dropped, unreachable or not running) and the subscriber's reply, if any.
 	OnDelivery func(t Trigger, e event.Event, status int, reply *event.Event)
+	// Identity, when set, is the bearer token every delivery presents, as Knative Eventing's
+	// sender identity (OIDC) does: the broker's service-account token for the subscriber's
+	// audience.
+	Identity func(ctx context.Context) (string, error)
 
 	mu       sync.Mutex
 	inflight sync.WaitGroup
@@ -187,7 +191,16 @@ func (b *Broker) deliver(ctx context.Context, t Trigger, e event.Event) {
 			status, lastErr = http.StatusServiceUnavailable, "broker refusing deliveries (injected fault)"
 		default:
 			var res protocol.Result
-			reply, res = b.client.Request(cloudevents.ContextWithTarget(ctx, url), e)
+			dctx := cloudevents.ContextWithTarget(ctx, url)
+			if b.Identity != nil {
+				tok, err := b.Identity(ctx)
+				if err != nil {
+					status, lastErr = 0, "no sender identity: "+err.Error()
+					break
+				}
+				dctx = cehttp.WithCustomHeader(dctx, http.Header{"Authorization": {"Bearer " + tok}})
+			}
+			reply, res = b.client.Request(dctx, e)
 			status, lastErr = statusOf(res)
 		}
 		b.Log.Infow("delivered", "trigger", t.Name, "subscriber", t.Subscriber, "type", e.Type(), "id", e.ID(),

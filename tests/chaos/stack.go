@@ -185,6 +185,8 @@ func (st *Stack) startBroker(seed int64) error {
 	st.Faults = broker.NewFaults(seed, st.Settings.Duplicate, st.Settings.MaxDelay)
 	st.Broker = &broker.Broker{Triggers: routed, Resolve: st.resolve, Faults: st.Faults,
 		DeadLetters: filepath.Join(st.Dir, "dead-letters.jsonl"),
+		// Deliveries present a token, as Knative's broker does: events are authenticated here too.
+		Identity: func(context.Context) (string, error) { return st.Token, nil },
 		OnDelivery: func(t broker.Trigger, e event.Event, status int, reply *event.Event) {
 			st.mu.Lock()
 			fs := append([]func(broker.Trigger, event.Event, int, *event.Event){}, st.deliveries...)

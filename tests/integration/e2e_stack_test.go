@@ -204,7 +204,7 @@ func startProcess(t testing.TB, vars map[string]string) *process {
 func baseEnv(prefix, function string) map[string]string {
 	return map[string]string{
 		"REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig, "STORE_PREFIX": prefix,
-		"FUNCTION": function, "HUB_ID": "", "K_SINK": "",
+		"FUNCTION": function, "HUB_ID": "", "K_SINK": "", "AUTH_CLOUDEVENTS": "false",
 	}
 }
 

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -116,5 +118,43 @@ manifests:
 	}
 	if r := f.rest(t, http.MethodPut, "/jobmanager/jobs", `{"id":"`+id+`","owner_id":"nuvla-1","state":3,"fence":`+fence+`}`, nuvla); r.status != http.StatusOK {
 		t.Errorf("the owner's report: %d %s", r.status, r.body)
+	}
+}
+
+// TestEventsNeedASenderIdentity: with Knative Eventing's OIDC sender identity the CloudEvents
+// endpoint takes only a token the cluster's issuer made for one of its audiences — a token of
+// the API server's TokenRequest for a service account — and answers 401 to an event without a
+// token, with a token for another audience, or with a token no key of the cluster signed.
+func TestEventsNeedASenderIdentity(t *testing.T) {
+	ctx := context.Background()
+	f := startFunctions(t, map[string]string{"AUTH_CLOUDEVENTS": "true", "EVENTS_OIDC_ISSUER": "hub", "EVENTS_AUDIENCES": "ocm-jobs-jobs,ocm-jobs"})
+	id, err := env.Hub.SenderIdentity(ctx, "knative-eventing", "mt-broker-filter", "ocm-jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	right, err := id.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := env.Hub.Token(ctx, "knative-eventing", "mt-broker-filter", "somebody-else", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(n int, token string) reply {
+		return f.eventWith(t, "eu.icos.jobgroup.create.v1", fmt.Sprintf("oidc-%d", n),
+			map[string]string{"Content-Type": "application/yaml", "Authorization": "Bearer " + token}, []byte(nuvlaApp))
+	}
+	for n, tc := range []struct {
+		name, token string
+		want        int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"another audience", wrong, http.StatusUnauthorized},
+		{"a REST token (another issuer)", f.token, http.StatusUnauthorized},
+		{"the broker's identity", right, http.StatusOK},
+	} {
+		if r := send(n, tc.token); r.status != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, r.status, r.body, tc.want)
+		}
 	}
 }

@@ -42,8 +42,19 @@ type Stack struct {
 	hubID     string
 	issuer    *auth.Issuer
 	token     string
+	readonly  string
+	identity  *servers.Identity
 	janitor   *janitorProc
 }
+
+// The sender identity of the local broker: a service account of the hub presents
+// audience-bound tokens the functions verify against the hub's OIDC keys, as Knative
+// Eventing's broker does with OIDC on.
+const (
+	brokerNamespace = "ocm-jobs"
+	brokerAccount   = "ocm-jobs-broker"
+	eventsAudience  = "ocm-jobs"
+)
 
 // Run starts the stack and blocks until ctx is done.
 func (s *Stack) Run(ctx context.Context) error {
@@ -86,11 +97,15 @@ func (s *Stack) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the Triggers of k8s/base: %w", err)
 	}
+	if s.identity, err = s.env.Hub.SenderIdentity(ctx, brokerNamespace, brokerAccount, eventsAudience); err != nil {
+		return err
+	}
 	b := &broker.Broker{
 		Triggers:    triggers,
 		DeadLetters: filepath.Join(run, "dead-letters.jsonl"),
 		Log:         s.Log.Named("broker"),
 		Resolve:     s.resolve,
+		Identity:    s.identity.Token,
 	}
 	if err := s.startBroker(b); err != nil {
 		return err
@@ -103,6 +118,9 @@ func (s *Stack) Run(ctx context.Context) error {
 		return err
 	}
 	if s.token, err = s.issuer.Token("ocm-jobs-local", 7*24*time.Hour); err != nil {
+		return err
+	}
+	if s.readonly, err = s.issuer.Sign(auth.Grant{Subject: "reader", TTL: 7 * 24 * time.Hour, Roles: []auth.Role{auth.RoleReader}}); err != nil {
 		return err
 	}
 
@@ -256,6 +274,8 @@ func (s *Stack) startFunctions(bin, run string) error {
 			"KUBECONFIG=" + s.env.Hub.Kubeconfig,
 			"LOG_LEVEL=" + s.Config.LogLevel,
 			"KEYCLOAK_PUBLIC_KEY=" + s.issuer.PublicKeyBase64(),
+			// Events are authenticated as in a cluster with Knative's OIDC sender identity.
+			"AUTH_CLOUDEVENTS=true", "EVENTS_OIDC_ISSUER=hub", "EVENTS_AUDIENCES=" + eventsAudience,
 		}, bin)
 		if err != nil {
 			return fmt.Errorf("starting function %s: %w", name, err)
@@ -302,6 +322,10 @@ func (s *Stack) writeEnv(run string) error {
 			return err
 		}
 	}
+	eventsToken, err := s.env.Hub.Token(context.Background(), brokerNamespace, brokerAccount, eventsAudience, 24*time.Hour)
+	if err != nil {
+		return err
+	}
 	vars := map[string]string{
 		"KUBECONFIG":          hub,
 		"CLUSTER2_KUBECONFIG": cluster2,
@@ -314,6 +338,8 @@ func (s *Stack) writeEnv(run string) error {
 		"HUB_ID":              s.hubID,
 		"KUBECTL":             filepath.Join(servers.BinDir(), "kubectl"),
 		"TOKEN":               s.token,
+		"TOKEN_READONLY":      s.readonly,
+		"EVENTS_TOKEN":        eventsToken,
 		pidVar:                strconv.Itoa(os.Getpid()),
 	}
 	keys := make([]string, 0, len(vars))

@@ -53,7 +53,7 @@ func startHubs(t *testing.T, prefix string) []*hub {
 		}
 		vars := func(function string) map[string]string {
 			return map[string]string{"REDIS_URL": env.Redis.URL(), "KUBECONFIG": api.Kubeconfig, "STORE_PREFIX": prefix,
-				"FUNCTION": function, "LOG_LEVEL": "info"}
+				"FUNCTION": function, "LOG_LEVEL": "info", "AUTH_MODE": "none", "AUTH_CLOUDEVENTS": "false"}
 		}
 		h := &hub{name: name, id: id, api: api}
 		for i := 0; i < 2; i++ {
