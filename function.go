@@ -392,6 +392,7 @@ func (f *Function) Server() *events.Server {
 		Handler:      events.HandlerFunc(f.route),
 		Routes:       f.http,
 		MaxBodyBytes: f.Runtime.MaxBodyBytes,
+		NoEvents:     f.Runtime.RESTOnly,
 		Ready:        func(ctx context.Context) error { _, err := f.Ready(ctx); return err },
 		Logger:       f.log,
 	}

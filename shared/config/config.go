@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -24,7 +25,8 @@ var Functions = []string{Jobs, Incompliance, Executor, StatusSync}
 // Runtime is the configuration of the CloudEvents runtime every function process shares.
 type Runtime struct {
 	Port     int    `envconfig:"PORT" default:"8080" desc:"HTTP port the process listens on (CloudEvents, REST, health)"`
-	Function string `envconfig:"FUNCTION" desc:"restrict the process to one function: jobs, incompliance, executor or statussync (empty: all four)"`
+	Function string `envconfig:"FUNCTION" desc:"restrict the process to one function, or a comma-separated few: jobs, incompliance, executor, statussync (empty: all four)"`
+	RESTOnly bool   `envconfig:"REST_ONLY" default:"false" desc:"serve only the REST API (/jobmanager/...) and the health paths, never CloudEvents: the public entry of an install, whose function Services are cluster-local"`
 	RedisURL string `envconfig:"REDIS_URL" desc:"Redis holding job state: redis://host:port/db, redis+sentinel://host:port?master_name=NAME&addr=…, redis+cluster://host:port?addr=…"`
 	Sink     string `envconfig:"K_SINK" desc:"where emitted events are sent (the broker; set by a Knative SinkBinding); empty: events are not published"`
 	HubID    string `envconfig:"HUB_ID" desc:"owner id of this hub; empty: the UID of the hub's ClusterManager cluster-manager"`
@@ -41,8 +43,10 @@ type Runtime struct {
 
 // Validate checks what envconfig cannot.
 func (r Runtime) Validate() error {
-	if r.Function != "" && !IsFunction(r.Function) {
-		return fmt.Errorf("FUNCTION=%q: want one of %v or empty", r.Function, Functions)
+	for _, f := range r.functions() {
+		if !IsFunction(f) {
+			return fmt.Errorf("FUNCTION=%q: want one or more of %v, comma-separated, or empty", r.Function, Functions)
+		}
 	}
 	if r.MaxBodyBytes <= 0 {
 		return fmt.Errorf("MAX_BODY_BYTES=%d: must be positive", r.MaxBodyBytes)
@@ -54,7 +58,29 @@ func (r Runtime) Validate() error {
 }
 
 // Enabled reports whether this process serves function name.
-func (r Runtime) Enabled(name string) bool { return r.Function == "" || r.Function == name }
+func (r Runtime) Enabled(name string) bool {
+	fs := r.functions()
+	if len(fs) == 0 {
+		return true
+	}
+	for _, f := range fs {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
+
+// functions are the names FUNCTION lists.
+func (r Runtime) functions() []string {
+	var out []string
+	for _, f := range strings.Split(r.Function, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // IsFunction reports whether name is one of the four functions.
 func IsFunction(name string) bool {

@@ -58,6 +58,9 @@ type Server struct {
 	Logger *zap.SugaredLogger
 	// EventsMiddleware, when set, wraps the CloudEvents endpoint (e.g. bearer-token checks).
 	EventsMiddleware func(http.Handler) http.Handler
+	// NoEvents serves no CloudEvents: every path but the routes and health is a 404 (the
+	// public REST entry of an install).
+	NoEvents bool
 }
 
 // HTTPHandler builds the process's http.Handler.
@@ -95,6 +98,13 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	var events http.Handler = s.checkCloudEvent(receiver)
 	if s.EventsMiddleware != nil {
 		events = s.EventsMiddleware(events)
+	}
+	if s.NoEvents {
+		events = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"error":"not found: this endpoint serves the REST API (/jobmanager/...) only"}`+"\n")
+		})
 	}
 	mux.Handle("/", s.limitBody(events))
 	return s.withLogger(mux), nil

@@ -34,8 +34,8 @@ type Broker struct {
 	OnDelivery func(t Trigger, e event.Event, status int, reply *event.Event)
 	// Identity, when set, is the bearer token every delivery presents, as Knative Eventing's
 	// sender identity (OIDC) does: the broker's service-account token for the subscriber's
-	// audience.
-	Identity func(ctx context.Context) (string, error)
+	// audience (the Trigger's subscriber.audience).
+	Identity func(ctx context.Context, audience string) (string, error)
 
 	mu       sync.Mutex
 	inflight sync.WaitGroup
@@ -193,7 +193,7 @@ func (b *Broker) deliver(ctx context.Context, t Trigger, e event.Event) {
 			var res protocol.Result
 			dctx := cloudevents.ContextWithTarget(ctx, url)
 			if b.Identity != nil {
-				tok, err := b.Identity(ctx)
+				tok, err := b.Identity(ctx, t.Audience)
 				if err != nil {
 					status, lastErr = 0, "no sender identity: "+err.Error()
 					break

@@ -34,7 +34,10 @@ type Trigger struct {
 	Name       string
 	Filter     map[string]string
 	Subscriber string
-	Delivery   Delivery
+	// Audience is the OIDC audience of the subscriber (spec.subscriber.audience): the sender
+	// identity token of a delivery is requested for it.
+	Audience string
+	Delivery Delivery
 }
 
 // Matches reports whether an event with these attributes passes the filter.
@@ -75,7 +78,8 @@ type object struct {
 			Ref *struct {
 				Name string `json:"name"`
 			} `json:"ref"`
-			URI string `json:"uri"`
+			URI      string `json:"uri"`
+			Audience string `json:"audience"`
 		} `json:"subscriber"`
 		Delivery *struct {
 			Retry          *int   `json:"retry"`
@@ -144,6 +148,7 @@ func toTrigger(o object) (Trigger, error) {
 			t.Filter[k] = v
 		}
 	}
+	t.Audience = o.Spec.Subscriber.Audience
 	switch {
 	case o.Spec.Subscriber.Ref != nil:
 		t.Subscriber = o.Spec.Subscriber.Ref.Name

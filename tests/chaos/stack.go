@@ -186,7 +186,7 @@ func (st *Stack) startBroker(seed int64) error {
 	st.Broker = &broker.Broker{Triggers: routed, Resolve: st.resolve, Faults: st.Faults,
 		DeadLetters: filepath.Join(st.Dir, "dead-letters.jsonl"),
 		// Deliveries present a token, as Knative's broker does: events are authenticated here too.
-		Identity: func(context.Context) (string, error) { return st.Token, nil },
+		Identity: func(context.Context, string) (string, error) { return st.Token, nil },
 		OnDelivery: func(t broker.Trigger, e event.Event, status int, reply *event.Event) {
 			st.mu.Lock()
 			fs := append([]func(broker.Trigger, event.Event, int, *event.Event){}, st.deliveries...)

@@ -128,11 +128,11 @@ manifests:
 func TestEventsNeedASenderIdentity(t *testing.T) {
 	ctx := context.Background()
 	f := startFunctions(t, map[string]string{"AUTH_CLOUDEVENTS": "true", "EVENTS_OIDC_ISSUER": "hub", "EVENTS_AUDIENCES": "ocm-jobs-jobs,ocm-jobs"})
-	id, err := env.Hub.SenderIdentity(ctx, "knative-eventing", "mt-broker-filter", "ocm-jobs")
+	id, err := env.Hub.SenderIdentity(ctx, "knative-eventing", "mt-broker-filter")
 	if err != nil {
 		t.Fatal(err)
 	}
-	right, err := id.Token(ctx)
+	right, err := id.Token(ctx, "ocm-jobs")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,14 +47,16 @@ type Stack struct {
 	janitor   *janitorProc
 }
 
-// The sender identity of the local broker: a service account of the hub presents
-// audience-bound tokens the functions verify against the hub's OIDC keys, as Knative
-// Eventing's broker does with OIDC on.
+// The sender identity of the local broker: a service account of the hub presents tokens for
+// each Trigger's subscriber audience (ocm-jobs-<function>, as k8s/base sets them), which the
+// functions verify against the hub's OIDC keys, as with Knative Eventing's OIDC on.
 const (
 	brokerNamespace = "ocm-jobs"
 	brokerAccount   = "ocm-jobs-broker"
-	eventsAudience  = "ocm-jobs"
 )
+
+// audience is the OIDC audience of a function (its Triggers' subscriber.audience).
+func audience(function string) string { return "ocm-jobs-" + function }
 
 // Run starts the stack and blocks until ctx is done.
 func (s *Stack) Run(ctx context.Context) error {
@@ -97,7 +99,7 @@ func (s *Stack) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the Triggers of k8s/base: %w", err)
 	}
-	if s.identity, err = s.env.Hub.SenderIdentity(ctx, brokerNamespace, brokerAccount, eventsAudience); err != nil {
+	if s.identity, err = s.env.Hub.SenderIdentity(ctx, brokerNamespace, brokerAccount); err != nil {
 		return err
 	}
 	b := &broker.Broker{
@@ -275,7 +277,7 @@ func (s *Stack) startFunctions(bin, run string) error {
 			"LOG_LEVEL=" + s.Config.LogLevel,
 			"KEYCLOAK_PUBLIC_KEY=" + s.issuer.PublicKeyBase64(),
 			// Events are authenticated as in a cluster with Knative's OIDC sender identity.
-			"AUTH_CLOUDEVENTS=true", "EVENTS_OIDC_ISSUER=hub", "EVENTS_AUDIENCES=" + eventsAudience,
+			"AUTH_CLOUDEVENTS=true", "EVENTS_OIDC_ISSUER=hub", "EVENTS_AUDIENCES=" + audience(name),
 		}, bin)
 		if err != nil {
 			return fmt.Errorf("starting function %s: %w", name, err)
@@ -322,25 +324,32 @@ func (s *Stack) writeEnv(run string) error {
 			return err
 		}
 	}
-	eventsToken, err := s.env.Hub.Token(context.Background(), brokerNamespace, brokerAccount, eventsAudience, 24*time.Hour)
-	if err != nil {
-		return err
+	eventsToken := map[string]string{}
+	for _, fn := range config.Functions {
+		tok, err := s.env.Hub.Token(context.Background(), brokerNamespace, brokerAccount, audience(fn), 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		eventsToken[fn] = tok
 	}
 	vars := map[string]string{
-		"KUBECONFIG":          hub,
-		"CLUSTER2_KUBECONFIG": cluster2,
-		"REDIS_URL":           s.redisURL,
-		"BROKER_URL":          s.brokerURL(),
-		"JOBS_URL":            s.url(config.Jobs),
-		"INCOMPLIANCE_URL":    s.url(config.Incompliance),
-		"EXECUTOR_URL":        s.url(config.Executor),
-		"STATUSSYNC_URL":      s.url(config.StatusSync),
-		"HUB_ID":              s.hubID,
-		"KUBECTL":             filepath.Join(servers.BinDir(), "kubectl"),
-		"TOKEN":               s.token,
-		"TOKEN_READONLY":      s.readonly,
-		"EVENTS_TOKEN":        eventsToken,
-		pidVar:                strconv.Itoa(os.Getpid()),
+		"KUBECONFIG":                hub,
+		"CLUSTER2_KUBECONFIG":       cluster2,
+		"REDIS_URL":                 s.redisURL,
+		"BROKER_URL":                s.brokerURL(),
+		"JOBS_URL":                  s.url(config.Jobs),
+		"INCOMPLIANCE_URL":          s.url(config.Incompliance),
+		"EXECUTOR_URL":              s.url(config.Executor),
+		"STATUSSYNC_URL":            s.url(config.StatusSync),
+		"HUB_ID":                    s.hubID,
+		"KUBECTL":                   filepath.Join(servers.BinDir(), "kubectl"),
+		"TOKEN":                     s.token,
+		"TOKEN_READONLY":            s.readonly,
+		"JOBS_EVENTS_TOKEN":         eventsToken[config.Jobs],
+		"INCOMPLIANCE_EVENTS_TOKEN": eventsToken[config.Incompliance],
+		"EXECUTOR_EVENTS_TOKEN":     eventsToken[config.Executor],
+		"STATUSSYNC_EVENTS_TOKEN":   eventsToken[config.StatusSync],
+		pidVar:                      strconv.Itoa(os.Getpid()),
 	}
 	keys := make([]string, 0, len(vars))
 	for k := range vars {

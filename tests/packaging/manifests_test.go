@@ -177,6 +177,29 @@ func TestFunctionServicesAreWired(t *testing.T) {
 				if !boundToBroker(svc, bindings) {
 					t.Errorf("%s: no SinkBinding gives it K_SINK = the broker ocm-jobs", name)
 				}
+				// Events are not public, and they are authenticated (sender identity).
+				if svc.GetLabels()["networking.knative.dev/visibility"] != "cluster-local" {
+					t.Errorf("%s: not cluster-local (label networking.knative.dev/visibility)", name)
+				}
+				env := envOf(svc)
+				if env["AUTH_CLOUDEVENTS"] == "false" || env["EVENTS_OIDC_ISSUER"] == "" || env["EVENTS_AUDIENCES"] != name {
+					t.Errorf("%s: event authentication: AUTH_CLOUDEVENTS=%q EVENTS_OIDC_ISSUER=%q EVENTS_AUDIENCES=%q, want on, an issuer, audience %s",
+						name, env["AUTH_CLOUDEVENTS"], env["EVENTS_OIDC_ISSUER"], env["EVENTS_AUDIENCES"], name)
+				}
+			}
+			for _, tr := range ofKind(objs, "Trigger") {
+				sub, _, _ := unstructured.NestedString(tr.Object, "spec", "subscriber", "ref", "name")
+				if aud, _, _ := unstructured.NestedString(tr.Object, "spec", "subscriber", "audience"); strings.HasPrefix(sub, "ocm-jobs-") && sub != "ocm-jobs-deadletter" && aud != sub {
+					t.Errorf("Trigger %s: subscriber audience %q, want %q (the audience its function accepts)", tr.GetName(), aud, sub)
+				}
+			}
+			// The public entry serves the REST API only.
+			api, ok := services["ocm-jobs-api"]
+			if !ok {
+				t.Error("Knative Service ocm-jobs-api (the public REST entry) is missing")
+			} else if env := envOf(api); api.GetLabels()["networking.knative.dev/visibility"] == "cluster-local" || env["REST_ONLY"] != "true" || env["FUNCTION"] != "jobs,incompliance" {
+				t.Errorf("ocm-jobs-api: visibility %q, REST_ONLY=%q, FUNCTION=%q; want public, REST only, jobs and incompliance",
+					api.GetLabels()["networking.knative.dev/visibility"], env["REST_ONLY"], env["FUNCTION"])
 			}
 			exec := annotation(services["ocm-jobs-executor"], "autoscaling.knative.dev/max-scale")
 			jobs := annotation(services["ocm-jobs-jobs"], "autoscaling.knative.dev/max-scale")
@@ -198,9 +221,47 @@ func TestFunctionServicesAreWired(t *testing.T) {
 				if len(ofKind(objs, "StatefulSet")) != 0 {
 					t.Errorf("production runs a StatefulSet: its Redis is external")
 				}
+				for _, name := range []string{"ocm-jobs-jobs", "ocm-jobs-incompliance", "ocm-jobs-api"} {
+					if refs := configRefs(services[name]); refs["JWT_ISSUER"] != "ocm-jobs-auth" || refs["JWT_AUDIENCE"] != "ocm-jobs-auth" {
+						t.Errorf("%s: production must check the REST tokens' issuer and audience (JWT_ISSUER, JWT_AUDIENCE from ConfigMap ocm-jobs-auth): %v", name, refs)
+					}
+				}
 			}
 		})
 	}
+}
+
+// configRefs are the ConfigMaps a Service's env variables come from, by variable.
+func configRefs(svc *unstructured.Unstructured) map[string]string {
+	out := map[string]string{}
+	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
+	for _, c := range containers {
+		envs, _, _ := unstructured.NestedSlice(c.(map[string]any), "env")
+		for _, e := range envs {
+			e := e.(map[string]any)
+			n, _ := e["name"].(string)
+			if ref, _, _ := unstructured.NestedString(e, "valueFrom", "configMapKeyRef", "name"); ref != "" {
+				out[n] = ref
+			}
+		}
+	}
+	return out
+}
+
+// envOf are the literal env values of a Service's container.
+func envOf(svc *unstructured.Unstructured) map[string]string {
+	out := map[string]string{}
+	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
+	for _, c := range containers {
+		envs, _, _ := unstructured.NestedSlice(c.(map[string]any), "env")
+		for _, e := range envs {
+			e := e.(map[string]any)
+			n, _ := e["name"].(string)
+			v, _ := e["value"].(string)
+			out[n] = v
+		}
+	}
+	return out
 }
 
 func checkFunctionService(t *testing.T, fn string, svc *unstructured.Unstructured, known map[string]bool) {

@@ -13,20 +13,23 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Identity hands out tokens of a service account for an audience, issued by the API server's
-// TokenRequest API: what Knative Eventing's broker presents to a subscriber when OIDC sender
-// identity is on. A token is reused until half its life is gone.
+// Identity hands out tokens of a service account, one per audience, issued by the API
+// server's TokenRequest API: what Knative Eventing's broker presents to a subscriber when OIDC
+// sender identity is on. A token is reused until half its life is gone.
 type Identity struct {
 	hub                *Hub
 	namespace, account string
-	audience           string
 	mu                 sync.Mutex
-	token              string
-	renew              time.Time
+	tokens             map[string]issued
 }
 
-// SenderIdentity makes sure the service account exists and returns its identity for audience.
-func (h *Hub) SenderIdentity(ctx context.Context, namespace, account, audience string) (*Identity, error) {
+type issued struct {
+	token string
+	renew time.Time
+}
+
+// SenderIdentity makes sure the service account exists and returns its identity.
+func (h *Hub) SenderIdentity(ctx context.Context, namespace, account string) (*Identity, error) {
 	if err := h.EnsureNamespace(ctx, namespace); err != nil {
 		return nil, err
 	}
@@ -34,21 +37,21 @@ func (h *Hub) SenderIdentity(ctx context.Context, namespace, account, audience s
 	if _, err := h.Kube.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating service account %s/%s: %w", namespace, account, err)
 	}
-	return &Identity{hub: h, namespace: namespace, account: account, audience: audience}, nil
+	return &Identity{hub: h, namespace: namespace, account: account, tokens: map[string]issued{}}, nil
 }
 
-// Token returns a valid token (a fresh one when the last is half expired).
-func (i *Identity) Token(ctx context.Context) (string, error) {
+// Token returns a valid token for audience (a fresh one when the last is half expired).
+func (i *Identity) Token(ctx context.Context, audience string) (string, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.token != "" && time.Now().Before(i.renew) {
-		return i.token, nil
+	if t, ok := i.tokens[audience]; ok && time.Now().Before(t.renew) {
+		return t.token, nil
 	}
-	tok, err := i.hub.Token(ctx, i.namespace, i.account, i.audience, time.Hour)
+	tok, err := i.hub.Token(ctx, i.namespace, i.account, audience, time.Hour)
 	if err != nil {
 		return "", err
 	}
-	i.token, i.renew = tok, time.Now().Add(30*time.Minute)
+	i.tokens[audience] = issued{token: tok, renew: time.Now().Add(30 * time.Minute)}
 	return tok, nil
 }
 
