@@ -140,6 +140,8 @@ func (d *demo) event(ctx context.Context, url, typ, contentType string, data []b
 	req.Header.Set("Ce-Source", "/ocm-jobs/demo")
 	req.Header.Set("Ce-Type", typ)
 	req.Header.Set("Content-Type", contentType)
+	// Events are authenticated: the broker's sender identity for the jobs function.
+	req.Header.Set("Authorization", "Bearer "+d.env["JOBS_EVENTS_TOKEN"])
 	return d.do(req, out)
 }
 
