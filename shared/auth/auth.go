@@ -6,6 +6,9 @@ package auth
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -247,7 +250,13 @@ func (v *Verifier) Check(r *http.Request) (*Claims, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 		return nil, errors.New("the Authorization header is not `Bearer <token>`")
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"RS256"}), jwt.WithExpirationRequired()}
+	methods := []string{"RS256"}
+	if v.jwks != nil {
+		// A JWKS may hold EC keys too: a Kubernetes API server signs service-account tokens
+		// with the key it is given, often ECDSA.
+		methods = append(methods, "RS384", "RS512", "ES256", "ES384")
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired()}
 	if v.cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
@@ -411,13 +420,13 @@ type jwks struct {
 	client *http.Client
 
 	mu       sync.Mutex
-	keys     map[string]*rsa.PublicKey
+	keys     map[string]crypto.PublicKey
 	fetched  time.Time
 	fetching chan struct{} // closed when the fetch in flight ends
 	lastErr  error
 }
 
-func (j *jwks) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
+func (j *jwks) key(ctx context.Context, kid string) (crypto.PublicKey, error) {
 	for attempt := 0; ; attempt++ {
 		j.mu.Lock()
 		if k, ok := j.lookup(kid); ok {
@@ -462,7 +471,7 @@ func (j *jwks) refresh(ctx context.Context, done chan struct{}) {
 	close(done)
 }
 
-func (j *jwks) lookup(kid string) (*rsa.PublicKey, bool) {
+func (j *jwks) lookup(kid string) (crypto.PublicKey, bool) {
 	if kid == "" && len(j.keys) == 1 {
 		for _, k := range j.keys {
 			return k, true
@@ -472,7 +481,7 @@ func (j *jwks) lookup(kid string) (*rsa.PublicKey, bool) {
 	return k, ok
 }
 
-func (j *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
+func (j *jwks) fetch(ctx context.Context) (map[string]crypto.PublicKey, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.url, nil)
 	if err != nil {
 		return nil, err
@@ -487,23 +496,42 @@ func (j *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
 	}
 	var doc struct {
 		Keys []struct {
-			Kid, Kty, Use, N, E string
+			Kid, Kty, Use, N, E, Crv, X, Y string
 		} `json:"keys"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
 		return nil, fmt.Errorf("reading the JWKS: %w", err)
 	}
-	keys := map[string]*rsa.PublicKey{}
+	keys := map[string]crypto.PublicKey{}
 	for _, k := range doc.Keys {
-		if k.Kty != "RSA" || (k.Use != "" && k.Use != "sig") {
+		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
-		n, err1 := base64.RawURLEncoding.DecodeString(k.N)
-		e, err2 := base64.RawURLEncoding.DecodeString(k.E)
-		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
-			continue
+		switch k.Kty {
+		case "RSA":
+			n, err1 := base64.RawURLEncoding.DecodeString(k.N)
+			e, err2 := base64.RawURLEncoding.DecodeString(k.E)
+			if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
+				continue
+			}
+			keys[k.Kid] = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		case "EC":
+			var curve elliptic.Curve
+			switch k.Crv {
+			case "P-256":
+				curve = elliptic.P256()
+			case "P-384":
+				curve = elliptic.P384()
+			default:
+				continue
+			}
+			x, err1 := base64.RawURLEncoding.DecodeString(k.X)
+			y, err2 := base64.RawURLEncoding.DecodeString(k.Y)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			keys[k.Kid] = &ecdsa.PublicKey{Curve: curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
 		}
-		keys[k.Kid] = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
 	}
 	return keys, nil
 }

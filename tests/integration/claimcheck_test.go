@@ -153,15 +153,16 @@ func TestClaimCheckBadInput(t *testing.T) {
 		status int
 		reason string
 	}{
-		"missing object":    {nil, "s3://" + servers.S3Bucket + "/descriptors/none.yaml", http.StatusUnprocessableEntity, "no such object"},
-		"missing bucket":    {nil, "s3://no-such-bucket/app.yaml", http.StatusUnprocessableEntity, "no such object"},
-		"bad credentials":   {map[string]string{"S3_SECRET_ACCESS_KEY": "wrong"}, goodRef, http.StatusUnprocessableEntity, "access denied"},
-		"not a descriptor":  {nil, putObject(t, "descriptors/png.yaml", notDesc), http.StatusUnprocessableEntity, "not valid"},
-		"sha mismatch":      {nil, lying, http.StatusUnprocessableEntity, "content address"},
-		"too large":         {map[string]string{"MAX_DATAREF_BYTES": "100"}, goodRef, http.StatusUnprocessableEntity, "too large"},
-		"not an s3 ref":     {nil, "http://example.com/app.yaml", http.StatusUnprocessableEntity, "s3://bucket/key"},
-		"no object store":   {map[string]string{"S3_ENDPOINT": "", "S3_BUCKET": ""}, goodRef, http.StatusUnprocessableEntity, "object store"},
-		"store unreachable": {map[string]string{"S3_ENDPOINT": "http://127.0.0.1:1"}, goodRef, http.StatusServiceUnavailable, "unavailable"},
+		"missing object":       {nil, "s3://" + servers.S3Bucket + "/descriptors/none.yaml", http.StatusUnprocessableEntity, "no such object"},
+		"missing bucket":       {map[string]string{"DATAREF_ALLOWED": "no-such-bucket," + servers.S3Bucket}, "s3://no-such-bucket/app.yaml", http.StatusUnprocessableEntity, "no such object"},
+		"a bucket not allowed": {nil, "s3://another-bucket/app.yaml", http.StatusUnprocessableEntity, "DATAREF_ALLOWED"},
+		"bad credentials":      {map[string]string{"S3_SECRET_ACCESS_KEY": "wrong"}, goodRef, http.StatusUnprocessableEntity, "access denied"},
+		"not a descriptor":     {nil, putObject(t, "descriptors/png.yaml", notDesc), http.StatusUnprocessableEntity, "not valid"},
+		"sha mismatch":         {nil, lying, http.StatusUnprocessableEntity, "content address"},
+		"too large":            {map[string]string{"MAX_DATAREF_BYTES": "100"}, goodRef, http.StatusUnprocessableEntity, "too large"},
+		"not an s3 ref":        {nil, "http://example.com/app.yaml", http.StatusUnprocessableEntity, "s3://bucket/key"},
+		"no object store":      {map[string]string{"S3_ENDPOINT": "", "S3_BUCKET": ""}, goodRef, http.StatusUnprocessableEntity, "object store"},
+		"store unreachable":    {map[string]string{"S3_ENDPOINT": "http://127.0.0.1:1"}, goodRef, http.StatusServiceUnavailable, "unavailable"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := startFunctions(t, s3Env(tc.env))

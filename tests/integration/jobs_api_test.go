@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 )
 
@@ -137,13 +138,23 @@ func TestNuvlaPollPromoteReportLoop(t *testing.T) {
 	won := map[string][]string{}
 	conflicts := 0
 	var wg sync.WaitGroup
+	// A deployment manager's token names the owner it acts as.
+	tokens := map[string]string{}
+	for _, owner := range []string{"nuvla-a", "nuvla-b"} {
+		token, err := f.issuer.Sign(auth.Grant{Subject: owner, TTL: time.Hour, Roles: auth.AllRoles, Owner: owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[owner] = token
+	}
 	for _, owner := range []string{"nuvla-a", "nuvla-b"} {
 		wg.Add(1)
+		token := tokens[owner]
 		go func(owner string) {
 			defer wg.Done()
 			for round := 0; round < 20; round++ {
 				var jobs []model.Job
-				f.rest(t, http.MethodGet, "/jobmanager/jobs/executable/nuvla/"+owner, nil, f.token).decode(t, &jobs)
+				f.rest(t, http.MethodGet, "/jobmanager/jobs/executable/nuvla/"+owner, nil, token).decode(t, &jobs)
 				if len(jobs) == 0 {
 					return
 				}
@@ -151,7 +162,7 @@ func TestNuvlaPollPromoteReportLoop(t *testing.T) {
 					if !mine[j.ID] {
 						continue
 					}
-					p := f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+j.ID, map[string]string{"owner_id": owner}, f.token)
+					p := f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+j.ID, map[string]string{"owner_id": owner}, token)
 					mu.Lock()
 					switch p.status {
 					case http.StatusNoContent:
@@ -170,10 +181,10 @@ func TestNuvlaPollPromoteReportLoop(t *testing.T) {
 						Type: "Available", Status: metav1.ConditionTrue, Reason: "Deployed", Message: "running on " + j.Targets.ClusterName,
 						LastTransitionTime: metav1.Now(),
 					}}}
-					if s := f.rest(t, http.MethodPut, "/jobmanager/resources/status", res, f.token); s.status != http.StatusOK {
+					if s := f.rest(t, http.MethodPut, "/jobmanager/resources/status", res, token); s.status != http.StatusOK {
 						t.Errorf("PUT /resources/status: %d %s", s.status, s.body)
 					}
-					rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"ID": j.ID, "owner_id": owner, "state": 3}, f.token)
+					rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"ID": j.ID, "owner_id": owner, "state": 3}, token)
 					if rep.status != http.StatusOK {
 						t.Errorf("PUT /jobs: %d %s", rep.status, rep.body)
 					}
@@ -205,21 +216,24 @@ func TestNuvlaPollPromoteReportLoop(t *testing.T) {
 	t.Logf("3 jobs, 2 pollers: %d promotes refused with 409", conflicts)
 	// A second promote of a promoted job is a 409, never a silent success.
 	for id := range mine {
-		p := f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+id, map[string]string{"owner_id": "nuvla-a"}, f.token)
+		p := f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+id, map[string]string{"owner_id": "nuvla-a"}, tokens["nuvla-a"])
 		if p.status != http.StatusConflict {
 			t.Errorf("second promote of %s: %d %s", id, p.status, p.body)
 		}
 		break
 	}
-	// A report from a hub that does not own the job is refused.
+	// A report from a deployment manager that does not own the job is refused: 409 when it
+	// reports as itself, 403 when it claims to be the owner its token does not name.
 	for id := range mine {
-		other := "nuvla-a"
-		if won[id][0] == "nuvla-a" {
+		owner, other := won[id][0], "nuvla-a"
+		if owner == "nuvla-a" {
 			other = "nuvla-b"
 		}
-		rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": id, "owner_id": other, "state": 4}, f.token)
-		if rep.status != http.StatusConflict {
-			t.Errorf("report by a non-owner: %d %s", rep.status, rep.body)
+		if rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": id, "owner_id": other, "state": 4}, tokens[other]); rep.status != http.StatusConflict {
+			t.Errorf("report by a non-owner as itself: %d %s", rep.status, rep.body)
+		}
+		if rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": id, "owner_id": owner, "state": 4}, tokens[other]); rep.status != http.StatusForbidden {
+			t.Errorf("report by a non-owner as the owner: %d %s", rep.status, rep.body)
 		}
 		break
 	}
