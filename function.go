@@ -159,13 +159,10 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	}
 	f.relay = &events.Relay{Store: f.platform.Store, Publisher: pub, Age: f.Runtime.OutboxAge}
 	var ac auth.Config
-	var ec auth.Events
 	if err := config.Load(&ac); err != nil {
 		return err
 	}
-	if err := config.Load(&ec); err != nil {
-		return err
-	}
+	ec := f.Runtime.Events
 	var hubClient *http.Client
 	hubURL := ""
 	if f.platform.Hub != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 )
 
 // Function names, as FUNCTION takes them and as the Knative Services are named.
@@ -38,7 +40,9 @@ type Runtime struct {
 	PublishBackoff     time.Duration `envconfig:"PUBLISH_BACKOFF" default:"100ms" desc:"first delay between publish retries (doubles each retry)"`
 	OutboxAge          time.Duration `envconfig:"OUTBOX_AGE" default:"5s" desc:"how long an event waits in the outbox before a cron tick publishes it (the handler whose change appended it publishes it at once; the tick publishes what a failed or dead handler left)"`
 	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"grace period for requests in flight on SIGTERM"`
-	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	// Events is how CloudEvents deliveries are authenticated (every function takes events).
+	auth.Events
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
 
 // Validate checks what envconfig cannot.

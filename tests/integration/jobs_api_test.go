@@ -247,10 +247,10 @@ func TestStopAndDelete(t *testing.T) {
 	f.rest(t, http.MethodPost, "/jobmanager/groups", nuvlaApp, f.token).decode(t, &g)
 	// Deploy one job (promote + finish), leave the others never started.
 	deployed := g.Jobs[0].ID
-	if p := f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token); p.status != http.StatusNoContent {
+	if p := f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.asOwner(t, "dm")); p.status != http.StatusNoContent {
 		t.Fatalf("promote: %d %s", p.status, p.body)
 	}
-	if rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token); rep.status != http.StatusOK {
+	if rep := f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.asOwner(t, "dm")); rep.status != http.StatusOK {
 		t.Fatalf("report: %d %s", rep.status, rep.body)
 	}
 	r := f.rest(t, http.MethodPut, "/jobmanager/groups/undeploy/"+g.ID, nil, f.token)
@@ -273,8 +273,8 @@ func TestStopAndDelete(t *testing.T) {
 		t.Errorf("delete with a pending Delete job: %d %s", d.status, d.body)
 	}
 	// The deployment manager runs the Delete job.
-	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
-	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.asOwner(t, "dm"))
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.asOwner(t, "dm"))
 	if d := f.rest(t, http.MethodDelete, "/jobmanager/groups/"+g.ID, nil, f.token); d.status != http.StatusOK {
 		t.Errorf("delete after the Delete jobs finished: %d %s", d.status, d.body)
 	}
@@ -291,8 +291,8 @@ func TestIncomplianceFromThePolicyManager(t *testing.T) {
 	var g model.JobGroup
 	f.rest(t, http.MethodPost, "/jobmanager/groups", nuvlaApp, f.token).decode(t, &g)
 	job := g.Jobs[0]
-	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+job.ID, map[string]string{"owner_id": "dm"}, f.token)
-	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": job.ID, "owner_id": "dm", "state": 3}, f.token)
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+job.ID, map[string]string{"owner_id": "dm"}, f.asOwner(t, "dm"))
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": job.ID, "owner_id": "dm", "state": 3}, f.asOwner(t, "dm"))
 
 	inc := func(id string) map[string]any {
 		return map[string]any{"id": id, "policyName": "cpu-high", "policyId": "p1", "currentValue": 97, "threshold": 80,
@@ -478,8 +478,8 @@ func TestUpdateAndStartEvents(t *testing.T) {
 		byComp[j.Component] = j
 	}
 	deployed := byComp["sensor"].ID
-	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
-	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.asOwner(t, "dm"))
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.asOwner(t, "dm"))
 
 	updated := strings.Replace(nuvlaApp, "  - {name: store, manifests: [{name: store}], targets: {cluster_name: edge-c, orchestrator: nuvla}}\n",
 		"  - {name: cache, manifests: [{name: store}], targets: {cluster_name: edge-c, orchestrator: nuvla}}\n", 1)
@@ -507,13 +507,13 @@ func TestUpdateAndStartEvents(t *testing.T) {
 		}
 	}
 	// Stop, run the Delete job, then start again.
-	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
-	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.asOwner(t, "dm"))
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.asOwner(t, "dm"))
 	if r := f.event(t, "eu.icos.jobgroup.stop.v1", "upd-stop", "application/json", []byte(`{"id":"`+g.ID+`"}`)); r.status != http.StatusOK {
 		t.Fatalf("stop: %d %s", r.status, r.body)
 	}
-	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.token)
-	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.token)
+	f.rest(t, http.MethodPatch, "/jobmanager/jobs/promote/"+deployed, map[string]string{"owner_id": "dm"}, f.asOwner(t, "dm"))
+	f.rest(t, http.MethodPut, "/jobmanager/jobs", map[string]any{"id": deployed, "owner_id": "dm", "state": 3}, f.asOwner(t, "dm"))
 	r = f.event(t, "eu.icos.jobgroup.start.v1", "upd-start", "application/json", []byte(`{"id":"`+g.ID+`"}`))
 	if r.status != http.StatusOK {
 		t.Fatalf("start: %d %s", r.status, r.body)

@@ -107,6 +107,16 @@ func startFunctions(t *testing.T, extraEnv map[string]string) *functions {
 	return &functions{url: srv.URL, token: tok, issuer: iss, sink: s, client: &http.Client{Timeout: time.Minute}}
 }
 
+// asOwner is a token with every role acting as owner (a deployment manager's owner_id).
+func (f *functions) asOwner(t *testing.T, owner string) string {
+	t.Helper()
+	tok, err := f.issuer.Sign(auth.Grant{Subject: owner, TTL: time.Hour, Roles: auth.AllRoles, Owner: owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 type reply struct {
 	status int
 	body   []byte
