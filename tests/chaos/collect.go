@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -64,11 +65,24 @@ func Collect(ctx context.Context, st *Stack, d *Driver, fr *FaultRunner) (invari
 // spokeObjects are the Deployments, ConfigMaps and Namespaces on a cluster that carry the
 // ICOS instance annotation (what jobs deployed).
 func spokeObjects(ctx context.Context, st *Stack, cluster string) ([]invariants.SpokeObject, error) {
-	kube := st.Env.Spoke(cluster).Kube
+	spoke := st.Env.Spoke(cluster)
+	kube := spoke.Kube
+	owners, err := appliedOwners(ctx, st, cluster)
+	if err != nil {
+		return nil, err
+	}
 	var out []invariants.SpokeObject
 	mk := func(kind string, m metav1.ObjectMeta) invariants.SpokeObject {
-		return invariants.SpokeObject{Cluster: cluster, Kind: kind, Namespace: m.Namespace, Name: m.Name,
+		o := invariants.SpokeObject{Cluster: cluster, Kind: kind, Namespace: m.Namespace, Name: m.Name,
 			Instance: m.Annotations[ocm.AnnotationInstance], Component: m.Annotations[ocm.AnnotationComponent]}
+		var by []string
+		for _, ref := range m.OwnerReferences {
+			if ref.Kind == "AppliedManifestWork" {
+				by = append(by, owners(ref))
+			}
+		}
+		o.Owner = strings.Join(by, "; ")
+		return o
 	}
 	deps, err := kube.AppsV1().Deployments("").List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -111,6 +125,43 @@ func spokeObjects(ctx context.Context, st *Stack, cluster string) ([]invariants.
 		}
 	}
 	return out, nil
+}
+
+// appliedOwners describes the AppliedManifestWork an owner reference names: whether it (with
+// that uid) still exists, is being deleted, and whether its hub ManifestWork still exists.
+func appliedOwners(ctx context.Context, st *Stack, cluster string) (func(metav1.OwnerReference) string, error) {
+	applied, err := st.Env.Spoke(cluster).Work.WorkV1().AppliedManifestWorks().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing AppliedManifestWorks: %w", err)
+	}
+	hub := ""
+	for h, c := range clusterOfHub {
+		if c == cluster {
+			hub = h
+		}
+	}
+	return func(ref metav1.OwnerReference) string {
+		for _, a := range applied.Items {
+			if a.UID != ref.UID {
+				continue
+			}
+			state := "exists"
+			if a.DeletionTimestamp != nil {
+				state = "being deleted"
+			}
+			work := "gone"
+			if h := st.Hubs[hub]; h != nil {
+				if _, err := h.Work.WorkV1().ManifestWorks(cluster).Get(ctx, a.Spec.ManifestWorkName, metav1.GetOptions{}); err == nil {
+					work = "exists"
+				} else if !apierrors.IsNotFound(err) {
+					work = err.Error()
+				}
+			}
+			return fmt.Sprintf("owned by AppliedManifestWork %s, which %s, %d applied resources listed; its ManifestWork %s/%s: %s",
+				a.Name, state, len(a.Status.AppliedResources), cluster, a.Spec.ManifestWorkName, work)
+		}
+		return fmt.Sprintf("owned by AppliedManifestWork %s (uid %s), which is gone", ref.Name, ref.UID)
+	}, nil
 }
 
 // collectStore reads every key of the store: it is the one place here that knows the store's

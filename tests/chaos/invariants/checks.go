@@ -157,6 +157,9 @@ func checkOneWork(s Snapshot, r *Result) {
 	}
 	for _, o := range s.SpokeObjects {
 		where := fmt.Sprintf("%s %s/%s on %s", o.Kind, o.Namespace, o.Name, o.Cluster)
+		if o.Owner != "" {
+			where += " (" + o.Owner + ")"
+		}
 		if g, ok := s.Groups[o.Instance]; ok && g.Deleted {
 			r.add(OneWork, "left on a spoke after its group was deleted", o.Instance, "%s", where)
 		} else if id, ok := undeployed[[2]string{o.Instance, o.Component}]; ok && o.Kind != "Namespace" {

@@ -187,6 +187,9 @@ type SpokeObject struct {
 	Component string
 	// Spec is a Deployment's spec as the checks compare it; nil for other kinds.
 	Spec *Spec
+	// Owner says, for a report, which AppliedManifestWork owns the object and whether it and
+	// its ManifestWork still exist (the agent deletes only what its AppliedManifestWork lists).
+	Owner string
 }
 
 // Event is a job event as the recording subscriber saw it.
