@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -54,6 +55,8 @@ type Config struct {
 	StepWait            time.Duration `envconfig:"REALLOCATION_STEP_WAIT" default:"10s" desc:"how long one delivery waits on a step of a reallocation (new work Available, old work gone) before leaving the rest to the next tick; keep it well under the Knative request timeout"`
 	config.Placement
 	config.Policy
+	ExecutorSubject bool          `envconfig:"EXECUTOR_SUBJECT" default:"true" desc:"the work agent applies a job's objects as the deployer service account of the job's namespace, which holds only what the manifest policy allows there (an access ManifestWork per namespace and cluster creates it), so the spoke's RBAC enforces the policy at apply time too; false: the agent applies with its own rights (needed for a policy that allows cluster-scoped kinds or other namespaces)"`
+	AccessWait      time.Duration `envconfig:"ACCESS_WAIT" default:"20s" desc:"how long a delivery waits for a namespace's access ManifestWork to be applied on its cluster before the job's own work is applied (the first job of a namespace on a cluster only); the job is retried after that"`
 	SweepMax        int           `envconfig:"SWEEP_MAX" default:"500" desc:"most jobs one cron tick's sweep executes"`
 	ClusterCacheTTL time.Duration `envconfig:"CLUSTER_CACHE_TTL" default:"10s" desc:"how long the set of ManagedClusters this hub manages is cached"`
 	HubRegistration time.Duration `envconfig:"HUB_REGISTRATION_TTL" default:"2m" desc:"how long this hub's entry in the hub registry (the clusters it manages) lasts; renewed on every cron tick. A Created job whose cluster no registered hub manages is marked NoManagingHub"`
@@ -77,6 +80,9 @@ type Function struct {
 	opts     remediation.Options
 	policy   policy.Policy
 	faults   *faults.Injector
+	// opened remembers, by cluster/namespace, when this process last saw the namespace's
+	// access work in place (see ensureAccess).
+	opened sync.Map
 }
 
 // New builds the executor on the platform's store and hub.

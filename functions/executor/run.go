@@ -80,17 +80,73 @@ func (f *Function) remediate(ctx context.Context, c store.Claim, j *model.Job, r
 // manifest policy allows every manifest there (checked at intake too, without the cluster when
 // it was not known; a remediation or a reallocation changes what and where).
 func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, cluster string, manifests []model.PlainManifest) *failure {
-	mw, err := ocm.BuildWork(j, cluster, f.hubID, c.Fence, manifests)
+	var executor *workv1.ManifestWorkExecutor
+	if f.cfg.ExecutorSubject {
+		executor = ocm.DeployerOf(ocm.JobNamespace(j))
+	}
+	mw, err := ocm.BuildWork(j, cluster, f.hubID, c.Fence, manifests, executor)
 	if err != nil {
 		return degraded("ManifestInvalid", "%v", err)
 	}
 	if why := f.refused(mw, j, cluster); why != "" {
 		return degraded("PolicyViolation", "%s", why)
 	}
+	if executor != nil {
+		if fl := f.ensureAccess(ctx, j, cluster, manifests); fl != nil {
+			return fl
+		}
+	}
 	f.faults.BeforeApply(ctx)
 	if _, err := f.works.Apply(ctx, mw); err != nil {
 		return hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
 	}
+	return nil
+}
+
+// accessFresh is how long a namespace's access work, once seen in place, is taken to be so
+// without reading it again.
+const accessFresh = time.Minute
+
+// ensureAccess makes sure the access work of the job's namespace on cluster is in place —
+// the namespace, and the deployer service account with the rights the manifest policy grants
+// there — before a work that names the deployer as its executor is applied: the agent checks
+// the executor's rights when it applies, and refuses (and retries only a minute later) what
+// the deployer may not do yet. Only the first job of a namespace on a cluster waits for the
+// agent; the others find the work in place (read once a minute, or remembered).
+func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster string, manifests []model.PlainManifest) *failure {
+	ns := ocm.JobNamespace(j)
+	rules := f.policy.RBACRules(ns, cluster)
+	digest := ocm.RulesDigest(rules)
+	key := cluster + "/" + ns + "/" + digest
+	if at, ok := f.opened.Load(key); ok && time.Since(at.(time.Time)) < accessFresh {
+		return nil
+	}
+	name := ocm.AccessWorkName(ns)
+	w, err := f.works.Get(ctx, cluster, name)
+	if err != nil {
+		return hubFailure(err, "reading ManifestWork "+cluster+"/"+name)
+	}
+	if !w.Opened(digest) {
+		if w == nil || w.Deleting() || w.Metadata.Annotations[ocm.AnnotationAccessRules] != digest {
+			if _, err := f.works.Apply(ctx, ocm.BuildAccessWork(j, cluster, f.hubID, manifests, rules)); err != nil {
+				return hubFailure(err, "applying ManifestWork "+cluster+"/"+name)
+			}
+		}
+		last, ok, err := f.works.WaitOpened(ctx, cluster, name, digest, 100*time.Millisecond, f.cfg.AccessWait)
+		if err != nil {
+			return hubFailure(err, "reading ManifestWork "+cluster+"/"+name)
+		}
+		if !ok {
+			why := "not applied yet"
+			if last != nil {
+				if v := ocm.VerdictOf(last, time.Now(), 0); v.Outcome == ocm.Failed {
+					why = v.Message
+				}
+			}
+			return transient("namespace %s on %s is not open to its deployer within ACCESS_WAIT (%s): %s", ns, cluster, f.cfg.AccessWait, why)
+		}
+	}
+	f.opened.Store(key, time.Now())
 	return nil
 }
 

@@ -44,19 +44,32 @@ func invalidManifest(format string, args ...any) error {
 	return &InvalidManifestError{Message: fmt.Sprintf(format, args...)}
 }
 
-// BuildWork turns a job into the ManifestWork of one execution (fence) on cluster: its
-// manifests with the job's namespace and the ICOS annotations, preceded by that Namespace (so a
-// fresh cluster needs nothing beforehand), our labels, the execution's fence, status feedback
-// rules for workload replica counts, and Foreground deletion (the work is gone only when its
-// objects are).
-func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []model.PlainManifest) (*workv1.ManifestWork, error) {
-	ns := j.Namespace
-	if ns == "" {
-		ns = j.JobGroupName
+// JobNamespace is the namespace a job's namespaced objects go to when they name none: the
+// descriptor's namespace, else the application's name (as in ICOS).
+func JobNamespace(j *model.Job) string {
+	if j.Namespace != "" {
+		return j.Namespace
 	}
+	return j.JobGroupName
+}
+
+// BuildWork turns a job into the ManifestWork of one execution (fence) on cluster: its
+// manifests with the job's namespace and the ICOS annotations, our labels, the execution's
+// fence, status feedback rules for workload replica counts, and Foreground deletion (the work
+// is gone only when its objects are).
+//
+// With an executor (the deployer service account of the job's namespace, see
+// BuildAccessWork), the agent applies the objects as that account; the job's namespace is the
+// access work's, so the job's own Namespace manifest is left out here (its labels and
+// annotations go to the access work). Without one, the work carries the namespace itself. In
+// both cases the Namespace is never owned by a job's work: a namespace that existed before is
+// not adopted, and none is deleted with the application (as Argo CD's CreateNamespace and
+// Helm's --create-namespace do).
+func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []model.PlainManifest, executor *workv1.ManifestWorkExecutor) (*workv1.ManifestWork, error) {
+	ns := JobNamespace(j)
 	var out []workv1.Manifest
 	var configs []workv1.ManifestConfigOption
-	haveNamespace := false
+	var nsObj map[string]any
 	for i, m := range manifests {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(m.YamlString), &obj); err != nil || obj == nil {
@@ -76,15 +89,18 @@ func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []mo
 		if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
 			return nil, invalidManifest("manifest %d (%s %q): metadata.name: %s", i, kind, name, strings.Join(msgs, "; "))
 		}
-		if kind == "Namespace" && name == ns {
-			haveNamespace = true
-		}
 		objNS, _ := md["namespace"].(string)
 		if !clusterScoped[kind] && objNS == "" {
 			md["namespace"] = ns
 			objNS = ns
 		}
 		annotate(md, j)
+		if kind == "Namespace" && name == ns && apiVersion == "v1" {
+			nsObj = obj
+			if executor != nil {
+				continue
+			}
+		}
 		raw, err := json.Marshal(obj)
 		if err != nil {
 			return nil, invalidManifest("manifest %d: %v", i, err)
@@ -94,11 +110,14 @@ func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []mo
 			configs = append(configs, FeedbackRule("apps", res, objNS, name))
 		}
 	}
-	if !haveNamespace {
-		nsObj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}
-		annotate(nsObj["metadata"].(map[string]any), j)
-		raw, _ := json.Marshal(nsObj)
-		out = append([]workv1.Manifest{{RawExtension: runtime.RawExtension{Raw: raw}}}, out...)
+	if executor == nil {
+		if nsObj == nil {
+			nsObj = map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}
+			annotate(nsObj["metadata"].(map[string]any), j)
+			raw, _ := json.Marshal(nsObj)
+			out = append([]workv1.Manifest{{RawExtension: runtime.RawExtension{Raw: raw}}}, out...)
+		}
+		configs = append(configs, createOnly("", "namespaces", "", ns))
 	}
 	return &workv1.ManifestWork{
 		TypeMeta: metav1.TypeMeta{APIVersion: workv1.GroupVersion.String(), Kind: "ManifestWork"},
@@ -117,9 +136,27 @@ func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []mo
 		Spec: workv1.ManifestWorkSpec{
 			Workload:        workv1.ManifestsTemplate{Manifests: out},
 			ManifestConfigs: configs,
-			DeleteOption:    &workv1.DeleteOption{PropagationPolicy: workv1.DeletePropagationPolicyTypeForeground},
+			DeleteOption:    keepNamespace(ns),
+			Executor:        executor,
 		},
 	}, nil
+}
+
+// createOnly: the agent creates the object if it is missing and never changes an existing one.
+func createOnly(group, resource, namespace, name string) workv1.ManifestConfigOption {
+	return workv1.ManifestConfigOption{
+		ResourceIdentifier: workv1.ResourceIdentifier{Group: group, Resource: resource, Namespace: namespace, Name: name},
+		UpdateStrategy:     &workv1.UpdateStrategy{Type: workv1.UpdateStrategyTypeCreateOnly},
+	}
+}
+
+// keepNamespace is Foreground deletion of everything a work applied except the Namespace ns,
+// which the work never owns: the agent neither adopts an existing one nor deletes it.
+func keepNamespace(ns string) *workv1.DeleteOption {
+	return &workv1.DeleteOption{
+		PropagationPolicy: workv1.DeletePropagationPolicyTypeSelectivelyOrphan,
+		SelectivelyOrphan: &workv1.SelectivelyOrphan{OrphaningRules: []workv1.OrphaningRule{{Resource: "namespaces", Name: ns}}},
+	}
 }
 
 // annotate adds the ICOS annotations a manifest does not carry yet (those it carries are kept).

@@ -139,6 +139,9 @@ func VerdictOf(w *Work, now time.Time, grace time.Duration) Verdict {
 		if msg == "" {
 			msg = c.Type + "=" + string(c.Status)
 		}
+		if m := failedManifest(w, c.Type); m != "" {
+			msg += ": " + m
+		}
 		return Verdict{Outcome: Failed, Reason: reason, Message: fmt.Sprintf("ManifestWork %s: %s", where, msg)}
 	}
 	pastGrace := func(c *metav1.Condition) bool { return now.Sub(c.LastTransitionTime.Time) >= grace }
@@ -153,6 +156,24 @@ func VerdictOf(w *Work, now time.Time, grace time.Duration) Verdict {
 		return Verdict{Outcome: Done, Reason: ReasonAvailable, Message: fmt.Sprintf("ManifestWork %s is applied and available", where)}
 	}
 	return Verdict{}
+}
+
+// failedManifest is what the agent says of the first manifest whose condition t is False
+// (which object, and why: e.g. the executor may not create it), "" when none is.
+func failedManifest(w *Work, t string) string {
+	for _, m := range w.Status.ResourceStatus.Manifests {
+		c := meta.FindStatusCondition(m.Conditions, t)
+		if c == nil || c.Status != metav1.ConditionFalse {
+			continue
+		}
+		r := m.ResourceMeta
+		what := r.Kind
+		if what == "" {
+			what = r.Resource
+		}
+		return fmt.Sprintf("%s %s/%s: %s", what, r.Namespace, r.Name, c.Message)
+	}
+	return ""
 }
 
 // Apply server-side applies a work: a retried apply converges on the same single work
@@ -221,6 +242,27 @@ func (ws *Works) WaitVerdict(ctx context.Context, cluster, name string, fence ui
 		return v.Outcome != Pending
 	})
 	return last, v, err
+}
+
+// Opened says whether an access work is in place for rules: applied by the agent for its
+// current spec, which grants rules, and not being deleted.
+func (w *Work) Opened(rules string) bool {
+	if w == nil || w.Deleting() || w.Metadata.Annotations[AnnotationAccessRules] != rules {
+		return false
+	}
+	c := w.Condition(workv1.WorkApplied)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == w.Metadata.Generation
+}
+
+// WaitOpened waits until an access work is Opened for rules, polling every interval, at most
+// timeout; the work as last read is returned with whether it is.
+func (ws *Works) WaitOpened(ctx context.Context, cluster, name, rules string, interval, timeout time.Duration) (*Work, bool, error) {
+	var last *Work
+	ok, err := ws.wait(ctx, cluster, name, interval, timeout, func(w *Work) bool {
+		last = w
+		return w.Opened(rules)
+	})
+	return last, ok, err
 }
 
 // wait polls a work until done says so (done sees nil for a work that is gone) or timeout

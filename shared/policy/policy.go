@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
+	"sort"
 	"strings"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"knative.dev/pkg/apis"
 	"sigs.k8s.io/yaml"
 )
@@ -197,4 +202,54 @@ func matchAny(patterns []string, s string) bool {
 func glob(pattern, s string) bool {
 	ok, err := path.Match(pattern, s)
 	return err == nil && ok && !strings.Contains(s, "/")
+}
+
+// DeployerVerbs are what the deployer service account of a namespace may do with the kinds
+// the policy allows there: what the work agent needs to apply, read back and remove them.
+var DeployerVerbs = []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+
+// RBACRules are the rights of the deployer service account in an application's own namespace
+// ns on cluster: every namespaced kind a rule for that cluster allows in ns, nothing else. The
+// work agent applies a job's objects as that account, so the spoke's own RBAC (and its
+// escalation checks on Roles and RoleBindings) enforces the policy at apply time too.
+func (p Policy) RBACRules(ns, cluster string) []rbacv1.PolicyRule {
+	if matchAny(p.ForbiddenNamespaces, ns) {
+		return nil
+	}
+	byGroup := map[string][]string{}
+	var groups []string
+	all := false
+	for _, r := range p.Rules {
+		if !r.appliesTo(cluster) || !r.allowsNamespace(ns, ns) {
+			continue
+		}
+		for _, k := range r.Kinds {
+			if k == "*" {
+				all = true
+				continue
+			}
+			group, kind, ok := strings.Cut(k, "/")
+			if !ok || kind == "" {
+				continue
+			}
+			res, _ := meta.UnsafeGuessKindToResource(schema.GroupVersionKind{Group: group, Kind: kind})
+			if _, seen := byGroup[group]; !seen {
+				groups = append(groups, group)
+			}
+			if !slices.Contains(byGroup[group], res.Resource) {
+				byGroup[group] = append(byGroup[group], res.Resource)
+			}
+		}
+	}
+	if all {
+		return []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: DeployerVerbs}}
+	}
+	sort.Strings(groups)
+	var out []rbacv1.PolicyRule
+	for _, g := range groups {
+		res := byGroup[g]
+		sort.Strings(res)
+		out = append(out, rbacv1.PolicyRule{APIGroups: []string{g}, Resources: res, Verbs: DeployerVerbs})
+	}
+	return out
 }

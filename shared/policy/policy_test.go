@@ -98,3 +98,48 @@ forbiddenNamespaces: [kube-*]
 		t.Error("a policy with an unknown field and no rules loaded")
 	}
 }
+
+// TestRBACRules: the deployer's Role grants exactly the kinds the policy allows in the
+// application's namespace on that cluster, by API group and resource; nothing in a forbidden
+// namespace; everything (still only in that namespace) for a "*" rule.
+func TestRBACRules(t *testing.T) {
+	rules := DefaultPolicy.RBACRules("shop", "cluster1")
+	got := map[string][]string{}
+	for _, r := range rules {
+		if len(r.APIGroups) != 1 || strings.Join(r.Verbs, ",") != strings.Join(DeployerVerbs, ",") {
+			t.Fatalf("rule %+v", r)
+		}
+		got[r.APIGroups[0]] = r.Resources
+	}
+	want := map[string]string{
+		"":                          "configmaps,persistentvolumeclaims,pods,secrets,serviceaccounts,services",
+		"apps":                      "daemonsets,deployments,replicasets,statefulsets",
+		"batch":                     "cronjobs,jobs",
+		"networking.k8s.io":         "ingresses,networkpolicies",
+		"autoscaling":               "horizontalpodautoscalers",
+		"policy":                    "poddisruptionbudgets",
+		"rbac.authorization.k8s.io": "rolebindings,roles",
+	}
+	if len(got) != len(want) {
+		t.Errorf("groups %v, want %v", got, want)
+	}
+	for g, res := range want {
+		if strings.Join(got[g], ",") != res {
+			t.Errorf("group %q: %v, want %s", g, got[g], res)
+		}
+	}
+	if r := DefaultPolicy.RBACRules("kube-system", "cluster1"); len(r) != 0 {
+		t.Errorf("rights in a forbidden namespace: %+v", r)
+	}
+	edge := Policy{Rules: []PolicyRule{
+		{Clusters: []string{"edge-*"}, Kinds: []string{"*"}, Namespaces: []string{"$group"}},
+		{Clusters: []string{"*"}, Kinds: []string{"/ConfigMap"}, Namespaces: []string{"$group"}},
+		{Clusters: []string{"*"}, Kinds: []string{"apps/Deployment"}, Namespaces: []string{"other"}},
+	}}
+	if r := edge.RBACRules("shop", "edge-1"); len(r) != 1 || r[0].APIGroups[0] != "*" || r[0].Resources[0] != "*" {
+		t.Errorf("a * rule: %+v", r)
+	}
+	if r := edge.RBACRules("shop", "core-1"); len(r) != 1 || r[0].APIGroups[0] != "" || strings.Join(r[0].Resources, ",") != "configmaps" {
+		t.Errorf("core-1: %+v (a rule for another namespace must grant nothing here)", r)
+	}
+}

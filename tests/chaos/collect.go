@@ -43,7 +43,8 @@ func Collect(ctx context.Context, st *Stack, d *Driver, fr *FaultRunner) (invari
 	}
 	s.StoreProblems = problems
 	for hub, h := range st.Hubs {
-		list, err := h.Work.WorkV1().ManifestWorks("").List(ctx, metav1.ListOptions{LabelSelector: ocm.ManagedSelector})
+		// The jobs' works; the access works of namespaces (no job label) are not a job's.
+		list, err := h.Work.WorkV1().ManifestWorks("").List(ctx, metav1.ListOptions{LabelSelector: ocm.ManagedSelector + "," + ocm.LabelJob})
 		if err != nil {
 			return s, fmt.Errorf("listing the ManifestWorks of hub %s: %w", hub, err)
 		}

@@ -184,7 +184,7 @@ func (r *FaultRunner) setPolicy(ctx context.Context) {
 func (r *FaultRunner) deleteWork(ctx context.Context, f Fault) (bool, error) {
 	hub := r.st.Hubs[hubOfCluster(f.Target)]
 	works := hub.Work.WorkV1().ManifestWorks(f.Target)
-	list, err := works.List(ctx, metav1.ListOptions{LabelSelector: ocm.ManagedSelector})
+	list, err := works.List(ctx, metav1.ListOptions{LabelSelector: ocm.ManagedSelector + "," + ocm.LabelJob})
 	if err != nil || len(list.Items) == 0 {
 		return false, nil // the hub may be restarting: nothing hit
 	}

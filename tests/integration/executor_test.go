@@ -82,11 +82,28 @@ func TestCreateDeploysToBothClusters(t *testing.T) {
 				t.Errorf("label %s = %q, want %q", k, mw.Labels[k], v)
 			}
 		}
-		if n := len(mw.Spec.Workload.Manifests); n != 4 {
-			t.Errorf("%s: %d manifests, want the Namespace + Deployment + Service + ConfigMap", j.Component, n)
+		// The namespace is the access work's; the agent applies the job's objects as the
+		// namespace's deployer, and never deletes (or adopts) the namespace.
+		if n := len(mw.Spec.Workload.Manifests); n != 3 {
+			t.Errorf("%s: %d manifests, want the Deployment + Service + ConfigMap", j.Component, n)
 		}
-		if len(mw.Spec.ManifestConfigs) != 1 || mw.Spec.DeleteOption == nil || mw.Spec.DeleteOption.PropagationPolicy != workv1.DeletePropagationPolicyTypeForeground {
+		if len(mw.Spec.ManifestConfigs) != 1 || mw.Spec.DeleteOption == nil ||
+			mw.Spec.DeleteOption.PropagationPolicy != workv1.DeletePropagationPolicyTypeSelectivelyOrphan ||
+			mw.Spec.DeleteOption.SelectivelyOrphan == nil || len(mw.Spec.DeleteOption.SelectivelyOrphan.OrphaningRules) != 1 ||
+			mw.Spec.DeleteOption.SelectivelyOrphan.OrphaningRules[0] != (workv1.OrphaningRule{Resource: "namespaces", Name: "guestbook"}) {
 			t.Errorf("%s: feedback rules %+v, delete option %+v", j.Component, mw.Spec.ManifestConfigs, mw.Spec.DeleteOption)
+		}
+		if ex := mw.Spec.Executor; ex == nil || ex.Subject.ServiceAccount == nil ||
+			*ex.Subject.ServiceAccount != (workv1.ManifestWorkSubjectServiceAccount{Namespace: "guestbook", Name: ocm.Deployer}) {
+			t.Errorf("%s: executor %+v, want the deployer of guestbook", j.Component, ex)
+		}
+		access, err := env.Hub.Work.WorkV1().ManifestWorks(cluster).Get(context.Background(), ocm.AccessWorkName("guestbook"), metav1.GetOptions{})
+		if err != nil || !meta.IsStatusConditionTrue(access.Status.Conditions, workv1.WorkApplied) {
+			t.Errorf("access work of guestbook on %s: %v", cluster, err)
+		}
+		sa, err := env.Spoke(cluster).Kube.CoreV1().ServiceAccounts("guestbook").Get(context.Background(), ocm.Deployer, metav1.GetOptions{})
+		if err != nil || sa.Name != ocm.Deployer {
+			t.Errorf("the deployer service account on %s: %v", cluster, err)
 		}
 		d := spokeDeployment(t, cluster, "guestbook", j.Component)
 		if d == nil {
