@@ -36,7 +36,7 @@ func (f *Function) run(ctx context.Context, c store.Claim, j *model.Job) (outcom
 	}
 	switch j.Type {
 	case model.CreateDeployment, model.ReplaceDeployment:
-		return applied, f.deploy(ctx, c, j, j.Targets.ClusterName, j.Manifests)
+		return applied, f.deploy(ctx, c, j, j.Targets.ClusterName, j.Manifests, f.cfg.AccessWait)
 	case model.DeleteDeployment:
 		return applied, f.undeploy(ctx, c, j)
 	case model.UpdateDeployment:
@@ -73,13 +73,13 @@ func (f *Function) remediate(ctx context.Context, c store.Claim, j *model.Job, r
 			return storeFailure(err)
 		}
 	}
-	return f.deploy(ctx, c, j, j.Targets.ClusterName, ms)
+	return f.deploy(ctx, c, j, j.Targets.ClusterName, ms, f.cfg.AccessWait)
 }
 
 // deploy server-side applies the job's ManifestWork for this execution on cluster, once the
 // manifest policy allows every manifest there (checked at intake too, without the cluster when
 // it was not known; a remediation or a reallocation changes what and where).
-func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, cluster string, manifests []model.PlainManifest) *failure {
+func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, cluster string, manifests []model.PlainManifest, accessWait time.Duration) *failure {
 	var executor *workv1.ManifestWorkExecutor
 	if f.cfg.ExecutorSubject {
 		executor = ocm.DeployerOf(ocm.JobNamespace(j))
@@ -92,7 +92,7 @@ func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, clus
 		return degraded("PolicyViolation", "%s", why)
 	}
 	if executor != nil {
-		if fl := f.ensureAccess(ctx, j, cluster, manifests); fl != nil {
+		if fl := f.ensureAccess(ctx, j, cluster, manifests, accessWait); fl != nil {
 			return fl
 		}
 	}
@@ -113,13 +113,21 @@ const accessFresh = time.Minute
 // the executor's rights when it applies, and refuses (and retries only a minute later) what
 // the deployer may not do yet. Only the first job of a namespace on a cluster waits for the
 // agent; the others find the work in place (read once a minute, or remembered).
-func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster string, manifests []model.PlainManifest) *failure {
+func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster string, manifests []model.PlainManifest, wait time.Duration) *failure {
 	ns := ocm.JobNamespace(j)
 	rules := f.policy.RBACRules(ns, cluster)
 	digest := ocm.RulesDigest(rules)
 	key := cluster + "/" + ns + "/" + digest
-	if at, ok := f.opened.Load(key); ok && time.Since(at.(time.Time)) < accessFresh {
-		return nil
+	if v, ok := f.opened.Load(key); ok {
+		seen := v.(accessSeen)
+		switch {
+		case seen.open && time.Since(seen.at) < accessFresh:
+			return nil
+		case !seen.open && time.Since(seen.at) < wait:
+			// It was waited for in vain a moment ago (the agent is down, say): read it once
+			// rather than hold another delivery for the whole wait.
+			wait = 0
+		}
 	}
 	name := ocm.AccessWorkName(ns)
 	w, err := f.works.Get(ctx, cluster, name)
@@ -132,7 +140,7 @@ func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster strin
 				return hubFailure(err, "applying ManifestWork "+cluster+"/"+name)
 			}
 		}
-		last, ok, err := f.works.WaitOpened(ctx, cluster, name, digest, 100*time.Millisecond, f.cfg.AccessWait)
+		last, ok, err := f.works.WaitOpened(ctx, cluster, name, digest, 100*time.Millisecond, wait)
 		if err != nil {
 			return hubFailure(err, "reading ManifestWork "+cluster+"/"+name)
 		}
@@ -143,11 +151,18 @@ func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster strin
 					why = v.Message
 				}
 			}
-			return transient("namespace %s on %s is not open to its deployer within ACCESS_WAIT (%s): %s", ns, cluster, f.cfg.AccessWait, why)
+			f.opened.Store(key, accessSeen{at: time.Now()})
+			return transient("namespace %s on %s is not open to its deployer within %s: %s", ns, cluster, wait, why)
 		}
 	}
-	f.opened.Store(key, time.Now())
+	f.opened.Store(key, accessSeen{at: time.Now(), open: true})
 	return nil
+}
+
+// accessSeen is what ensureAccess last saw of an access work: open, or waited for in vain.
+type accessSeen struct {
+	at   time.Time
+	open bool
 }
 
 // refused says why the manifest policy refuses a manifest of the work on cluster ("" when it
@@ -223,8 +238,12 @@ func (f *Function) move(ctx context.Context, c store.Claim, j *model.Job, rem mo
 		}
 		switch m.Phase {
 		case model.MoveApply:
-			if fl := f.deploy(ctx, c, j, m.To, j.Manifests); fl != nil {
-				if fl.Transient {
+			// The new cluster's namespace is waited for no longer than the move has left.
+			accessWait := max(min(f.cfg.AccessWait, m.Deadline.Sub(now)), 500*time.Millisecond)
+			if fl := f.deploy(ctx, c, j, m.To, j.Manifests, accessWait); fl != nil {
+				// What may pass is retried until the move's deadline (e.g. the new cluster's
+				// agent has not opened the namespace yet); past it the move rolls back.
+				if fl.Transient && now.Before(m.Deadline) {
 					return applied, fl
 				}
 				m.Phase, m.Why = model.MoveRollback, fl.Error()

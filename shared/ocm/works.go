@@ -257,6 +257,10 @@ func (w *Work) Opened(rules string) bool {
 // WaitOpened waits until an access work is Opened for rules, polling every interval, at most
 // timeout; the work as last read is returned with whether it is.
 func (ws *Works) WaitOpened(ctx context.Context, cluster, name, rules string, interval, timeout time.Duration) (*Work, bool, error) {
+	if timeout <= 0 {
+		w, err := ws.Get(ctx, cluster, name)
+		return w, err == nil && w.Opened(rules), err
+	}
 	var last *Work
 	ok, err := ws.wait(ctx, cluster, name, interval, timeout, func(w *Work) bool {
 		last = w
