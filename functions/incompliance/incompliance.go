@@ -57,8 +57,11 @@ func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) 
 
 // Routes serves the Policy Manager's webhook route of the ICOS Job Manager API.
 func (f *Function) Routes() map[string]http.Handler {
+	h := f.verifier.Require(auth.RolePolicyManager)(http.HandlerFunc(f.post))
 	return map[string]http.Handler{
-		"POST /jobmanager/policies/incompliance": f.verifier.Require(auth.RolePolicyManager)(http.HandlerFunc(f.post)),
+		"POST /jobmanager/policies/incompliance": h,
+		// The callback path ICOS registers with the Policy Manager (policy-manager.md).
+		"POST /jobmanager/policies/incompliance/create": h,
 	}
 }
 

@@ -111,13 +111,28 @@ func (l Limits) Parse(data []byte) (*Application, *apis.FieldError) {
 	if len(docs) == 0 {
 		return nil, &apis.FieldError{Message: "the descriptor is empty", Paths: []string{apis.CurrentField}}
 	}
-	if len(docs) == 1 {
-		if cs, ok := docs[0]["components"]; ok {
-			if list, _ := cs.([]any); l.Components > 0 && len(list) > l.Components {
-				return nil, tooMany(len(list), l.Components, "components", "MAX_COMPONENTS")
-			}
-			return l.parseICOS(docs[0])
+	if cs, ok := docs[0]["components"]; ok {
+		if list, _ := cs.([]any); l.Components > 0 && len(list) > l.Components {
+			return nil, tooMany(len(list), l.Components, "components", "MAX_COMPONENTS")
 		}
+		head := docs[0]
+		if len(docs) > 1 {
+			// Layout C (the icos-shell, Oct 2024): a header document with the components,
+			// then one document per Kubernetes object: they are the manifests.
+			if l.Components > 0 && len(docs)-1 > l.Components*l.ComponentManifests {
+				return nil, tooMany(len(docs)-1, l.Components*l.ComponentManifests, "documents", "MAX_COMPONENTS × MAX_COMPONENT_MANIFESTS")
+			}
+			head = make(map[string]any, len(docs[0]))
+			for k, v := range docs[0] {
+				head[k] = v
+			}
+			ms, _ := head["manifests"].([]any)
+			for _, d := range docs[1:] {
+				ms = append(ms, d)
+			}
+			head["manifests"] = ms
+		}
+		return l.parseICOS(head)
 	}
 	if l.Components > 0 && len(docs) > l.Components*l.ComponentManifests {
 		return nil, tooMany(len(docs), l.Components*l.ComponentManifests, "documents", "MAX_COMPONENTS × MAX_COMPONENT_MANIFESTS")
@@ -224,12 +239,24 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 	byName := map[string]*unstructured.Unstructured{}
 	dupes := map[string]int{}
 	for i, m := range d.Manifests {
+		// Layout B (the icos-shell, Apr 2025): {name, manifest: <the object>}, referenced
+		// by that name; layouts A and C: the object itself, referenced by metadata.name.
+		var name string
+		if inner, ok := m["manifest"].(map[string]any); ok && len(m) <= 2 {
+			m = inner
+			name, _ = d.Manifests[i]["name"].(string)
+		}
 		obj, ferr := toObject(m)
 		if ferr != nil {
+			if name != "" {
+				ferr = ferr.ViaField("manifest")
+			}
 			errs = errs.Also(ferr.ViaFieldIndex("manifests", i))
 			continue
 		}
-		name := obj.GetName()
+		if name == "" {
+			name = obj.GetName()
+		}
 		if _, seen := byName[name]; seen {
 			dupes[name]++
 			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("manifest name %q is used by more than one manifest; components reference manifests by name", name), "metadata.name").ViaFieldIndex("manifests", i))

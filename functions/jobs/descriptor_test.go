@@ -297,3 +297,40 @@ func TestLimits(t *testing.T) {
 		t.Errorf("no limits: %v", ferr)
 	}
 }
+
+// TestParseShellLayouts: the three descriptor layouts the icos-shell has posted (A: whole
+// objects referenced by metadata.name; B: {name, manifest}; C: a header document, then one
+// document per object) become the same application.
+func TestParseShellLayouts(t *testing.T) {
+	var first *Application
+	for _, layout := range []string{"a", "b", "c"} {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "tests", "contract", "testdata", "shell-layout-"+layout+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		app, ferr := ParseDescriptor(raw)
+		if ferr != nil {
+			t.Fatalf("layout %s: %v", layout, ferr)
+		}
+		if app.Name != "hello" || len(app.Components) != 1 || app.Components[0].Targets == nil || app.Components[0].Targets.ClusterName != "cluster1" {
+			t.Fatalf("layout %s: %+v", layout, app)
+		}
+		if diff := cmp.Diff(map[string][]string{"web": {"Deployment/web", "ConfigMap/web-config"}}, componentsOf(app)); diff != "" {
+			t.Errorf("layout %s (-want +got):\n%s", layout, diff)
+		}
+		if first == nil {
+			first = app
+			continue
+		}
+		a, _ := first.Components[0].Manifests()
+		b, _ := app.Components[0].Manifests()
+		if diff := cmp.Diff(a, b); diff != "" {
+			t.Errorf("layout %s manifests differ from layout a:\n%s", layout, diff)
+		}
+	}
+	// Layout B's errors point into the wrapped object.
+	_, ferr := ParseDescriptor([]byte("name: x\ncomponents: [{name: c, manifests: [{name: m}]}]\nmanifests: [{name: m, manifest: {kind: ConfigMap, metadata: {name: m}}}]\n"))
+	if ferr == nil || !strings.Contains(ferr.Error(), "manifests[0].manifest.apiVersion") {
+		t.Errorf("layout B error: %v", ferr)
+	}
+}

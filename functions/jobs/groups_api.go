@@ -58,8 +58,11 @@ func (f *Function) routes() []route {
 		{"POST /jobmanager/groups", users, f.createGroup},
 		{"PUT /jobmanager/groups", users, f.updateGroup},
 		{"DELETE /jobmanager/groups/{id}", users, f.deleteGroup},
+		{"PUT /jobmanager/groups/{id}", users, f.replaceGroup},
 		{"PUT /jobmanager/groups/undeploy/{id}", users, f.stopGroup},
+		{"PUT /jobmanager/groups/stop/{id}", users, f.stopGroup},
 		{"PUT /jobmanager/groups/deploy/{id}", users, f.startGroup},
+		{"PUT /jobmanager/groups/start/{id}", users, f.startGroup},
 		{"DELETE /jobmanager/jobs/{id}", users, f.undeployJob},
 
 		{"GET /jobmanager/jobs/executable/{orchestrator}/{owner}", dms, f.executable},
@@ -160,6 +163,17 @@ func (f *Function) updateGroup(w http.ResponseWriter, r *http.Request) {
 		desc = []byte(s)
 	}
 	g, fl := f.svc.updateGroup(r.Context(), u.ID, desc, caller(r))
+	answer(w, http.StatusOK, g, fl, g != nil)
+}
+
+// replaceGroup is PUT /groups/{id}, the icos-shell's update: the body is the new descriptor
+// itself (the shell sends it as JSON without a Content-Type; YAML is taken too).
+func (f *Function) replaceGroup(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	g, fl := f.svc.updateGroup(r.Context(), r.PathValue("id"), body, caller(r))
 	answer(w, http.StatusOK, g, fl, g != nil)
 }
 

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,16 +82,16 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(LivenessPath, func(w http.ResponseWriter, _ *http.Request) {
-		writeText(w, http.StatusOK, "alive")
+		writeMessage(w, http.StatusOK, "alive")
 	})
 	mux.HandleFunc(ReadinessPath, func(w http.ResponseWriter, r *http.Request) {
 		if s.Ready != nil {
 			if err := s.Ready(r.Context()); err != nil {
-				writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				writeMessage(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 				return
 			}
 		}
-		writeText(w, http.StatusOK, "ready")
+		writeMessage(w, http.StatusOK, "ready")
 	})
 	for pattern, h := range s.Routes {
 		mux.Handle(pattern, s.limitBody(h))
@@ -107,7 +108,7 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 		})
 	}
 	mux.Handle("/", s.limitBody(events))
-	return s.withLogger(mux), nil
+	return s.withLogger(restErrors(mux)), nil
 }
 
 // invoke runs the handler, turning a panic into a logged stack and a 500.
@@ -141,7 +142,7 @@ func (s *Server) withLogger(next http.Handler) http.Handler {
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.MaxBodyBytes {
-			writeText(w, http.StatusRequestEntityTooLarge, tooLarge(r.ContentLength, s.MaxBodyBytes))
+			writeMessage(w, http.StatusRequestEntityTooLarge, tooLarge(r.ContentLength, s.MaxBodyBytes))
 			return
 		}
 		if r.Body != nil {
@@ -149,10 +150,10 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 			if err != nil {
 				var mbe *http.MaxBytesError
 				if errors.As(err, &mbe) {
-					writeText(w, http.StatusRequestEntityTooLarge, tooLarge(-1, s.MaxBodyBytes))
+					writeMessage(w, http.StatusRequestEntityTooLarge, tooLarge(-1, s.MaxBodyBytes))
 					return
 				}
-				writeText(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+				writeMessage(w, http.StatusBadRequest, "reading the request body: "+err.Error())
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -177,11 +178,11 @@ func (s *Server) checkCloudEvent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			writeText(w, http.StatusMethodNotAllowed, "CloudEvents are POSTed; "+r.Method+" "+r.URL.Path+" is not a route")
+			writeMessage(w, http.StatusMethodNotAllowed, "CloudEvents are POSTed; "+r.Method+" "+r.URL.Path+" is not a route")
 			return
 		}
 		if status, msg := diagnose(r); status != 0 {
-			writeText(w, status, msg)
+			writeMessage(w, status, msg)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -225,10 +226,53 @@ func diagnose(r *http.Request) (int, string) {
 	return 0, ""
 }
 
-func writeText(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+// writeMessage answers with msg: plain text for a success (the health endpoints), and
+// `{"error": msg}` as JSON for a failure, which is what every ICOS client reads.
+func writeMessage(w http.ResponseWriter, status int, msg string) {
+	if status < 400 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, msg+"\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = io.WriteString(w, msg+"\n")
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// restPrefix is where the REST API lives: a path under it that no route serves is answered
+// as the REST API answers, never handed to the CloudEvents endpoint.
+const restPrefix = "/jobmanager/"
+
+// restErrors answers the requests under restPrefix that no REST route serves — an unknown
+// path (404) or a method the path does not take (405, with Allow) — with a JSON error, as the
+// REST routes themselves do, instead of handing them to the CloudEvents endpoint (whose
+// plain-text answers ICOS clients show as null).
+func restErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, restPrefix) {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		if _, pattern := mux.Handler(r); pattern != "" && pattern != "/" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeMessage(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+			return
+		}
+		writeMessage(w, http.StatusNotFound, fmt.Sprintf("no route %s %s in the Job Manager REST API", r.Method, r.URL.Path))
+	})
 }
 
 // ListenAndServe serves on addr until ctx is done, then shuts down gracefully, letting
