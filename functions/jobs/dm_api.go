@@ -113,11 +113,19 @@ func (f *Function) writeResourceStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.JobID == "" {
-		writeError(w, fail(http.StatusUnprocessableEntity, "missing field(s): job_id"))
-		return
+		// The ICOS OCM deployment manager sends only resource_uuid and resource_name (1.4.1
+		// finds the job by its resource); a job's resource_uuid is the job's id.
+		if res.ResourceUUID == "" {
+			writeError(w, fail(http.StatusUnprocessableEntity, "missing field(s): job_id or resource_uuid"))
+			return
+		}
+		res.JobID = res.ResourceUUID
 	}
 	cur, fl := f.svc.job(r.Context(), res.JobID)
 	if fl != nil {
+		if fl.Status == http.StatusNotFound && res.ResourceUUID == res.JobID {
+			fl = fail(http.StatusNotFound, "no job has resource_uuid %s", res.ResourceUUID)
+		}
 		writeError(w, fl)
 		return
 	}
@@ -134,7 +142,7 @@ func (f *Function) writeResourceStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fl)
 		return
 	}
-	writeJSON(w, http.StatusOK, after.Resource)
+	writeJSON(w, http.StatusOK, after.Resource.Identified(after))
 }
 
 // notOwner is the answer to a deployment manager acting for an owner its token does not name.

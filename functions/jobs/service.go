@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"knative.dev/pkg/apis"
 
@@ -414,13 +415,16 @@ func (s *service) report(ctx context.Context, id, owner string, fence uint64, to
 			c.Fence = fence
 		}
 		ch := store.Change{To: to, Why: "reported by " + owner}
-		if res != nil {
-			merged := mergeResource(cur, res)
-			if cond := merged.Condition(model.ConditionDegraded); to == model.Degraded && cond != nil && cond.Message != "" {
-				ch.Why = cond.Message
-			}
-			ch.Resource, ch.Read, ch.IfUnchanged = &merged, cur.Resource, true
+		merged := mergeResource(cur, res, owner)
+		if cond := merged.Condition(model.ConditionDegraded); to == model.Degraded && cond != nil && cond.Message != "" {
+			ch.Why = cond.Message
 		}
+		if to == model.Finished && (res == nil || res.Condition(model.ConditionDegraded) == nil) {
+			// A job reported Finished is not Degraded: an older Degraded condition would
+			// stand beside Applied and Available and contradict them.
+			meta.RemoveStatusCondition(&merged.Conditions, model.ConditionDegraded)
+		}
+		ch.Resource, ch.Read, ch.IfUnchanged = &merged, cur.Resource, true
 		_, err = s.store.Apply(ctx, c, ch)
 		return err
 	})
@@ -432,22 +436,28 @@ func (s *service) report(ctx context.Context, id, owner string, fence uint64, to
 
 // mergeResource sets the reported conditions on the stored resource (one per type,
 // lastTransitionTime kept when the status is unchanged) and the reported identity fields.
-func mergeResource(cur *model.Job, in *model.Resource) model.Resource {
+func mergeResource(cur *model.Job, in *model.Resource, by string) model.Resource {
 	merged := model.Resource{ID: cur.ID, JobID: cur.ID}
 	if cur.Resource != nil {
 		merged = *cur.Resource
 		merged.Conditions = append([]model.Condition(nil), cur.Resource.Conditions...)
 	}
-	for _, cond := range in.Conditions {
-		merged.SetCondition(cond)
-	}
-	if in.ResourceUUID != "" {
-		merged.ResourceUUID = in.ResourceUUID
-	}
-	if in.ResourceName != "" {
-		merged.ResourceName = in.ResourceName
+	if in != nil {
+		for _, cond := range in.Conditions {
+			merged.SetCondition(cond)
+		}
+		if in.ResourceUUID != "" {
+			merged.ResourceUUID = in.ResourceUUID
+		}
+		if in.ResourceName != "" {
+			merged.ResourceName = in.ResourceName
+		}
+		if in.ManifestWorkName != "" {
+			merged.ManifestWorkName = in.ManifestWorkName
+		}
 	}
 	merged.JobID = cur.ID
+	merged.ReportedBy = by
 	return merged
 }
 

@@ -78,6 +78,11 @@ func eligible(j *model.Job, hubID string) bool {
 	return false
 }
 
+// reported says a deployment manager other than ocm-jobs' executor reported on the job through
+// the REST API (the ICOS OCM deployment manager, say): it executed the job, under its own
+// ManifestWork, and its reports are the job's verdict.
+func reported(j *model.Job) bool { return j.Resource != nil && j.Resource.ReportedBy != "" }
+
 // decide derives a job's resource and verdict from its ManifestWork (nil: there is none) at
 // time now. It is pure: the caller writes what changed.
 func decide(j *model.Job, w *ocm.Work, now time.Time, p policy) verdict {
@@ -85,6 +90,17 @@ func decide(j *model.Job, w *ocm.Work, now time.Time, p policy) verdict {
 	res := &v.resource
 	if w != nil {
 		mirror(res, w)
+	}
+	if reported(j) {
+		// A deployment manager executed the job and reports its state through the REST API;
+		// its work (w: the one the resource names, or none found) is only mirrored. What
+		// status sync said of the job before the deployment manager's report is dropped.
+		if j.State != model.Degraded {
+			if c := res.Condition(model.ConditionDegraded); c != nil && (c.Reason == ReasonManifestWorkMissing || c.Reason == ReasonTimeout) {
+				meta.RemoveStatusCondition(&res.Conditions, model.ConditionDegraded)
+			}
+		}
+		return v
 	}
 	cluster, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
 	progressingTooLong := j.State == model.Progressing && now.Sub(j.UpdatedAt) >= p.deadline

@@ -108,6 +108,18 @@ func (f *Function) Tick(ctx context.Context) (Report, error) {
 		}
 		rep.Jobs++
 		k := ocm.Key{Namespace: j.Targets.ClusterName, Name: ocm.WorkName(j.ID)}
+		if reported(j) {
+			w, err := f.reportedWork(ctx, j)
+			rep.APICalls++
+			if err != nil {
+				return rep, err
+			}
+			if p, ok := planOf(j, decide(j, w, now, pol)); ok {
+				p.work, p.now = w, now
+				plans = append(plans, p)
+			}
+			continue
+		}
 		v := decide(j, works[k], now, pol)
 		if v.missing {
 			// The LIST came from the watch cache: confirm with a quorum read that the work is
@@ -162,13 +174,17 @@ func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
 		if now, err = f.store.Now(wctx); err != nil {
 			return false, err
 		}
-		w, err = f.works.Get(wctx, j.Targets.ClusterName, ocm.WorkName(j.ID))
+		if reported(j) {
+			w, err = f.reportedWork(wctx, j)
+		} else {
+			w, err = f.works.Get(wctx, j.Targets.ClusterName, ocm.WorkName(j.ID))
+		}
 		rep.APICalls++
 		if err != nil {
 			return false, err
 		}
 		v = decide(j, w, now, f.policy())
-		return v.outcome != 0, nil
+		return v.outcome != 0 || reported(j), nil
 	})
 	switch {
 	case ctx.Err() != nil:
@@ -189,6 +205,21 @@ func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
 	err = f.apply(ctx, plans, &rep)
 	rep.Took = time.Since(start)
 	return rep, err
+}
+
+// reportedWork is the ManifestWork of a job a deployment manager executed: the one its
+// resource names, else the one it created from the resource's name (generateName), if that
+// is one work; nil when there is none.
+func (f *Function) reportedWork(ctx context.Context, j *model.Job) (*ocm.Work, error) {
+	cluster := j.Targets.ClusterName
+	if r := j.Resource; r.ManifestWorkName != "" && (r.ClusterName == "" || r.ClusterName == cluster) {
+		return f.works.GetAny(ctx, cluster, r.ManifestWorkName)
+	}
+	name := j.Resource.ResourceName
+	if name == "" {
+		name = j.Component
+	}
+	return f.works.FindGenerated(ctx, cluster, name)
 }
 
 // planOf is what must be written for a verdict; false when nothing changes.

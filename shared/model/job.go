@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -134,6 +135,17 @@ func (j *Job) UnmarshalJSON(b []byte) error {
 	type plain Job
 	*j = Job{}
 	return decodeWithID(b, (*plain)(j), &j.ID)
+}
+
+// MarshalJSON writes a job with its resource always there, as ICOS 1.4.1 creates every job
+// with one and the ICOS deployment manager dereferences it: before anything was executed it is
+// {id, job_id, resource_uuid: the job's id, resource_name: the component}; a stored resource
+// lacking those identity fields gets the same values.
+func (j Job) MarshalJSON() ([]byte, error) {
+	type plain Job
+	p := plain(j)
+	p.Resource = j.Resource.Identified(&j)
+	return json.Marshal(p)
 }
 
 // UnmarshalJSON reads a job group, taking its id from `id` or `ID`.

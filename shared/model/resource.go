@@ -49,6 +49,10 @@ type Resource struct {
 	ManifestWorkUID  string `json:"manifestwork_uid,omitempty"`
 	// Workloads are the status feedback values per workload (replica counts).
 	Workloads []WorkloadStatus `json:"workloads,omitempty"`
+	// ReportedBy is the deployment manager (owner id) that reported on the job through the
+	// REST API: it executed the job and its reports are the job's verdict; status sync only
+	// mirrors the ManifestWork it named (or created from resource_name) onto the resource.
+	ReportedBy string `json:"reported_by,omitempty"`
 }
 
 // WorkloadStatus is the status feedback of one workload (Deployment, StatefulSet) of a job.
@@ -59,6 +63,37 @@ type WorkloadStatus struct {
 	Replicas          *int64 `json:"replicas,omitempty"`
 	ReadyReplicas     *int64 `json:"readyReplicas,omitempty"`
 	AvailableReplicas *int64 `json:"availableReplicas,omitempty"`
+}
+
+// Identified is the resource of job j with its identity complete (a copy when it changes):
+// id and job_id the job's id, resource_uuid the job's id (how a deployment manager that knows
+// only the resource finds its job), resource_name the job's component. A nil resource is the
+// resource of a job not executed yet.
+func (r *Resource) Identified(j *Job) *Resource {
+	if r != nil && r.ID != "" && r.JobID != "" && r.ResourceUUID != "" && r.ResourceName != "" {
+		return r
+	}
+	out := &Resource{}
+	if r != nil {
+		c := *r
+		out = &c
+	}
+	if out.ID == "" {
+		out.ID = j.ID
+	}
+	if out.JobID == "" {
+		out.JobID = j.ID
+	}
+	if out.ResourceUUID == "" {
+		out.ResourceUUID = j.ID
+	}
+	if out.ResourceName == "" {
+		out.ResourceName = j.Component
+	}
+	if out.Conditions == nil {
+		out.Conditions = []Condition{}
+	}
+	return out
 }
 
 // SetCondition sets c on the resource: one condition per type, replaced in place, and its

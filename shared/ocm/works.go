@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -219,6 +220,50 @@ func (ws *Works) Get(ctx context.Context, cluster, name string) (*Work, error) {
 		return nil, nil
 	}
 	return &w, nil
+}
+
+// GetAny reads one work whoever wrote it (a deployment manager other than ocm-jobs' executor,
+// e.g. the ICOS OCM deployment manager); nil when it does not exist.
+func (ws *Works) GetAny(ctx context.Context, cluster, name string) (*Work, error) {
+	raw, err := ws.raw.Get().Namespace(cluster).Resource("manifestworks").Name(name).Do(ctx).Raw()
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading ManifestWork %s/%s: %w", cluster, name, err)
+	}
+	var w Work
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("decoding ManifestWork %s/%s: %w", cluster, name, err)
+	}
+	return &w, nil
+}
+
+// FindGenerated finds the work a deployment manager created on cluster with generateName
+// base + "-" (the ICOS OCM deployment manager names its work after the job's resource_name):
+// the one work whose name is that prefix and a generated five-character suffix, nil when there
+// is none or more than one (it cannot be told which is the job's).
+func (ws *Works) FindGenerated(ctx context.Context, cluster, base string) (*Work, error) {
+	body, err := ws.raw.Get().Namespace(cluster).Resource("manifestworks").Param("resourceVersion", "0").Stream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing ManifestWorks of %s: %w", cluster, err)
+	}
+	defer body.Close()
+	var found []*Work
+	var l workList
+	prefix := base + "-"
+	err = decodeList(body, &l, func(w *Work) {
+		if n := w.Metadata.Name; strings.HasPrefix(n, prefix) && len(n) == len(prefix)+5 {
+			found = append(found, w)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the ManifestWorks of %s: %w", cluster, err)
+	}
+	if len(found) != 1 {
+		return nil, nil
+	}
+	return found[0], nil
 }
 
 // WaitGone waits until a work is gone, polling every interval, at most timeout. It reports
