@@ -226,11 +226,22 @@ func (f *Function) deleteGroup(w http.ResponseWriter, r *http.Request) {
 
 func (f *Function) stopGroup(w http.ResponseWriter, r *http.Request) {
 	g, fl := f.svc.stopGroup(r.Context(), r.PathValue("id"), caller(r))
-	answer(w, http.StatusOK, g, fl, g != nil)
+	answerOrder(w, g, fl)
 }
 
 func (f *Function) startGroup(w http.ResponseWriter, r *http.Request) {
 	g, fl := f.svc.startGroup(r.Context(), r.PathValue("id"), caller(r))
+	answerOrder(w, g, fl)
+}
+
+// answerOrder answers a stop or start: 200 with the group when it was carried out, 202 with
+// the group (its pending order set) when it waits for jobs being executed.
+func answerOrder(w http.ResponseWriter, g *model.JobGroup, fl *Failure) {
+	if fl != nil && fl.Status == http.StatusAccepted {
+		w.Header().Set("X-Ocm-Jobs-Pending", fl.Message)
+		writeJSON(w, http.StatusAccepted, g)
+		return
+	}
 	answer(w, http.StatusOK, g, fl, g != nil)
 }
 

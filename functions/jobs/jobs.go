@@ -106,8 +106,12 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if err != nil {
 			return nil, events.Unavailable("re-resolving targets: %v", err)
 		}
+		orders, err := f.svc.carryOut(ctx)
+		if err != nil {
+			return nil, events.Unavailable("carrying out pending group orders: %v", err)
+		}
 		if f.svc.archiver == nil {
-			return nil, events.Done("%d jobs got a target", n)
+			return nil, events.Done("%d jobs got a target, %d pending orders carried out", n, orders)
 		}
 		// A failed archive is kept for the next tick; a redelivered tick would do no better.
 		archived, err := f.svc.archiver.sweep(ctx, f.svc)
@@ -144,6 +148,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		}
 	default:
 		return nil, events.Invalid("the jobs function does not handle %s", e.Type())
+	}
+	if fail != nil && fail.Status == http.StatusAccepted {
+		return nil, events.Done("%s", fail.Message)
 	}
 	if fail != nil {
 		status := fail.Status

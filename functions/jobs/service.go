@@ -155,49 +155,97 @@ func awaitingTarget(jobID, why string) *model.Resource {
 // always be deleted once its Delete jobs finish. Jobs being executed right now refuse; the
 // answer says which (409), and the stop can be retried.
 func (s *service) stopGroup(ctx context.Context, id, by string) (*model.JobGroup, *Failure) {
-	return s.reopenAll(ctx, id, "stop", func(j model.Job) *store.Reopen {
-		if j.Type == model.DeleteDeployment && (j.State == model.Created || j.State == model.Finished) {
-			return nil // already stopping or stopped
-		}
-		return &store.Reopen{Type: model.DeleteDeployment, By: by, Why: "group stopped"}
-	})
+	return s.order(ctx, id, store.OrderStop, by, true)
 }
 
 // startGroup re-creates a stopped group's jobs: every finished DeleteDeployment becomes a
 // CreateDeployment of the same manifests again.
 func (s *service) startGroup(ctx context.Context, id, by string) (*model.JobGroup, *Failure) {
-	return s.reopenAll(ctx, id, "start", func(j model.Job) *store.Reopen {
-		if j.Type != model.DeleteDeployment || j.State != model.Finished {
+	return s.order(ctx, id, store.OrderStart, by, true)
+}
+
+// reopenOf is what an order asks of one job (nil: leave it alone). A stop undeploys every job
+// not stopping or stopped already; a start re-deploys every job a stop undeployed or is
+// undeploying.
+func reopenOf(order, by string, j model.Job) *store.Reopen {
+	switch order {
+	case store.OrderStop:
+		if j.Type == model.DeleteDeployment && (j.State == model.Created || j.State == model.Finished) {
+			return nil // already stopping or stopped
+		}
+		return &store.Reopen{Type: model.DeleteDeployment, By: by, Why: "group stopped"}
+	case store.OrderStart:
+		if j.Type != model.DeleteDeployment {
 			return nil
 		}
 		return &store.Reopen{Type: model.CreateDeployment, By: by, Why: "group started"}
-	})
+	}
+	return nil
 }
 
-// reopenAll re-opens the group's jobs as order says (nil: leave the job alone) and answers
-// with the group. Jobs that refuse are listed in a 409; the others are re-opened all the same.
-func (s *service) reopenAll(ctx context.Context, id, verb string, order func(model.Job) *store.Reopen) (*model.JobGroup, *Failure) {
+// order carries out a stop or a start on the group's jobs. Jobs being executed cannot be
+// re-opened yet: the order is then accepted all the same — recorded as the group's pending
+// order (the last order wins) and answered 202 with the group marked so — and the cron tick
+// carries it out once they have ended (carryOut). fromUser: the order is new (not the tick
+// carrying out a pending one), so it replaces whatever order was pending.
+func (s *service) order(ctx context.Context, id, order, by string, fromUser bool) (*model.JobGroup, *Failure) {
 	g, err := s.store.GetGroup(ctx, id)
 	if err != nil {
 		return nil, failureOf(err)
 	}
 	var refused []string
 	for _, j := range g.Jobs {
-		if r := order(j); r != nil {
+		if r := reopenOf(order, by, j); r != nil {
 			if fl := s.reopen(ctx, &refused, j, *r); fl != nil {
 				return nil, fl
 			}
 		}
 	}
-	after, err := s.store.GetGroup(ctx, id)
+	switch {
+	case len(refused) > 0 && !fromUser:
+		// Still pending; it stays recorded (unless a newer order replaced it meanwhile,
+		// which then is the one carried out: the last order wins).
+	case len(refused) > 0:
+		err = s.store.SetPendingOrder(ctx, id, order)
+	case fromUser:
+		err = s.store.ClearPendingOrder(ctx, id, "")
+	default:
+		err = s.store.ClearPendingOrder(ctx, id, order)
+	}
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	after, err := s.group(ctx, id)
 	if err != nil {
 		return nil, failureOf(err)
 	}
 	if len(refused) > 0 {
-		return after, fail(http.StatusConflict, "cannot %s group %s yet: jobs being executed: %s (retry when they finish)",
-			verb, id, list(refused))
+		return after, &Failure{Status: http.StatusAccepted, Message: fmt.Sprintf("%s accepted: group %s will %s once these jobs, being executed now, end: %s",
+			order, id, order, list(refused))}
 	}
 	return after, nil
+}
+
+// carryOut carries out the groups' pending orders whose jobs have ended (the cron tick). It
+// returns how many orders were completed.
+func (s *service) carryOut(ctx context.Context) (int, error) {
+	orders, err := s.store.PendingOrders(ctx)
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	for id, order := range orders {
+		_, fl := s.order(ctx, id, order, "pending "+order, false)
+		switch {
+		case fl != nil && fl.Status == http.StatusNotFound:
+			_ = s.store.ClearPendingOrder(ctx, id, order) // the group is gone
+		case fl == nil:
+			done++
+		case fl.Status >= 500:
+			return done, errors.New(fl.Message)
+		}
+	}
+	return done, nil
 }
 
 // reopen re-opens one job; a job being executed right now refuses, which is recorded and is
@@ -305,10 +353,18 @@ func sameManifests(a, b []model.PlainManifest) bool {
 // deleteGroup deletes a group whose jobs are all undeployed or never ran; otherwise 409 with
 // the jobs that are still running.
 func (s *service) deleteGroup(ctx context.Context, id, by string) *Failure {
+	var fl *Failure
 	if s.archiver != nil {
-		return s.deleteGroupArchived(ctx, id, by)
+		fl = s.deleteGroupArchived(ctx, id, by)
+	} else {
+		fl = failureOf(s.store.DeleteGroup(ctx, id, by))
 	}
-	return failureOf(s.store.DeleteGroup(ctx, id, by))
+	if fl == nil {
+		// A deleted group has no order left to carry out (a failure here leaves it to the
+		// tick, which drops the orders of groups that are gone).
+		_ = s.store.ClearPendingOrder(ctx, id, "")
+	}
+	return fl
 }
 
 // retarget gives every Created job without a target one, if a target source has one now
@@ -346,11 +402,29 @@ func (s *service) retarget(ctx context.Context) (int, error) {
 
 func (s *service) groups(ctx context.Context) ([]model.JobGroup, *Failure) {
 	gs, err := s.store.ListGroups(ctx)
-	return gs, failureOf(err)
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	orders, err := s.store.PendingOrders(ctx)
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	for i := range gs {
+		gs[i].Pending = orders[gs[i].ID]
+	}
+	return gs, nil
 }
 
+// group reads a group with its pending order.
 func (s *service) group(ctx context.Context, id string) (*model.JobGroup, error) {
-	return s.store.GetGroup(ctx, id)
+	g, err := s.store.GetGroup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if g.Pending, err = s.store.PendingOrder(ctx, id); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 func (s *service) jobs(ctx context.Context) ([]model.Job, *Failure) {

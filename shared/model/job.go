@@ -14,6 +14,9 @@ type JobGroup struct {
 	AppName        string `json:"appName"`
 	AppDescription string `json:"appDescription"`
 	Jobs           []Job  `json:"jobs"`
+	// Pending is an order (stop, start) accepted while some of the group's jobs were being
+	// executed, carried out once they end (an addition to ICOS).
+	Pending string `json:"pending,omitempty"`
 }
 
 // Job is one component of an application and what to do with it (ICOS `Job`).

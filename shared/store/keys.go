@@ -53,6 +53,9 @@ func (s *Store) memoKey(scope, source, id string) string {
 // hubsKey is the registry of the hubs sharing this store and the clusters each manages.
 func (s *Store) hubsKey() string { return s.opts.Prefix + ":hubs" }
 
+// ordersKey holds the groups' pending orders (stop, start) by group id (orders.go).
+func (s *Store) ordersKey() string { return s.opts.Prefix + ":orders" }
+
 // lockKey is a named lock of the whole install (e.g. the outbox drain).
 func (s *Store) lockKey(name string) string { return s.opts.Prefix + ":lock:" + name }
 
