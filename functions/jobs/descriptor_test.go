@@ -304,7 +304,7 @@ func TestLimits(t *testing.T) {
 func TestParseShellLayouts(t *testing.T) {
 	var first *Application
 	for _, layout := range []string{"a", "b", "c"} {
-		raw, err := os.ReadFile(filepath.Join("..", "..", "tests", "contract", "testdata", "shell-layout-"+layout+".yaml"))
+		raw, err := os.ReadFile(filepath.Join("..", "..", "tests", "integration", "testdata", "shell-layout-"+layout+".yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
