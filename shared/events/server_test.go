@@ -435,3 +435,46 @@ func TestPublisherGivesUp(t *testing.T) {
 		t.Errorf("attempts (-want +got): %s", diff)
 	}
 }
+
+// TestRESTErrorsAreJSON: under /jobmanager/, a path no route serves is a JSON 404 and a
+// method a route does not take a JSON 405 with Allow — never the CloudEvents endpoint's
+// answer; elsewhere the CloudEvents endpoint answers, its failures JSON too.
+func TestRESTErrorsAreJSON(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	srv := &events.Server{Handler: &testFunction{calls: map[string]int{}}, Routes: map[string]http.Handler{
+		"GET /jobmanager/groups/{id}":        ok,
+		"DELETE /jobmanager/groups/{id}":     ok,
+		"PUT /jobmanager/groups/stop/{id}":   ok,
+		"POST /jobmanager/policies/incompli": ok,
+	}, Logger: zap.NewNop().Sugar()}
+	h, err := srv.HTTPHandler(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{http.MethodGet, "/jobmanager/groups/x", http.StatusOK, ""},
+		{http.MethodPatch, "/jobmanager/groups/x", http.StatusMethodNotAllowed, "GET, DELETE"},
+		{http.MethodPost, "/jobmanager/groups/stop/x", http.StatusMethodNotAllowed, "PUT"},
+		{http.MethodPost, "/jobmanager/policies/incompliance/create", http.StatusNotFound, ""},
+		{http.MethodGet, "/jobmanager/nothing", http.StatusNotFound, ""},
+		{http.MethodGet, "/", http.StatusMethodNotAllowed, "POST"},
+		{http.MethodPost, "/", http.StatusUnsupportedMediaType, ""},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		if rec.Code != tc.status || rec.Header().Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d Allow %q, want %d Allow %q (%s)", tc.method, tc.path, rec.Code, rec.Header().Get("Allow"), tc.status, tc.allow, rec.Body)
+			continue
+		}
+		if tc.status >= 400 {
+			var e struct{ Error string }
+			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
+				t.Errorf("%s %s: %q %s is not a JSON error", tc.method, tc.path, rec.Header().Get("Content-Type"), rec.Body)
+			}
+		}
+	}
+}
