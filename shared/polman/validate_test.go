@@ -98,7 +98,7 @@ func TestValidateDescriptor(t *testing.T) {
 - {security: low, properties: {oneoff: yes-please, pendingInterval: soon}}`, paths: []string{"policies[0].properties.oneoff", "policies[0].properties.pendingInterval"}},
 		"a variable that is a list": {top: `policies:
 - {security: low, variables: {x: [1]}}`, paths: []string{"policies[0].variables.x"}},
-		"policies that are not a list": {top: `policies: {security: low}`, paths: []string{"policies"}},
+		"policies that are not a list":   {top: `policies: {security: low}`, paths: []string{"policies"}},
 		"a policy that is not a mapping": {component: `  policies: [high]`, paths: []string{"components[1].policies[0]"}},
 		"every problem at once": {top: `policies:
 - {type: custom, spec: {type: nope}}
