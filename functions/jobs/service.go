@@ -15,6 +15,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/policy"
+	"github.com/ocm-jobs/ocm-jobs/shared/polman"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -58,6 +59,8 @@ type service struct {
 	hubID    string
 	// archiver archives deleted groups; nil without an object store bucket.
 	archiver *archiver
+	// pm registers groups with the Policy Manager; nil without POLICY_MANAGER_URL.
+	pm *polman.Sender
 }
 
 // healthy checks that the store answers.
@@ -86,15 +89,17 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 		}
 		g.Jobs = append(g.Jobs, j)
 	}
-	if err := s.store.CreateGroup(ctx, g, by); err != nil {
+	if err := s.storeGroup(ctx, g, by, descriptor); err != nil {
 		if errors.Is(err, store.ErrExists) && id != "" {
 			// Made by an earlier delivery of the same event.
 			if existing, gerr := s.store.GetGroup(ctx, id); gerr == nil {
+				s.announce(ctx, id)
 				return existing, nil
 			}
 		}
 		return nil, failureOf(err)
 	}
+	s.announce(ctx, g.ID)
 	// CreateGroup filled in what the store decides (group fields, timestamps): g is the group
 	// as stored, with no need to read it back.
 	return g, nil
@@ -106,6 +111,9 @@ func (s *service) parse(descriptor []byte) (*Application, *Failure) {
 	app, ferr := s.limits.Parse(descriptor)
 	if ferr != nil {
 		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
+	}
+	if ferr := polman.ValidateDescriptor(descriptor); ferr != nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor's policies are not valid: %v", ferr)
 	}
 	ns := firstNonEmpty(app.Namespace, app.Name)
 	var errs *apis.FieldError
@@ -154,11 +162,12 @@ func awaitingTarget(jobID, why string) *model.Resource {
 // always be deleted once its Delete jobs finish. Jobs being executed right now refuse; the
 // answer says which (409), and the stop can be retried.
 func (s *service) stopGroup(ctx context.Context, id, by string) (*model.JobGroup, *Failure) {
+	defer s.announce(ctx, id)
 	return s.reopenAll(ctx, id, "stop", func(j model.Job) *store.Reopen {
 		if j.Type == model.DeleteDeployment && (j.State == model.Created || j.State == model.Finished) {
 			return nil // already stopping or stopped
 		}
-		return &store.Reopen{Type: model.DeleteDeployment, By: by, Why: "group stopped"}
+		return &store.Reopen{Type: model.DeleteDeployment, By: by, Why: "group stopped", GroupOp: store.GroupStop, Group: id}
 	})
 }
 
@@ -169,7 +178,7 @@ func (s *service) startGroup(ctx context.Context, id, by string) (*model.JobGrou
 		if j.Type != model.DeleteDeployment || j.State != model.Finished {
 			return nil
 		}
-		return &store.Reopen{Type: model.CreateDeployment, By: by, Why: "group started"}
+		return &store.Reopen{Type: model.CreateDeployment, By: by, Why: "group started", GroupOp: store.GroupStart, Group: id}
 	})
 }
 
@@ -304,10 +313,16 @@ func sameManifests(a, b []model.PlainManifest) bool {
 // deleteGroup deletes a group whose jobs are all undeployed or never ran; otherwise 409 with
 // the jobs that are still running.
 func (s *service) deleteGroup(ctx context.Context, id, by string) *Failure {
+	var fl *Failure
 	if s.archiver != nil {
-		return s.deleteGroupArchived(ctx, id, by)
+		fl = s.deleteGroupArchived(ctx, id, by)
+	} else {
+		fl = failureOf(s.store.DeleteGroup(ctx, id, by))
 	}
-	return failureOf(s.store.DeleteGroup(ctx, id, by))
+	if fl == nil {
+		s.announce(ctx, id)
+	}
+	return fl
 }
 
 // retarget gives every Created job without a target one, if a target source has one now

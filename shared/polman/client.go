@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/config"
 )
 
 // Path is the Policy Manager's route for application lifecycle events.
@@ -76,14 +78,14 @@ func (e *SendError) Error() string {
 
 // Client sends lifecycle events to the Policy Manager.
 type Client struct {
-	cfg    Config
+	cfg    config.PolicyManager
 	http   *http.Client
 	tokens *ClientCredentials
 }
 
 // NewClient returns a client of the Policy Manager cfg names; hc nil: a client with
 // cfg.Timeout.
-func NewClient(cfg Config, hc *http.Client) *Client {
+func NewClient(cfg config.PolicyManager, hc *http.Client) *Client {
 	if hc == nil {
 		hc = &http.Client{Timeout: cfg.Timeout}
 	}
@@ -151,9 +153,9 @@ func (c *Client) Send(ctx context.Context, r Request, callerToken string) error 
 // token is the bearer token of a request, by the auth mode.
 func (c *Client) token(ctx context.Context, caller string) (string, error) {
 	switch c.cfg.AuthMode() {
-	case AuthNone:
+	case config.PolicyManagerAuthNone:
 		return "", nil
-	case AuthCaller:
+	case config.PolicyManagerAuthCaller:
 		if caller != "" || c.tokens == nil {
 			return caller, nil
 		}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
 
+	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -22,7 +23,7 @@ import (
 type Sender struct {
 	store  *store.Store
 	client *Client
-	cfg    Config
+	cfg    config.PolicyManager
 	// holder names this sender in the holds it takes.
 	holder string
 	// kicks bounds the deliveries running in the background after requests.
@@ -46,7 +47,7 @@ const (
 )
 
 // NewSender returns a sender on st to the Policy Manager cfg names.
-func NewSender(st *store.Store, cfg Config, c *Client) *Sender {
+func NewSender(st *store.Store, cfg config.PolicyManager, c *Client) *Sender {
 	return &Sender{store: st, client: c, cfg: cfg, holder: "polman/" + uuid.NewString(), kicks: make(chan struct{}, maxKicks)}
 }
 

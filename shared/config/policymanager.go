@@ -1,14 +1,4 @@
-// Package polman registers job groups with the ICOS Dynamic Policy Manager (the PM, "Polman"):
-// the client of its registry (POST /polman/registry/api/v1/icos/app with the lifecycle events
-// created, started, stopped, deleted), how it authenticates (a Keycloak client-credentials
-// token, or the caller's bearer token), the sender that delivers each group's events in order
-// from the registration the store keeps beside the group, and the validation of a
-// descriptor's `policies` at intake.
-//
-// The Policy Manager being down never fails a user's request: the store records the events
-// with the group change that causes them, and the sender delivers them after the request, and
-// again on every cron tick with a backoff, until the Policy Manager takes them.
-package polman
+package config
 
 import (
 	"fmt"
@@ -17,22 +7,23 @@ import (
 	"time"
 )
 
-// Auth modes: how requests to the Policy Manager are authenticated.
+// Policy Manager auth modes: how requests to the Policy Manager are authenticated.
 const (
-	// AuthAuto is client-credentials when POLICY_MANAGER_TOKEN_URL is set, else caller.
-	AuthAuto = "auto"
-	// AuthClientCredentials: a token of this service's own Keycloak client.
-	AuthClientCredentials = "client-credentials"
-	// AuthCaller: the bearer token of the user whose request caused the event (what the ICOS
+	// PolicyManagerAuthAuto is client-credentials when POLICY_MANAGER_TOKEN_URL is set, else caller.
+	PolicyManagerAuthAuto = "auto"
+	// PolicyManagerAuthClientCredentials: a token of this service's own Keycloak client.
+	PolicyManagerAuthClientCredentials = "client-credentials"
+	// PolicyManagerAuthCaller: the bearer token of the user whose request caused the event (what the ICOS
 	// Job Manager does); an event sent later (a retry, started) uses client credentials when
 	// they are configured, else none.
-	AuthCaller = "caller"
-	// AuthNone: no token (a Policy Manager with authn skipped).
-	AuthNone = "none"
+	PolicyManagerAuthCaller = "caller"
+	// PolicyManagerAuthNone: no token (a Policy Manager with authn skipped).
+	PolicyManagerAuthNone = "none"
 )
 
-// Config is how the jobs function reaches the Policy Manager, from the environment.
-type Config struct {
+// PolicyManager is how the jobs function reaches the ICOS Dynamic Policy Manager, where it
+// registers job groups (shared/polman).
+type PolicyManager struct {
 	URL          string        `envconfig:"POLICY_MANAGER_URL" desc:"base URL of the ICOS Dynamic Policy Manager (e.g. http://dpm:8000); job groups are registered with it (POST <url>/polman/registry/api/v1/icos/app: created, started once the jobs run, stopped, started, deleted). Empty: no registration"`
 	Auth         string        `envconfig:"POLICY_MANAGER_AUTH" default:"auto" desc:"how requests to the Policy Manager are authenticated: client-credentials (a token of POLICY_MANAGER_CLIENT_ID from POLICY_MANAGER_TOKEN_URL, cached until it expires), caller (the bearer token of the request that caused the event, never stored; later sends use client credentials when configured, else none), none, or auto (client-credentials when POLICY_MANAGER_TOKEN_URL is set, else caller)"`
 	TokenURL     string        `envconfig:"POLICY_MANAGER_TOKEN_URL" desc:"OAuth2 token endpoint for client credentials, e.g. Keycloak's https://<host>/realms/<realm>/protocol/openid-connect/token"`
@@ -45,21 +36,21 @@ type Config struct {
 }
 
 // Enabled reports whether groups are registered at all.
-func (c Config) Enabled() bool { return c.URL != "" }
+func (c PolicyManager) Enabled() bool { return c.URL != "" }
 
 // AuthMode is the mode in effect (auto resolved).
-func (c Config) AuthMode() string {
-	if c.Auth == "" || c.Auth == AuthAuto {
+func (c PolicyManager) AuthMode() string {
+	if c.Auth == "" || c.Auth == PolicyManagerAuthAuto {
 		if c.TokenURL != "" {
-			return AuthClientCredentials
+			return PolicyManagerAuthClientCredentials
 		}
-		return AuthCaller
+		return PolicyManagerAuthCaller
 	}
 	return c.Auth
 }
 
 // Validate checks what envconfig cannot.
-func (c Config) Validate() error {
+func (c PolicyManager) Validate() error {
 	if !c.Enabled() {
 		return nil
 	}
@@ -68,11 +59,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("POLICY_MANAGER_URL=%q: want an http(s) URL", c.URL)
 	}
 	switch c.AuthMode() {
-	case AuthClientCredentials:
+	case PolicyManagerAuthClientCredentials:
 		if c.TokenURL == "" || c.ClientID == "" || c.ClientSecret == "" {
 			return fmt.Errorf("POLICY_MANAGER_AUTH=client-credentials needs POLICY_MANAGER_TOKEN_URL, POLICY_MANAGER_CLIENT_ID and POLICY_MANAGER_CLIENT_SECRET")
 		}
-	case AuthCaller, AuthNone:
+	case PolicyManagerAuthCaller, PolicyManagerAuthNone:
 	default:
 		return fmt.Errorf("POLICY_MANAGER_AUTH=%q: want auto, client-credentials, caller or none", c.Auth)
 	}
@@ -87,7 +78,7 @@ func (c Config) Validate() error {
 
 // Backoff is the delay before the next attempt after n failed ones (n ≥ 1): RetryMin doubled
 // each attempt, at most RetryMax.
-func (c Config) Backoff(n int) time.Duration {
+func (c PolicyManager) Backoff(n int) time.Duration {
 	d := c.RetryMin
 	for i := 1; i < n && d < c.RetryMax; i++ {
 		d *= 2
