@@ -85,9 +85,12 @@ func (s *Sender) Wait() { s.wg.Wait() }
 // Deliver sends a group's due events, oldest first, until none is left, one fails, or another
 // sender holds the group. It reports how many events left the queue.
 func (s *Sender) Deliver(ctx context.Context, group, callerToken string) (int, error) {
+	// Each delivery holds the group as itself: two deliveries of one process (after a request,
+	// and the tick) exclude each other as two processes do.
+	d := &delivery{Sender: s, holder: s.holder + "/" + uuid.NewString()[:8]}
 	n := 0
 	for n < maxPerDelivery {
-		t, err := s.store.TakeRegistration(ctx, group, s.holder, s.hold())
+		t, err := s.store.TakeRegistration(ctx, group, d.holder, s.hold())
 		switch {
 		case errors.Is(err, store.ErrRegistrationBusy):
 			return n, nil // its holder delivers them
@@ -96,7 +99,7 @@ func (s *Sender) Deliver(ctx context.Context, group, callerToken string) (int, e
 		case t == nil:
 			return n, nil
 		}
-		if err := s.attempt(ctx, t, callerToken); err != nil {
+		if err := d.attempt(ctx, t, callerToken); err != nil {
 			return n, err
 		}
 		n++
@@ -104,8 +107,14 @@ func (s *Sender) Deliver(ctx context.Context, group, callerToken string) (int, e
 	return n, nil
 }
 
+// delivery is one run of Deliver, with its own holder.
+type delivery struct {
+	*Sender
+	holder string
+}
+
 // attempt sends one event and records the outcome.
-func (s *Sender) attempt(ctx context.Context, t *store.RegistrationTask, callerToken string) error {
+func (s *delivery) attempt(ctx context.Context, t *store.RegistrationTask, callerToken string) error {
 	log := logging.FromContext(ctx).With(zap.String("group", t.Group), zap.String("event", t.Event), zap.Int("attempt", t.Attempts+1))
 	err := s.send(ctx, t, callerToken)
 	// The outcome is recorded even if the caller gave up meanwhile: an event that was taken
