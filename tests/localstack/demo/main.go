@@ -282,7 +282,8 @@ func (d *demo) rest(ctx context.Context, method, url string, body []byte, out an
 }
 
 func (d *demo) do(req *http.Request, out any) error {
-	if tok := d.env["TOKEN"]; tok != "" {
+	// Events carry the broker's sender identity (set by event); REST calls the user's token.
+	if tok := d.env["TOKEN"]; tok != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := d.client.Do(req)
