@@ -35,8 +35,12 @@ func newSender(ctx context.Context, cfg config.PolicyManager, st *store.Store) (
 
 // storeGroup stores a new group, registered with the Policy Manager when it is on.
 func (s *service) storeGroup(ctx context.Context, g *model.JobGroup, by string, descriptor []byte) error {
-	if s.pm == nil {
+	switch {
+	case s.pm == nil:
 		logging.FromContext(ctx).Debugw("not registering the group with the Policy Manager: POLICY_MANAGER_URL is unset", "group", g.ID)
+		return s.store.CreateGroup(ctx, g, by)
+	case !polman.Registrable(descriptor):
+		logging.FromContext(ctx).Infow("not registering the group with the Policy Manager: it reads only ICOS descriptors (name and components)", "group", g.ID)
 		return s.store.CreateGroup(ctx, g, by)
 	}
 	return s.store.CreateRegisteredGroup(ctx, g, by, string(descriptor))

@@ -57,6 +57,13 @@ func ValidateDescriptor(data []byte) *apis.FieldError {
 	return ValidatePolicies(doc)
 }
 
+// Registrable reports whether the Policy Manager can read the descriptor: it has a document
+// with both name and components (a plain multi-document YAML of Kubernetes objects has not).
+func Registrable(data []byte) bool {
+	doc, err := icosDocument(data)
+	return err == nil && doc != nil
+}
+
 // icosDocument is the first document with both name and components.
 func icosDocument(data []byte) (map[string]any, error) {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))

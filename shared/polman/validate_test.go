@@ -134,6 +134,9 @@ func TestValidateDescriptorIgnoresWhatThePolicyManagerIgnores(t *testing.T) {
 	if err := ValidateDescriptor([]byte(plain)); err != nil {
 		t.Errorf("plain descriptor: %v", err)
 	}
+	if Registrable([]byte(plain)) || !Registrable([]byte(descriptor("", ""))) {
+		t.Error("only ICOS descriptors are registrable")
+	}
 	js := `{"name": "a", "components": [{"name": "c"}], "policies": [{"type": "custom", "spec": {"type": "x"}}]}`
 	if err := ValidateDescriptor([]byte(js)); err == nil || !strings.Contains(err.Error(), "policies[0].spec.type") {
 		t.Errorf("JSON descriptor: %v", err)
