@@ -63,7 +63,9 @@ func Decode(data []byte) (*Request, *apis.FieldError) {
 		})
 	}
 	label := func(k string) string { return in.ExtraLabels[k] }
-	r := model.Remediation{IncomplianceID: in.ID, Action: in.Remediation, Image: firstOf(p.Image, label("image")),
+	// The job's remediation is the sub-type the name means (migrate is a reallocation); the
+	// record keeps the name as sent.
+	r := model.Remediation{IncomplianceID: in.ID, Action: in.Remediation.Canonical(), Image: firstOf(p.Image, label("image")),
 		Workload: firstOf(p.Workload, label("workload"))}
 	if len(p.Patch) > 0 && string(p.Patch) != "null" {
 		var str string
@@ -87,10 +89,10 @@ func Decode(data []byte) (*Request, *apis.FieldError) {
 	if r.Workload != "" && !strings.Contains(r.Workload, "/") {
 		errs = errs.Also(apis.ErrInvalidValue(r.Workload, "workload", `want "Kind/name", e.g. "Deployment/web"`))
 	}
-	if in.Remediation.Valid() {
+	if in.Remediation.ValidRemediation() {
 		// What the remediation needs; reallocation may leave the target to the Placement,
 		// so only a named target is checked here.
-		switch in.Remediation {
+		switch in.Remediation.Canonical() {
 		case model.Patch:
 			if r.Patch == "" {
 				errs = errs.Also(apis.ErrMissingField("patch"))

@@ -55,7 +55,9 @@ func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) 
 	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), verifier: v}, nil
 }
 
-// Routes serves the Policy Manager's webhook route of the ICOS Job Manager API.
+// Routes serves the Policy Manager's webhook route of the ICOS Job Manager API, under both
+// of its ICOS paths: /create is the callback the Job Manager registers with the Policy
+// Manager (shared/polman).
 func (f *Function) Routes() map[string]http.Handler {
 	h := f.verifier.Require(auth.RolePolicyManager)(http.HandlerFunc(f.post))
 	return map[string]http.Handler{
@@ -185,6 +187,9 @@ func (f *Function) resolve(ctx context.Context, inc *model.Incompliance, by stri
 	}
 	in.JobID = job.ID
 	switch {
+	case in.Remediation == model.RemediationNone:
+		// The Policy Manager's default: the violation is on record, nothing is done (202).
+		return f.settle(ctx, &in, model.OutcomeApplied, noneReason, job.ID)
 	case openedFor(job, &in):
 		// An earlier delivery of this same incompliance opened the remediation.
 		return f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
@@ -210,8 +215,9 @@ func (f *Function) resolve(ctx context.Context, inc *model.Incompliance, by stri
 		rem = *in.Payload
 	}
 	rem.IncomplianceID = in.ID
+	rem.Action = rem.Action.Canonical()
 	_, err = f.store.Reopen(ctx, job.ID, store.Reopen{
-		Type: model.UpdateDeployment, SubType: in.Remediation, Remediation: &rem, IfFence: job.Fence,
+		Type: model.UpdateDeployment, SubType: in.Remediation.Canonical(), Remediation: &rem, IfFence: job.Fence,
 		By: by, Why: fmt.Sprintf("incompliance %s: policy %s", in.ID, in.PolicyName),
 	})
 	switch {
@@ -230,6 +236,9 @@ func (f *Function) resolve(ctx context.Context, inc *model.Incompliance, by stri
 	}
 	return f.settle(ctx, &in, model.OutcomeApplied, "", job.ID)
 }
+
+// noneReason is the reason of an incompliance whose remediation is none.
+const noneReason = "remediation none: the incompliance is recorded; nothing is done"
 
 // openedFor says the job's current order is the remediation of this incompliance.
 func openedFor(j *model.Job, in *model.Incompliance) bool {

@@ -10,6 +10,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
+	"github.com/ocm-jobs/ocm-jobs/shared/polman"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -22,7 +23,7 @@ func (f *Function) Routes() map[string]http.Handler {
 	for _, rt := range f.routes() {
 		h := http.Handler(http.HandlerFunc(rt.serve))
 		if rt.roles != nil {
-			h = f.verifier.Require(rt.roles...)(h)
+			h = f.verifier.Require(rt.roles...)(polman.CarryCallerToken(h))
 		}
 		out[rt.pattern] = h
 	}
@@ -197,7 +198,7 @@ func (f *Function) getGroup(w http.ResponseWriter, r *http.Request) {
 		f.getArchivedGroup(w, r, id, err)
 		return
 	}
-	answer(w, http.StatusOK, g, failureOf(err), false)
+	answer(w, http.StatusOK, f.svc.withRegistration(r.Context(), g), failureOf(err), false)
 }
 
 // getArchivedGroup answers GET /groups/{id} from the archive; notFound is Redis' answer,

@@ -37,6 +37,7 @@ type Config struct {
 	auth.Config
 	config.Placement
 	config.Policy
+	config.PolicyManager
 	MaxDataRefBytes       int64  `envconfig:"MAX_DATAREF_BYTES" default:"67108864" desc:"largest application descriptor read through a dataref (s3://bucket/key); a larger object is refused (422)"`
 	DataRefAllowed        string `envconfig:"DATAREF_ALLOWED" desc:"where a dataref may point: comma-separated bucket or bucket/prefix; empty: S3_BUCKET. Any other bucket, or a key with empty, . or .. path elements, is refused (422)"`
 	ArchivePrefix         string `envconfig:"ARCHIVE_PREFIX" default:"archive" desc:"key prefix of archived job groups in S3_BUCKET: <prefix>/<yyyy>/<mm>/<group id>.json; without S3_BUCKET deleted groups are not archived"`
@@ -78,7 +79,11 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 	if err != nil {
 		return nil, err
 	}
-	f := &Function{cfg: cfg, verifier: v, svc: &service{limits: limits, policy: pol, store: st, targeter: t, hubID: p.HubID}, objects: p.Objects, bucket: p.Bucket}
+	pm, err := newSender(ctx, cfg.PolicyManager, st)
+	if err != nil {
+		return nil, err
+	}
+	f := &Function{cfg: cfg, verifier: v, svc: &service{limits: limits, policy: pol, store: st, targeter: t, hubID: p.HubID, pm: pm}, objects: p.Objects, bucket: p.Bucket}
 	if p.Objects != nil {
 		if cfg.MaxDataRefBytes <= 0 {
 			return nil, fmt.Errorf("MAX_DATAREF_BYTES=%d: must be positive", cfg.MaxDataRefBytes)
@@ -102,6 +107,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 	)
 	switch e.Type() {
 	case events.Ping:
+		pm := f.svc.policyManagerTick(ctx)
 		n, err := f.svc.retarget(ctx)
 		if err != nil {
 			return nil, events.Unavailable("re-resolving targets: %v", err)
@@ -111,14 +117,14 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 			return nil, events.Unavailable("carrying out pending group orders: %v", err)
 		}
 		if f.svc.archiver == nil {
-			return nil, events.Done("%d jobs got a target, %d pending orders carried out", n, orders)
+			return nil, events.Done("%d jobs got a target, %d pending orders carried out%s", n, orders, pm)
 		}
 		// A failed archive is kept for the next tick; a redelivered tick would do no better.
 		archived, err := f.svc.archiver.sweep(ctx, f.svc)
 		if err != nil {
 			logging.FromContext(ctx).Warnw("archiving deleted groups: some are kept for the next tick", "error", err)
 		}
-		return nil, events.Done("%d jobs got a target, %d groups archived", n, archived)
+		return nil, events.Done("%d jobs got a target, %d groups archived%s", n, archived, pm)
 	case events.JobGroupCreate:
 		data, res := f.descriptorData(ctx, e)
 		if res != nil {

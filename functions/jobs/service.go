@@ -16,6 +16,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/policy"
+	"github.com/ocm-jobs/ocm-jobs/shared/polman"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
 )
 
@@ -59,6 +60,8 @@ type service struct {
 	hubID    string
 	// archiver archives deleted groups; nil without an object store bucket.
 	archiver *archiver
+	// pm registers groups with the Policy Manager; nil without POLICY_MANAGER_URL.
+	pm *polman.Sender
 }
 
 // healthy checks that the store answers.
@@ -87,15 +90,17 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 		}
 		g.Jobs = append(g.Jobs, j)
 	}
-	if err := s.store.CreateGroup(ctx, g, by); err != nil {
+	if err := s.storeGroup(ctx, g, by, descriptor); err != nil {
 		if errors.Is(err, store.ErrExists) && id != "" {
 			// Made by an earlier delivery of the same event.
 			if existing, gerr := s.store.GetGroup(ctx, id); gerr == nil {
+				s.announce(ctx, id)
 				return existing, nil
 			}
 		}
 		return nil, failureOf(err)
 	}
+	s.announce(ctx, g.ID)
 	// CreateGroup filled in what the store decides (group fields, timestamps): g is the group
 	// as stored, with no need to read it back.
 	return g, nil
@@ -107,6 +112,9 @@ func (s *service) parse(descriptor []byte) (*Application, *Failure) {
 	app, ferr := s.limits.Parse(descriptor)
 	if ferr != nil {
 		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor is not valid: %v", ferr)
+	}
+	if ferr := polman.ValidateDescriptor(descriptor); ferr != nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the application descriptor's policies are not valid: %v", ferr)
 	}
 	ns := firstNonEmpty(app.Namespace, app.Name)
 	var errs *apis.FieldError
@@ -152,8 +160,8 @@ func awaitingTarget(jobID, why string) *model.Resource {
 
 // stopGroup undeploys a group: every job that ran becomes a DeleteDeployment job, and every
 // job that never started is finished at once (nothing to undeploy), so a stopped group can
-// always be deleted once its Delete jobs finish. Jobs being executed right now refuse; the
-// answer says which (409), and the stop can be retried.
+// always be deleted once its Delete jobs finish. Jobs being executed right now are stopped
+// once they end (see order).
 func (s *service) stopGroup(ctx context.Context, id, by string) (*model.JobGroup, *Failure) {
 	return s.order(ctx, id, store.OrderStop, by, true)
 }
@@ -167,18 +175,20 @@ func (s *service) startGroup(ctx context.Context, id, by string) (*model.JobGrou
 // reopenOf is what an order asks of one job (nil: leave it alone). A stop undeploys every job
 // not stopping or stopped already; a start re-deploys every job a stop undeployed or is
 // undeploying.
-func reopenOf(order, by string, j model.Job) *store.Reopen {
+// The first job re-opened records the Policy Manager's event (stopped, started) in the same
+// step (GroupOp).
+func reopenOf(id, order, by string, j model.Job) *store.Reopen {
 	switch order {
 	case store.OrderStop:
 		if j.Type == model.DeleteDeployment && (j.State == model.Created || j.State == model.Finished) {
 			return nil // already stopping or stopped
 		}
-		return &store.Reopen{Type: model.DeleteDeployment, By: by, Why: "group stopped"}
+		return &store.Reopen{Type: model.DeleteDeployment, By: by, Why: "group stopped", GroupOp: store.GroupStop, Group: id}
 	case store.OrderStart:
 		if j.Type != model.DeleteDeployment {
 			return nil
 		}
-		return &store.Reopen{Type: model.CreateDeployment, By: by, Why: "group started"}
+		return &store.Reopen{Type: model.CreateDeployment, By: by, Why: "group started", GroupOp: store.GroupStart, Group: id}
 	}
 	return nil
 }
@@ -189,13 +199,14 @@ func reopenOf(order, by string, j model.Job) *store.Reopen {
 // carries it out once they have ended (carryOut). fromUser: the order is new (not the tick
 // carrying out a pending one), so it replaces whatever order was pending.
 func (s *service) order(ctx context.Context, id, order, by string, fromUser bool) (*model.JobGroup, *Failure) {
+	defer s.announce(ctx, id)
 	g, err := s.store.GetGroup(ctx, id)
 	if err != nil {
 		return nil, failureOf(err)
 	}
 	var refused []string
 	for _, j := range g.Jobs {
-		if r := reopenOf(order, by, j); r != nil {
+		if r := reopenOf(id, order, by, j); r != nil {
 			if fl := s.reopen(ctx, &refused, j, *r); fl != nil {
 				return nil, fl
 			}
@@ -363,6 +374,7 @@ func (s *service) deleteGroup(ctx context.Context, id, by string) *Failure {
 		// A deleted group has no order left to carry out (a failure here leaves it to the
 		// tick, which drops the orders of groups that are gone).
 		_ = s.store.ClearPendingOrder(ctx, id, "")
+		s.announce(ctx, id)
 	}
 	return fl
 }

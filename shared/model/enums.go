@@ -83,14 +83,48 @@ const (
 var SubTypes = []string{string(ScaleUp), string(ScaleDown), string(ScaleOut), string(ScaleIn),
 	string(Patch), string(Reallocation), string(Secure)}
 
-// Valid reports whether s is one of the ICOS remediations.
+// Valid reports whether s is one of the ICOS remediations, or Redeploy.
 func (s SubType) Valid() bool {
+	if s == Redeploy {
+		return true
+	}
 	for _, v := range SubTypes {
 		if string(s) == v {
 			return true
 		}
 	}
 	return false
+}
+
+// The remediation names the ICOS Dynamic Policy Manager may send beyond the ICOS ones (its
+// default `none`, the default `redeploy` of security policies, its example `migrate`).
+const (
+	// Redeploy re-applies a job's current manifests: an UpdateDeployment whose result is the
+	// manifests unchanged, applied again with a new fence. A job sub-type of its own, kept out
+	// of SubTypes (the ICOS list).
+	Redeploy SubType = "redeploy"
+	// RemediationNone records an incompliance and does nothing: never a job's sub-type.
+	RemediationNone SubType = "none"
+	// Migrate is the Policy Manager's name of a reallocation.
+	Migrate SubType = "migrate"
+)
+
+// Remediations lists every remediation an incompliance or a policy may name, for messages.
+var Remediations = append(append([]string{}, SubTypes...), string(Redeploy), string(RemediationNone), string(Migrate))
+
+// Canonical is the job sub-type a remediation name means: migrate is a reallocation; every
+// other name means itself.
+func (s SubType) Canonical() SubType {
+	if s == Migrate {
+		return Reallocation
+	}
+	return s
+}
+
+// ValidRemediation reports whether an incompliance or a policy may name s: a sub-type, none
+// or migrate.
+func (s SubType) ValidRemediation() bool {
+	return s == RemediationNone || s.Canonical().Valid()
 }
 
 // Orchestrator names the deployment manager family that executes a job.

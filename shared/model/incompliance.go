@@ -2,6 +2,7 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"knative.dev/pkg/apis"
@@ -61,8 +62,8 @@ func (in *Incompliance) Validate() *apis.FieldError {
 	switch {
 	case in.Remediation == "":
 		errs = errs.Also(apis.ErrMissingField("remediation"))
-	case !in.Remediation.Valid():
-		errs = errs.Also(invalidSubType(in.Remediation, "remediation"))
+	case !in.Remediation.ValidRemediation():
+		errs = errs.Also(apis.ErrInvalidValue(string(in.Remediation), "remediation", fmt.Sprintf("want one of %v", Remediations)))
 	}
 	errs = errs.Also(scalar(in.CurrentValue, "currentValue"), scalar(in.Threshold, "threshold"))
 	if in.Outcome != "" && !in.Outcome.Valid() {

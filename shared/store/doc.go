@@ -44,6 +44,9 @@
 //	P:{b:xy}:idx:lease:<orch>     zset   CreateDeployment jobs in Progressing/Degraded, scored by
 //	                                     lease expiry (ms), for takeover
 //	P:{b:xy}:idx:archive          set    deleted groups whose record is not in the object store yet
+//	P:{b:xy}:reg:<group>          hash   the group's Policy Manager registration (registration.go),
+//	                                     with :q (events to deliver) and :log (their outcomes)
+//	P:{b:xy}:idx:reg              zset   registrations that need a look, by when (ms)
 //
 // Times are Unix milliseconds from Redis TIME. A script declares the key it routes on and
 // builds the others of its bucket from the bucket prefix; they share the hash tag, so they

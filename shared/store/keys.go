@@ -26,6 +26,9 @@ func (s *Store) groupJobsKey(id string) string { return s.groupKey(id) + ":jobs"
 func (s *Store) groupIncKey(id string) string  { return s.groupKey(id) + ":inc" }
 func (s *Store) incKey(id string) string       { return s.bucket(id) + ":inc:" + id }
 
+// regKey is a group's Policy Manager registration (its queue and log add :q and :log).
+func (s *Store) regKey(id string) string { return s.bucket(id) + ":reg:" + id }
+
 // pendingIncKey indexes the bucket's incompliances whose outcome is still pending.
 func (s *Store) pendingIncKey(id string) string { return indexKey(s.bucket(id), "inc-pending") }
 

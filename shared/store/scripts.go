@@ -125,9 +125,11 @@ end
 // createGroupLua writes a group and all its jobs, or nothing if any of them exists. With an
 // empty group doc it adds the jobs to an existing, not deleted group instead. Every job with a
 // target is announced (job.created).
+// A new group registered with the Policy Manager gets its registration (created) too.
 // KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
-// then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource; emitter.
-const createGroupLua = prelude + `
+// then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource; then
+// register (1 or ”), the descriptor; emitter.
+const createGroupLua = prelude + lifecycleLua + `
 local adding = ARGV[3] == ''
 if adding then
   local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
@@ -164,13 +166,16 @@ for i = 0, n - 1 do
   history(id, ARGV[4], tonumber(now), ARGV[5], 'create', 0, 1, ARGV[6], 0)
   emit(job_key(id))
 end
+local rb = 8 + n * 8
+if not adding and ARGV[rb] == '1' then lifecycle(ARGV[2], 'create', ARGV[rb + 1], tonumber(now)) end
 return reply({'ok', now})
 `
 
 // deleteGroupLua deletes a group whose every job may be deleted: its keys get the retention
-// TTL and its jobs leave every index. A group already deleted answers ok again.
+// TTL and its jobs leave every index; its Policy Manager registration, if any, records
+// deleted. A group already deleted answers ok again.
 // KEYS: group, group's job set. ARGV: prefix, group id, retention ms, history cap, by, why, emitter.
-const deleteGroupLua = prelude + `
+const deleteGroupLua = prelude + lifecycleLua + `
 local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
 if not g[1] then return guard('exists', 'group ' .. ARGV[2], 'none') end
 if g[2] then return {'ok', '0'} end
@@ -202,6 +207,7 @@ redis.call('HSET', KEYS[1], 'deleted_at', now, 'updated_at', now)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SREM', idx('groups'), ARGV[2])
+lifecycle(ARGV[2], 'delete', '', now)
 return {'ok', '1'}
 `
 
@@ -333,9 +339,11 @@ return {'ok', changed}
 // executes it. A job that was never promoted has nothing deployed: Delete finishes it at once,
 // Replace only swaps its manifests. What the last execution recorded (applied, remediated,
 // move) is cleared: it belongs to that execution.
+// A re-open that is part of a group's stop or start records it in the group's Policy
+// Manager registration, if any, in the same step.
 // KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests (” keeps them),
-// fence (” for any), history cap, by, why, emitter.
-const reopenLua = prelude + `
+// fence (” for any), history cap, by, why, group id, group op (stop, start or ”), emitter.
+const reopenLua = prelude + lifecycleLua + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
 if ARGV[7] ~= '' and j.fence ~= tonumber(ARGV[7]) then return guard('fence', ARGV[7], string.format('%d', j.fence)) end
@@ -356,6 +364,7 @@ redis.call('HDEL', KEYS[1], 'applied', 'remediated', 'move')
 reindex(ARGV[2], was(j), memberships(to, ty, j.owner, iorch(j), j.lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
 emit(KEYS[1])
+if ARGV[12] ~= '' then lifecycle(ARGV[11], ARGV[12], '', now) end
 return reply({'ok', to, ty})
 `
 

@@ -238,7 +238,7 @@ func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) e
 	if err != nil {
 		return fmt.Errorf("create group %s: %w", g.ID, err)
 	}
-	return s.writeJobs(ctx, "create", g, doc, by)
+	return s.writeJobs(ctx, "create", g, doc, by, nil)
 }
 
 // AddJobs adds new Created jobs to an existing group in one atomic step, or nothing, filling
@@ -264,12 +264,13 @@ func (s *Store) AddJobs(ctx context.Context, groupID string, jobs []model.Job, b
 		return err
 	}
 	g.Jobs = jobs // shares the caller's slice, so the caller sees the ids and times filled in
-	return s.writeJobs(ctx, op, g, "", by)
+	return s.writeJobs(ctx, op, g, "", by, nil)
 }
 
 // writeJobs validates and completes g's jobs and runs the create script: a new group when
-// doc is set, new jobs of an existing group when it is empty.
-func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc, by string) error {
+// doc is set, new jobs of an existing group when it is empty. A new group with a descriptor
+// is registered with the Policy Manager too.
+func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc, by string, descriptor *string) error {
 	errs := checkID(g.ID, "id")
 	seen := map[string]bool{}
 	for i := range g.Jobs {
@@ -349,6 +350,11 @@ func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc
 			}
 		}
 		args = append(args, j.ID, d, int(j.Type), string(j.SubType), string(orch), targets, ms, resource)
+	}
+	if descriptor != nil {
+		args = append(args, "1", *descriptor)
+	} else {
+		args = append(args, "", "")
 	}
 	out, err := s.run(ctx, createGroupScript, op, "group", g.ID,
 		[]string{s.groupKey(g.ID), s.groupJobsKey(g.ID)}, args...)

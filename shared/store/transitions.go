@@ -243,6 +243,10 @@ type Reopen struct {
 	IfFence uint64
 	// By and Why are recorded in the history.
 	By, Why string
+	// GroupOp, when set, says the order is part of a stop or a start of the job's group
+	// (Group): the group's Policy Manager registration records it in the same step.
+	GroupOp GroupOp
+	Group   string
 }
 
 // Reopen turns a Finished or Degraded job into a Created job of another type. The job keeps
@@ -271,6 +275,17 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 	}
 	if r.SubType != "" && !r.SubType.Valid() {
 		errs = errs.Also(apis.ErrInvalidValue(string(r.SubType), "sub_type", "want one of "+joinSubTypes()))
+	}
+	switch r.GroupOp {
+	case "":
+	case GroupStop, GroupStart:
+		if fe := checkID(r.Group, "group"); fe != nil {
+			errs = errs.Also(fe)
+		} else if model.Bucket(r.Group) != model.Bucket(jobID) {
+			errs = errs.Also(apis.ErrInvalidValue(r.Group, "group", "not the group of job "+jobID))
+		}
+	default:
+		errs = errs.Also(apis.ErrInvalidValue(string(r.GroupOp), "group_op", "want stop or start"))
 	}
 	for i, m := range r.Manifests {
 		if m.YamlString == "" {
@@ -306,7 +321,7 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 	}
 	out, err := s.run(ctx, reopenScript, op, "job", jobID, []string{s.jobKey(jobID)},
 		s.bucket(jobID), jobID, int(r.Type), string(r.SubType), rem, ms, ifFence, s.opts.HistoryCap,
-		jsonString(r.By), jsonString(clip(r.Why)))
+		jsonString(r.By), jsonString(clip(r.Why)), r.Group, string(r.GroupOp))
 	if err != nil {
 		return 0, err
 	}

@@ -35,6 +35,8 @@ type Config struct {
 	SyncInterval time.Duration `envconfig:"SYNC_INTERVAL" default:"10s" desc:"how often the cron tick is sent"`
 	RunDir       string        `envconfig:"RUN_DIR" default:".run" desc:"where env, logs and binaries of the local run go (relative to the repository unless absolute)"`
 	LogLevel     string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level of the stack and the functions"`
+	// PolicyManagerURL names a real Policy Manager; empty: a stand-in that records what it gets.
+	PolicyManagerURL string `envconfig:"POLICY_MANAGER_URL" desc:"ICOS Dynamic Policy Manager the jobs function registers groups with; empty: a local stand-in (the next port after the functions') that records every event"`
 }
 
 func init() {

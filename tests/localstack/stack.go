@@ -45,6 +45,10 @@ type Stack struct {
 	readonly  string
 	identity  *servers.Identity
 	janitor   *janitorProc
+	// pm is the Policy Manager stand-in (nil when POLICY_MANAGER_URL names one); pmURL the
+	// Policy Manager the jobs function registers groups with.
+	pm    *pmStandIn
+	pmURL string
 }
 
 // The sender identity of the local broker: a service account of the hub presents tokens for
@@ -126,6 +130,10 @@ func (s *Stack) Run(ctx context.Context) error {
 		return err
 	}
 
+	if err := s.startPolicyManager(); err != nil {
+		return err
+	}
+
 	bin, err := s.buildFunctions(ctx, run)
 	if err != nil {
 		return err
@@ -181,6 +189,9 @@ func (s *Stack) tick(ctx context.Context, b *broker.Broker, pings []broker.PingS
 
 func (s *Stack) checkPorts() error {
 	all := []int{s.Config.BrokerPort}
+	if s.Config.PolicyManagerURL == "" {
+		all = append(all, s.pmPort())
+	}
 	for _, p := range s.ports {
 		all = append(all, p)
 	}
@@ -267,7 +278,7 @@ func (s *Stack) startFunctions(bin, run string) error {
 		if err := os.WriteFile(logPath, nil, 0o644); err != nil {
 			return err
 		}
-		p, err := servers.StartProcess("function "+name, logPath, []string{
+		p, err := servers.StartProcess("function "+name, logPath, append([]string{
 			"FUNCTION=" + name,
 			fmt.Sprintf("PORT=%d", s.ports[name]),
 			"BIND_ADDRESS=127.0.0.1",
@@ -278,7 +289,7 @@ func (s *Stack) startFunctions(bin, run string) error {
 			"KEYCLOAK_PUBLIC_KEY=" + s.issuer.PublicKeyBase64(),
 			// Events are authenticated as in a cluster with Knative's OIDC sender identity.
 			"AUTH_CLOUDEVENTS=true", "EVENTS_OIDC_ISSUER=hub", "EVENTS_AUDIENCES=" + audience(name),
-		}, bin)
+		}, s.policyManagerEnv()...), bin)
 		if err != nil {
 			return fmt.Errorf("starting function %s: %w", name, err)
 		}
@@ -349,6 +360,7 @@ func (s *Stack) writeEnv(run string) error {
 		"INCOMPLIANCE_EVENTS_TOKEN": eventsToken[config.Incompliance],
 		"EXECUTOR_EVENTS_TOKEN":     eventsToken[config.Executor],
 		"STATUSSYNC_EVENTS_TOKEN":   eventsToken[config.StatusSync],
+		"POLICY_MANAGER_URL":        s.pmURL,
 		pidVar:                      strconv.Itoa(os.Getpid()),
 	}
 	keys := make([]string, 0, len(vars))
@@ -383,6 +395,7 @@ func (s *Stack) Stop(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	s.pm.stop()
 	if s.brokerSrv != nil {
 		_ = s.brokerSrv.Shutdown(ctx)
 	}

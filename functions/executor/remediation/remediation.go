@@ -131,6 +131,7 @@ func notApplicable(reason, format string, args ...any) error {
 //     manifest; it may not change apiVersion, kind, metadata.name or metadata.namespace.
 //   - secure: hardens every pod template; see secureManifest.
 //   - reallocation: no manifest changes.
+//   - redeploy: no manifest changes; the executor applies them again with a new fence.
 //
 // r.Workload ("Kind/name", the kind case-insensitive) narrows any action to that manifest;
 // empty means every manifest the action applies to, except for patch, which needs exactly one
@@ -148,7 +149,8 @@ func Remediate(manifests []model.PlainManifest, r model.Remediation, opts Option
 		return nil, notApplicable(ReasonUnknownRemediation, "unknown remediation %q; want one of %v", r.Action, model.SubTypes)
 	}
 	if remediate == nil {
-		// Reallocation: the executor moves the work to another cluster; nothing to edit.
+		// Reallocation: the executor moves the work to another cluster; redeploy: it applies
+		// the work again. Nothing to edit.
 		return append([]model.PlainManifest(nil), manifests...), nil
 	}
 	objs := make([]*object, len(manifests))
@@ -183,6 +185,8 @@ var remediations = map[model.SubType]func([]*object, model.Remediation, Options)
 	model.Patch:        patchObject,
 	model.Secure:       secure,
 	model.Reallocation: nil,
+	// Redeploy applies the same manifests again, with the new execution's fence.
+	model.Redeploy: nil,
 }
 
 // object is one manifest of the job, parsed; obj is nil when it is not one YAML object.

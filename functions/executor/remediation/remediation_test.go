@@ -939,3 +939,16 @@ func FuzzRemediate(f *testing.F) {
 		}
 	})
 }
+
+// TestRemediateRedeploy: redeploy changes nothing; the executor applies the same manifests
+// again with its new fence.
+func TestRemediateRedeploy(t *testing.T) {
+	in := []model.PlainManifest{{YamlString: "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n"}, {YamlString: "not: [an object"}}
+	out, err := Remediate(in, model.Remediation{Action: model.Redeploy}, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(in) || out[0] != in[0] || out[1] != in[1] {
+		t.Errorf("redeploy changed the manifests: %v", out)
+	}
+}

@@ -48,9 +48,20 @@ func (j job) id() string {
 }
 
 type group struct {
-	ID   string `json:"id"`
-	Name string `json:"appName"`
-	Jobs []job  `json:"jobs"`
+	ID            string        `json:"id"`
+	Name          string        `json:"appName"`
+	Jobs          []job         `json:"jobs"`
+	PolicyManager *registration `json:"policy_manager"`
+}
+
+// registration is the group's Policy Manager registration, as GET /jobmanager/groups/{id} shows it.
+type registration struct {
+	State     string   `json:"state"`
+	Phase     string   `json:"phase"`
+	Delivered string   `json:"delivered"`
+	Pending   []string `json:"pending"`
+	Attempts  int      `json:"attempts"`
+	LastError string   `json:"last_error"`
 }
 
 type demo struct {
@@ -96,6 +107,11 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	step("2b. the group is registered with the ICOS Dynamic Policy Manager: created, then started once its jobs run (the cron tick)")
+	if err := d.registration(ctx, g.ID, "started"); err != nil {
+		return err
+	}
+
 	step("3. a Policy Manager incompliance asks to scale the frontend out")
 	inc := map[string]any{
 		"id": uuid.NewString(), "policyName": "frontend-cpu", "policyId": "p-1", "currentValue": "93", "threshold": "80",
@@ -123,8 +139,119 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.delete.v1", "application/json", idBody, nil); err != nil {
 		return err
 	}
-	fmt.Println("   deleted; the demo is over")
+	fmt.Println("   deleted")
+
+	step("6. what the Policy Manager received (stopped and deleted are delivered after the requests, or by the next tick)")
+	if err := d.received(ctx, g.ID); err != nil {
+		return err
+	}
+	fmt.Println("\n   the demo is over")
 	return nil
+}
+
+// registration waits until the group's Policy Manager registration delivered event, printing
+// every change of it.
+func (d *demo) registration(ctx context.Context, groupID, event string) error {
+	if d.env["POLICY_MANAGER_URL"] == "" {
+		fmt.Println("   POLICY_MANAGER_URL is unset: not registered (the jobs function logs it in .run/logs/jobs.log)")
+		return nil
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	last := ""
+	for {
+		var g group
+		if err := d.get(ctx, d.env["JOBS_URL"]+"/jobmanager/groups/"+groupID, &g); err != nil {
+			return err
+		}
+		if r := g.PolicyManager; r != nil {
+			now := fmt.Sprintf("%s: delivered %q, pending %v, attempts %d", r.State, r.Delivered, r.Pending, r.Attempts)
+			if r.LastError != "" && r.Attempts > 0 {
+				now += ", last error: " + r.LastError
+			}
+			if now != last {
+				fmt.Printf("   %s  policy_manager %s\n", time.Now().Format("15:04:05.000"), now)
+				last = now
+			}
+			if r.Delivered == event && len(r.Pending) == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the Policy Manager registration did not deliver %s in time", event)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// received prints what the local Policy Manager stand-in received about the group, once its
+// deleted is there (with a real Policy Manager, the registration the group showed last).
+func (d *demo) received(ctx context.Context, groupID string) error {
+	base := d.env["POLICY_MANAGER_URL"]
+	if base == "" {
+		fmt.Println("   POLICY_MANAGER_URL is unset: nothing was sent")
+		return nil
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var recs []struct {
+			At              time.Time `json:"at"`
+			Event           string    `json:"event"`
+			AppInstance     string    `json:"app_instance"`
+			Service         string    `json:"service"`
+			DescriptorBytes int       `json:"descriptor_bytes"`
+			Callback        string    `json:"callback"`
+			Auth            string    `json:"auth"`
+		}
+		if err := d.get(ctx, strings.TrimSuffix(base, "/")+"/recorder/requests", &recs); err != nil {
+			fmt.Printf("   %s is not the local stand-in (%v): see the jobs function's log\n", base, err)
+			return nil
+		}
+		var mine []string
+		done := false
+		for _, r := range recs {
+			if r.AppInstance != groupID {
+				continue
+			}
+			line := fmt.Sprintf("%s  POST /polman/registry/api/v1/icos/app  event=%-8s app_instance=%s service=%s auth=%s",
+				r.At.Local().Format("15:04:05.000"), r.Event, short(r.AppInstance), r.Service, r.Auth)
+			if r.Event == "created" {
+				line += fmt.Sprintf(" app_descriptor=<%d bytes> callback=%s", r.DescriptorBytes, r.Callback)
+			}
+			mine = append(mine, line)
+			done = done || r.Event == "deleted"
+		}
+		if done {
+			for _, l := range mine {
+				fmt.Println("   " + l)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the Policy Manager did not get the group's deleted in time; it got %d events", len(mine))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// get reads JSON with the demo's token.
+func (d *demo) get(ctx context.Context, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if tok := d.env["TOKEN"]; tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, raw)
+	}
+	return json.Unmarshal(raw, out)
 }
 
 func step(s string) { fmt.Printf("\n== %s\n", s) }
@@ -155,7 +282,8 @@ func (d *demo) rest(ctx context.Context, method, url string, body []byte, out an
 }
 
 func (d *demo) do(req *http.Request, out any) error {
-	if tok := d.env["TOKEN"]; tok != "" {
+	// Events carry the broker's sender identity (set by event); REST calls the user's token.
+	if tok := d.env["TOKEN"]; tok != "" && req.Header.Get("Authorization") == "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := d.client.Do(req)
