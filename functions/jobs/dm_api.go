@@ -71,8 +71,23 @@ func (f *Function) reportJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fail(http.StatusUnprocessableEntity, "the body is not a job: %v", err))
 		return
 	}
+	// The ICOS OCM deployment manager sends the job as it polled it (before its promote: no
+	// owner_id) with ?id=…: the job is the query's when the body names none, and the owner
+	// the one the token acts as.
+	if j.ID == "" {
+		j.ID = r.URL.Query().Get("id")
+	}
+	if j.OwnerID == "" {
+		if c := auth.ClaimsFrom(r.Context()); c != nil {
+			j.OwnerID = c.Owner
+		}
+	}
+	if q := r.URL.Query().Get("id"); q != "" && q != j.ID {
+		writeError(w, fail(http.StatusUnprocessableEntity, "the query names job %s, the body job %s", q, j.ID))
+		return
+	}
 	if j.ID == "" || j.OwnerID == "" {
-		writeError(w, fail(http.StatusUnprocessableEntity, "missing field(s): id, owner_id (the job and the owner reporting it)"))
+		writeError(w, fail(http.StatusUnprocessableEntity, "missing field(s): id, owner_id (the job and the owner reporting it; owner_id may come from the token's owner claim)"))
 		return
 	}
 	if !auth.ClaimsFrom(r.Context()).ActsAs(j.OwnerID) {

@@ -134,7 +134,9 @@ func TestCreateAndRead(t *testing.T) {
 		raw, _ := json.Marshal(web)
 		for _, name := range []string{`"id":`, `"job_group_id":`, `"owner_id":`, `"job_group_name":`,
 			`"job_group_description":`, `"type":5`, `"sub_type":`, `"state":1`, `"manifests":[{"yamlString":`,
-			`"targets":{"cluster_name":"cluster1","orchestrator":"ocm"}`, `"orchestrator":"ocm"`, `"resource":null`,
+			`"targets":{"cluster_name":"cluster1","orchestrator":"ocm"}`, `"orchestrator":"ocm"`,
+			// Never null, as ICOS 1.4.1 creates it and its OCM deployment manager reads it.
+			`"resource":{"id":"` + web.ID + `","job_id":"` + web.ID + `","resource_uuid":"` + web.ID + `","resource_name":"web","conditions":[]}`,
 			`"namespace":"shop"`, `"created_at":`, `"updated_at":`} {
 			if !strings.Contains(string(raw), name) {
 				t.Errorf("job JSON lacks %s: %s", name, raw)
