@@ -132,14 +132,15 @@ func startLocalstack(t *testing.T, root, bin, run string) (*exec.Cmd, <-chan str
 	}
 }
 
-// freePorts returns a free port for the broker and the first of four consecutive free ports
-// for the functions, below the kernel's ephemeral range.
+// freePorts returns a free port for the broker and the first of five consecutive free ports
+// for the functions and, after them, the Policy Manager stand-in, below the kernel's
+// ephemeral range.
 func freePorts(t *testing.T) (broker, base int) {
 	t.Helper()
 	for try := 0; try < 100; try++ {
 		base := 20000 + (os.Getpid()*7+try*97)%10000
 		var ls []net.Listener
-		for p := base; p < base+5; p++ {
+		for p := base; p < base+6; p++ {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
 				break
@@ -149,11 +150,11 @@ func freePorts(t *testing.T) (broker, base int) {
 		for _, l := range ls {
 			l.Close()
 		}
-		if len(ls) == 5 {
-			return base + 4, base
+		if len(ls) == 6 {
+			return base + 5, base
 		}
 	}
-	t.Fatal("no five consecutive free ports")
+	t.Fatal("no six consecutive free ports")
 	return 0, 0
 }
 
