@@ -1,7 +1,9 @@
 // Command serve runs the ocm-jobs functions as a plain process — what func's scaffolding does
 // in a Knative Service, plus the REST API — for `make run`, the test suites and installs
 // without Knative. FUNCTION narrows it to one function; PORT (default 8080) is where it
-// listens, on BIND_ADDRESS (default all interfaces).
+// listens, on BIND_ADDRESS (default all interfaces). PROFILE_DIR, when set, receives a CPU
+// profile of the process's whole life (cpu.pprof) and its allocations (allocs.pprof) when it
+// stops: what `make bench` profiles the executor with.
 package main
 
 import (
@@ -9,6 +11,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 
 	"knative.dev/pkg/logging"
@@ -26,6 +30,13 @@ func main() {
 }
 
 func run(ctx context.Context) error {
+	if dir := os.Getenv("PROFILE_DIR"); dir != "" {
+		stop, err := profile(dir)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	f := function.New()
 	if err := f.Start(ctx, nil); err != nil {
 		return err
@@ -46,4 +57,25 @@ func run(ctx context.Context) error {
 	err = events.Serve(ctx, l, h, f.Runtime.ShutdownTimeout)
 	log.Infow("stopped", "error", err)
 	return err
+}
+
+// profile starts a CPU profile into dir/cpu.pprof; the returned stop ends it and writes the
+// allocation profile dir/allocs.pprof.
+func profile(dir string) (func(), error) {
+	cpu, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		return nil, fmt.Errorf("PROFILE_DIR: %w", err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		cpu.Close()
+		return nil, fmt.Errorf("PROFILE_DIR: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		cpu.Close()
+		if f, err := os.Create(filepath.Join(dir, "allocs.pprof")); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}, nil
 }
