@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -121,6 +122,20 @@ type Function struct {
 	eventsAuth *auth.Verifier
 	// handler serves Handle once Start has built it: func-go starts serving before Start ends.
 	handler atomic.Pointer[http.Handler]
+	// after counts the work a delivery left to do after its answer (publishing its events,
+	// remembering its answer); Stop waits for it.
+	after sync.WaitGroup
+}
+
+// later runs fn after the answer, counted for Stop. What runs here is never needed for the
+// answer's correctness: an event that is not published stays in the outbox for the drain, an
+// answer that is not remembered leaves a redelivery to the idempotent handler.
+func (f *Function) later(fn func()) {
+	f.after.Add(1)
+	go func() {
+		defer f.after.Done()
+		fn()
+	}()
 }
 
 // New returns the root function; Start configures it from the environment.
@@ -255,6 +270,7 @@ func (f *Function) build(ctx context.Context) error {
 		scope := name + ":" + f.platform.HubID
 		h := (&events.Deduper{
 			Store: f.platform.Store, Scope: scope, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending,
+			After: f.later,
 		}).Wrap(f.announcing(c))
 		for _, t := range e.types {
 			f.routes[t] = append(f.routes[t], route{function: name, handler: h})
@@ -272,13 +288,15 @@ func (f *Function) build(ctx context.Context) error {
 }
 
 // announcing runs a handler and then publishes the events its changes appended to the
-// outbox. A publish that fails is not the handler's failure: the change is committed, and its
-// event stays in the outbox for the next drain.
+// outbox, after the answer: the broker's round trip is not the sender's wait. A publish that
+// fails is not the handler's failure: the change is committed, and its event stays in the
+// outbox for the next drain.
 func (f *Function) announcing(next events.Handler) events.Handler {
 	return events.HandlerFunc(func(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 		ctx, pending := store.WithPending(ctx)
 		reply, result := next.Handle(ctx, e)
-		f.flush(ctx, pending)
+		bg := context.WithoutCancel(ctx)
+		f.later(func() { f.flush(bg, pending) })
 		return reply, result
 	})
 }
@@ -414,7 +432,14 @@ func (f *Function) Ready(ctx context.Context) (bool, error) {
 func (f *Function) Alive(context.Context) (bool, error) { return true, nil }
 
 // Stop closes the Redis connection.
-func (f *Function) Stop(context.Context) error {
+func (f *Function) Stop(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { f.after.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+	}
 	if f.platform.Redis != nil {
 		return f.platform.Redis.Close()
 	}

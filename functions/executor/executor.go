@@ -210,12 +210,16 @@ func (f *Function) takeover(j *model.Job) bool {
 // execute promotes (or resumes) a job and runs it, renewing the lease while it works.
 func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) protocol.Result {
 	holder := f.hubID + "/" + uuid.NewString()
-	var c store.Claim
-	var err error
+	var (
+		c   store.Claim
+		cur *model.Job
+		err error
+	)
 	if resume {
 		c, err = f.store.RenewLease(ctx, store.Claim{JobID: j.ID, Owner: f.hubID, Fence: j.Fence, Holder: holder})
 	} else {
-		c, err = f.store.Promote(ctx, j.ID, f.hubID, holder)
+		// The promote hands back the job as promoted: no read of its own.
+		c, cur, err = f.store.PromoteJob(ctx, j.ID, f.hubID, holder)
 	}
 	if err != nil {
 		var ge *store.GuardError
@@ -227,10 +231,11 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 	log := logging.FromContext(ctx).With("job", j.ID, "fence", c.Fence, "resume", resume)
 	ctx = logging.WithLogger(ctx, log)
 	bg := context.WithoutCancel(ctx)
-	cur, err := f.store.GetJob(ctx, j.ID)
-	if err != nil {
-		_ = f.store.ReleaseLease(bg, c)
-		return events.Unavailable("state store: %v", err)
+	if cur == nil {
+		if cur, err = f.store.GetJob(ctx, j.ID); err != nil {
+			_ = f.store.ReleaseLease(bg, c)
+			return events.Unavailable("state store: %v", err)
+		}
 	}
 	if resume && cur.Move == nil {
 		// The execution that died may have done its part on the hub: the work says.

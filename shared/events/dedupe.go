@@ -30,6 +30,10 @@ type Deduper struct {
 	TTL time.Duration
 	// Pending is how long an unfinished delivery blocks its duplicates.
 	Pending time.Duration
+	// After, when set, runs what is left to do once the answer is known (remembering it),
+	// so that the sender does not wait for it; nil runs it before answering. Until it ran, a
+	// duplicate finds the delivery pending and is asked to retry.
+	After func(func())
 }
 
 // answer is what is remembered of a delivery.
@@ -59,13 +63,20 @@ func (d *Deduper) Wrap(next Handler) Handler {
 			}
 			return reply, result
 		}
-		raw, err := json.Marshal(answer{Status: status, Message: MessageOf(result), Reply: reply})
-		if err == nil {
-			err = d.Store.PutMemo(bg, d.Scope, e.Source(), e.ID(), string(raw), d.ttl())
+		remember := func() {
+			raw, err := json.Marshal(answer{Status: status, Message: MessageOf(result), Reply: reply})
+			if err == nil {
+				err = d.Store.PutMemo(bg, d.Scope, e.Source(), e.ID(), string(raw), d.ttl())
+			}
+			if err != nil {
+				// The work is done; only its memo is lost, and handlers are idempotent underneath.
+				logging.FromContext(ctx).Warnw("remembering the answer to an event", "error", err)
+			}
 		}
-		if err != nil {
-			// The work is done; only its memo is lost, and handlers are idempotent underneath.
-			logging.FromContext(ctx).Warnw("remembering the answer to an event", "error", err)
+		if d.After != nil {
+			d.After(remember)
+		} else {
+			remember()
 		}
 		return reply, result
 	})

@@ -33,11 +33,21 @@ type OutboxEntry struct {
 // after it (id, number of fields, then field/value pairs, per entry).
 func parseOutbox(out []string, stream string) ([]string, []OutboxEntry) {
 	at := -1
-	for i, x := range out {
-		if x == "#outbox" {
+	for i := 0; i < len(out); i++ {
+		switch out[i] {
+		case "#outbox":
 			at = i
-			break
+		case "#job":
+			// A job's fields (count-prefixed): values that are never markers.
+			if i+1 < len(out) {
+				n, _ := strconv.Atoi(out[i+1])
+				i += 1 + n
+			}
+			continue
+		default:
+			continue
 		}
+		break
 	}
 	if at < 0 {
 		return out, nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
@@ -266,6 +267,34 @@ func TestConsistencyCheckCanFail(t *testing.T) {
 		// Leave the store consistent for the check that runs when the test ends.
 		if err := b.client.HSet(ctx, key, "state", "1").Err(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestPromoteJob: the promote that returns the job returns it as GetJob reads it right after,
+// with the same claim as Promote, and still hands over its job.progressing event — even when a
+// value of the job looks like the script's markers (a lease holder named "#outbox").
+func TestPromoteJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, store.Options{}).As("/ocm-jobs/hubs/hub-a/test")
+		id := oneJob(t, s)
+		var (
+			c   store.Claim
+			got *model.Job
+		)
+		events := announced(t, func(ctx context.Context) error {
+			var err error
+			c, got, err = s.PromoteJob(ctx, id, "hub-a", "#outbox")
+			return err
+		})
+		if c.Fence != 1 || c.Owner != "hub-a" || c.From != model.Created || got == nil {
+			t.Fatalf("claim %+v, job %v", c, got)
+		}
+		if diff := cmp.Diff(getJob(t, s, id), got); diff != "" {
+			t.Errorf("the promoted job differs from GetJob's (-get +promote):\n%s", diff)
+		}
+		if len(events) != 1 || events[0] != "progressing Progressing" {
+			t.Errorf("events %v, want one job.progressing", events)
 		}
 	})
 }

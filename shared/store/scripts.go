@@ -244,7 +244,15 @@ redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', string.form
 reindex(ARGV[2], was(j), memberships('2', j.type, ARGV[3], iorch(j), lu))
 history(ARGV[2], ARGV[7], now, ARGV[8], action, j.state, 2, ARGV[9], fence)
 emit(KEYS[1])
-return reply({'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state})
+local out = {'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state}
+if ARGV[10] == '1' then
+  -- The promoted job, whole, for the execution that follows (saves it a read).
+  local h = redis.call('HGETALL', KEYS[1])
+  table.insert(out, '#job')
+  table.insert(out, tostring(#h))
+  for _, x in ipairs(h) do table.insert(out, x) end
+end
+return reply(out)
 `
 
 // ownerGuards is the start of every script an owner runs: the job exists, the fence is the

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -54,17 +55,28 @@ func (c Claim) check(op string) error {
 // fence is one more than the job's last one, so every write of an earlier owner or execution
 // is refused from now on. The lease lasts the store's LeaseTTL.
 func (s *Store) Promote(ctx context.Context, jobID, owner, holder string) (Claim, error) {
+	c, _, err := s.promote(ctx, jobID, owner, holder, false)
+	return c, err
+}
+
+// PromoteJob is Promote that also returns the promoted job, whole (as GetJob reads it), read
+// by the same script: an execution that follows needs no read of its own.
+func (s *Store) PromoteJob(ctx context.Context, jobID, owner, holder string) (Claim, *model.Job, error) {
+	return s.promote(ctx, jobID, owner, holder, true)
+}
+
+func (s *Store) promote(ctx context.Context, jobID, owner, holder string, withJob bool) (Claim, *model.Job, error) {
 	const op = "promote"
 	errs := checkID(jobID, "job_id").Also(checkOwner(owner, "owner_id"), checkOwner(holder, "holder"))
 	if err := invalid(op, errs); err != nil {
-		return Claim{}, err
+		return Claim{}, nil, err
 	}
 	why := "execution " + holder
 	out, err := s.run(ctx, promoteScript, op, "job", jobID, []string{s.jobKey(jobID)},
 		s.bucket(jobID), jobID, owner, holder, s.opts.LeaseTTL.Milliseconds(), s.opts.TakeoverTTL.Milliseconds(),
-		s.opts.HistoryCap, jsonString(owner), jsonString(why))
+		s.opts.HistoryCap, jsonString(owner), jsonString(why), flag(withJob))
 	if err != nil {
-		return Claim{}, err
+		return Claim{}, nil, err
 	}
 	fence, _ := strconv.ParseUint(out[1], 10, 64)
 	from, _ := strconv.Atoi(out[4])
@@ -72,7 +84,22 @@ func (s *Store) Promote(ctx context.Context, jobID, owner, holder string) (Claim
 	if c.From != model.Created {
 		c.TakenOverFrom = out[3]
 	}
-	return c, nil
+	if !withJob || len(out) < 7 || out[5] != "#job" {
+		return c, nil, nil
+	}
+	n, _ := strconv.Atoi(out[6])
+	if 7+n > len(out) {
+		return c, nil, fmt.Errorf("%s job %s: a short answer from the script", op, jobID)
+	}
+	h := make(map[string]string, n/2)
+	for i := 7; i+1 < 7+n; i += 2 {
+		h[out[i]] = out[i+1]
+	}
+	js, err := s.decodeJobs(ctx, []map[string]string{h}, false)
+	if err != nil || len(js) == 0 {
+		return c, nil, err
+	}
+	return c, js[0], nil
 }
 
 // RenewLease extends the claim's lease by the LeaseTTL. A lease that lapsed is taken again as
