@@ -288,6 +288,11 @@ func createJobs(t testing.TB, st *store.Store, n int, cluster, manifest string) 
 	return g.Jobs
 }
 
+// deliverClient keeps a connection per concurrent sender, as a broker's dispatcher does
+// (http.DefaultClient keeps two idle connections per host: eight senders would dial anew for
+// most events and measure that).
+var deliverClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
 // deliver POSTs a job.created event like a broker: retried while the answer is 5xx.
 func deliver(t testing.TB, url, eventID string, j model.Job) int {
 	t.Helper()
@@ -300,7 +305,7 @@ func deliver(t testing.TB, url, eventID string, j model.Job) int {
 		req.Header.Set("Ce-Type", "eu.icos.job.created.v1")
 		req.Header.Set("Ce-Jobid", j.ID)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := deliverClient.Do(req)
 		if err != nil {
 			return 0
 		}
