@@ -205,21 +205,14 @@ func (ws *Works) Delete(ctx context.Context, cluster, name string) error {
 // Get reads one work with a quorum read; nil when it does not exist or is not this hub's (a
 // work at that name without our labels is not ours to read).
 func (ws *Works) Get(ctx context.Context, cluster, name string) (*Work, error) {
-	raw, err := ws.raw.Get().Namespace(cluster).Resource("manifestworks").Name(name).Do(ctx).Raw()
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading ManifestWork %s/%s: %w", cluster, name, err)
-	}
-	var w Work
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, fmt.Errorf("decoding ManifestWork %s/%s: %w", cluster, name, err)
+	w, err := ws.GetAny(ctx, cluster, name)
+	if w == nil || err != nil {
+		return nil, err
 	}
 	if w.Metadata.Labels[LabelManagedBy] != ManagedBy || w.Metadata.Labels[LabelOwner] != LabelValue(ws.hubID) {
 		return nil, nil
 	}
-	return &w, nil
+	return w, nil
 }
 
 // GetAny reads one work whoever wrote it (a deployment manager other than ocm-jobs' executor,

@@ -130,34 +130,21 @@ func (r reply) decode(t *testing.T, v any) {
 	}
 }
 
-// rest calls the REST API with the suite's bearer token (token "" sends none).
+// rest calls the REST API with the suite's bearer token (token "" sends none), the body as
+// given ([]byte, string) or as JSON, without a Content-Type.
 func (f *functions) rest(t *testing.T, method, path string, body any, token string) reply {
 	t.Helper()
-	var rd io.Reader
+	var raw []byte
 	switch b := body.(type) {
 	case nil:
 	case []byte:
-		rd = bytes.NewReader(b)
+		raw = b
 	case string:
-		rd = bytes.NewReader([]byte(b))
+		raw = []byte(b)
 	default:
-		raw, _ := json.Marshal(b)
-		rd = bytes.NewReader(raw)
+		raw, _ = json.Marshal(b)
 	}
-	req, err := http.NewRequest(method, f.url+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return reply{status: resp.StatusCode, body: raw, header: resp.Header}
+	return f.send(t, method, path, "", raw, token)
 }
 
 // event sends a CloudEvent in binary mode.
