@@ -80,8 +80,8 @@ type Function struct {
 	opts     remediation.Options
 	policy   policy.Policy
 	faults   *faults.Injector
-	// opened remembers, by cluster/namespace, when this process last saw the namespace's
-	// access work in place (see ensureAccess).
+	// opened remembers, by cluster/namespace, what this process last saw of the namespace's
+	// access work (see ensureAccess).
 	opened sync.Map
 }
 

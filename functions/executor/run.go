@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	workv1 "open-cluster-management.io/api/work/v1"
 
 	"github.com/ocm-jobs/ocm-jobs/functions/executor/remediation"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
@@ -80,18 +80,20 @@ func (f *Function) remediate(ctx context.Context, c store.Claim, j *model.Job, r
 // manifest policy allows every manifest there (checked at intake too, without the cluster when
 // it was not known; a remediation or a reallocation changes what and where).
 func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, cluster string, manifests []model.PlainManifest, accessWait time.Duration) *failure {
-	var executor *workv1.ManifestWorkExecutor
+	ns := ocm.JobNamespace(j)
+	opts := ocm.WorkOptions{Refuses: func(o *unstructured.Unstructured) string { return f.policy.Refuses(o, ns, cluster) }}
 	if f.cfg.ExecutorSubject {
-		executor = ocm.DeployerOf(ocm.JobNamespace(j))
+		opts.Executor = ocm.DeployerOf(ns)
 	}
-	mw, err := ocm.BuildWork(j, cluster, f.hubID, c.Fence, manifests, executor)
-	if err != nil {
+	mw, err := ocm.BuildWork(j, cluster, f.hubID, c.Fence, manifests, opts)
+	var refused *ocm.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		return degraded("PolicyViolation", "%s", refused.Message)
+	case err != nil:
 		return degraded("ManifestInvalid", "%v", err)
 	}
-	if why := f.refused(mw, j, cluster); why != "" {
-		return degraded("PolicyViolation", "%s", why)
-	}
-	if executor != nil {
+	if opts.Executor != nil {
 		if fl := f.ensureAccess(ctx, j, cluster, manifests, accessWait); fl != nil {
 			return fl
 		}
@@ -115,11 +117,12 @@ const accessFresh = time.Minute
 // agent; the others find the work in place (read once a minute, or remembered).
 func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster string, manifests []model.PlainManifest, wait time.Duration) *failure {
 	ns := ocm.JobNamespace(j)
-	rules := f.policy.RBACRules(ns, cluster)
-	digest := ocm.RulesDigest(rules)
-	key := cluster + "/" + ns + "/" + digest
+	// The policy is this process's for its whole life: what a namespace's Role grants is
+	// derived once, when the namespace is first seen, not on every job.
+	key := cluster + "/" + ns
+	var seen accessSeen
 	if v, ok := f.opened.Load(key); ok {
-		seen := v.(accessSeen)
+		seen = v.(accessSeen)
 		switch {
 		case seen.open && time.Since(seen.at) < accessFresh:
 			return nil
@@ -128,7 +131,11 @@ func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster strin
 			// rather than hold another delivery for the whole wait.
 			wait = 0
 		}
+	} else {
+		seen.rules = f.policy.RBACRules(ns, cluster)
+		seen.digest = ocm.RulesDigest(seen.rules)
 	}
+	rules, digest := seen.rules, seen.digest
 	name := ocm.AccessWorkName(ns)
 	w, err := f.works.Get(ctx, cluster, name)
 	if err != nil {
@@ -151,37 +158,21 @@ func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster strin
 					why = v.Message
 				}
 			}
-			f.opened.Store(key, accessSeen{at: time.Now()})
+			f.opened.Store(key, accessSeen{at: time.Now(), rules: rules, digest: digest})
 			return transient("namespace %s on %s is not open to its deployer within %s: %s", ns, cluster, wait, why)
 		}
 	}
-	f.opened.Store(key, accessSeen{at: time.Now(), open: true})
+	f.opened.Store(key, accessSeen{at: time.Now(), open: true, rules: rules, digest: digest})
 	return nil
 }
 
-// accessSeen is what ensureAccess last saw of an access work: open, or waited for in vain.
+// accessSeen is what ensureAccess last saw of a namespace's access work — open, or waited
+// for in vain — and the Role it must grant (the policy's rules there, and their digest).
 type accessSeen struct {
-	at   time.Time
-	open bool
-}
-
-// refused says why the manifest policy refuses a manifest of the work on cluster ("" when it
-// allows them all).
-func (f *Function) refused(mw *workv1.ManifestWork, j *model.Job, cluster string) string {
-	ns := j.Namespace
-	if ns == "" {
-		ns = j.JobGroupName
-	}
-	for i, m := range mw.Spec.Workload.Manifests {
-		var o unstructured.Unstructured
-		if err := o.UnmarshalJSON(m.Raw); err != nil {
-			return fmt.Sprintf("manifest %d: %v", i, err)
-		}
-		if why := f.policy.Refuses(&o, ns, cluster); why != "" {
-			return fmt.Sprintf("%s %q: %s", o.GetKind(), o.GetName(), why)
-		}
-	}
-	return ""
+	at     time.Time
+	open   bool
+	rules  []rbacv1.PolicyRule
+	digest string
 }
 
 // undeploy deletes the job's ManifestWork (Foreground: the agent removes the objects first)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	workv1 "open-cluster-management.io/api/work/v1"
@@ -44,6 +45,19 @@ func invalidManifest(format string, args ...any) error {
 	return &InvalidManifestError{Message: fmt.Sprintf(format, args...)}
 }
 
+// WorkOptions are what a job's work is built with besides the job.
+type WorkOptions struct {
+	// Executor is the subject the agent applies the objects as; nil: the agent's own.
+	Executor *workv1.ManifestWorkExecutor
+	// Refuses says why an object may not be deployed ("" when it may); nil allows all.
+	Refuses func(*unstructured.Unstructured) string
+}
+
+// RefusedError is an object the manifest policy refuses: retrying cannot help.
+type RefusedError struct{ Message string }
+
+func (e *RefusedError) Error() string { return e.Message }
+
 // JobNamespace is the namespace a job's namespaced objects go to when they name none: the
 // descriptor's namespace, else the application's name (as in ICOS).
 func JobNamespace(j *model.Job) string {
@@ -65,11 +79,15 @@ func JobNamespace(j *model.Job) string {
 // both cases the Namespace is never owned by a job's work: a namespace that existed before is
 // not adopted, and none is deleted with the application (as Argo CD's CreateNamespace and
 // Helm's --create-namespace do).
-func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []model.PlainManifest, executor *workv1.ManifestWorkExecutor) (*workv1.ManifestWork, error) {
+//
+// opts.Refuses, when set, is asked about every object as it is read (the manifest policy): the
+// first it refuses fails the build with a *RefusedError.
+func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []model.PlainManifest, opts WorkOptions) (*workv1.ManifestWork, error) {
 	ns := JobNamespace(j)
+	executor := opts.Executor
 	var out []workv1.Manifest
 	var configs []workv1.ManifestConfigOption
-	var nsObj map[string]any
+	haveNS := false
 	for i, m := range manifests {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(m.YamlString), &obj); err != nil || obj == nil {
@@ -94,9 +112,14 @@ func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []mo
 			md["namespace"] = ns
 			objNS = ns
 		}
+		if opts.Refuses != nil {
+			if why := opts.Refuses(&unstructured.Unstructured{Object: obj}); why != "" {
+				return nil, &RefusedError{Message: fmt.Sprintf("%s %q: %s", kind, name, why)}
+			}
+		}
 		annotate(md, j)
 		if kind == "Namespace" && name == ns && apiVersion == "v1" {
-			nsObj = obj
+			haveNS = true
 			if executor != nil {
 				continue
 			}
@@ -111,8 +134,13 @@ func BuildWork(j *model.Job, cluster, hubID string, fence uint64, manifests []mo
 		}
 	}
 	if executor == nil {
-		if nsObj == nil {
-			nsObj = map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}
+		if !haveNS {
+			nsObj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}
+			if opts.Refuses != nil {
+				if why := opts.Refuses(&unstructured.Unstructured{Object: nsObj}); why != "" {
+					return nil, &RefusedError{Message: fmt.Sprintf("Namespace %q: %s", ns, why)}
+				}
+			}
 			annotate(nsObj["metadata"].(map[string]any), j)
 			raw, _ := json.Marshal(nsObj)
 			out = append([]workv1.Manifest{{RawExtension: runtime.RawExtension{Raw: raw}}}, out...)

@@ -37,7 +37,7 @@ func TestBuildWorkNamespace(t *testing.T) {
 		return d != nil && d.PropagationPolicy == workv1.DeletePropagationPolicyTypeSelectivelyOrphan && d.SelectivelyOrphan != nil &&
 			len(d.SelectivelyOrphan.OrphaningRules) == 1 && d.SelectivelyOrphan.OrphaningRules[0] == workv1.OrphaningRule{Resource: "namespaces", Name: "shop"}
 	}
-	own, err := BuildWork(j, "c1", "hub", 3, ms, nil)
+	own, err := BuildWork(j, "c1", "hub", 3, ms, WorkOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestBuildWorkNamespace(t *testing.T) {
 	if !createOnlyNS {
 		t.Errorf("the namespace is not create-only: %+v", own.Spec.ManifestConfigs)
 	}
-	dep, err := BuildWork(j, "c1", "hub", 3, ms, DeployerOf("shop"))
+	dep, err := BuildWork(j, "c1", "hub", 3, ms, WorkOptions{Executor: DeployerOf("shop")})
 	if err != nil {
 		t.Fatal(err)
 	}

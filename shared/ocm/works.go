@@ -289,16 +289,12 @@ func (w *Work) Opened(rules string) bool {
 		return false
 	}
 	c := w.Condition(workv1.WorkApplied)
-	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == w.Metadata.Generation
+	return c != nil && c.Status == metav1.ConditionTrue
 }
 
 // WaitOpened waits until an access work is Opened for rules, polling every interval, at most
 // timeout; the work as last read is returned with whether it is.
 func (ws *Works) WaitOpened(ctx context.Context, cluster, name, rules string, interval, timeout time.Duration) (*Work, bool, error) {
-	if timeout <= 0 {
-		w, err := ws.Get(ctx, cluster, name)
-		return w, err == nil && w.Opened(rules), err
-	}
 	var last *Work
 	ok, err := ws.wait(ctx, cluster, name, interval, timeout, func(w *Work) bool {
 		last = w
@@ -309,7 +305,12 @@ func (ws *Works) WaitOpened(ctx context.Context, cluster, name, rules string, in
 
 // wait polls a work until done says so (done sees nil for a work that is gone) or timeout
 // passes; it reports whether done said so. A timeout is not an error; the context's end is.
+// A timeout of 0 reads the work once.
 func (ws *Works) wait(ctx context.Context, cluster, name string, interval, timeout time.Duration, done func(*Work) bool) (bool, error) {
+	if timeout <= 0 {
+		w, err := ws.Get(ctx, cluster, name)
+		return err == nil && done(w), err
+	}
 	ok := false
 	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(pctx context.Context) (bool, error) {
 		w, err := ws.Get(pctx, cluster, name)

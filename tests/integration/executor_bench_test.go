@@ -140,7 +140,7 @@ func BenchmarkExecutor(b *testing.B) {
 			}
 			var mws []*workv1.ManifestWork
 			for i := range jobs {
-				mw, err := ocm.BuildWork(&jobs[i], benchCluster, hubID, 1, jobs[i].Manifests, ocm.DeployerOf(ocm.JobNamespace(&jobs[i])))
+				mw, err := ocm.BuildWork(&jobs[i], benchCluster, hubID, 1, jobs[i].Manifests, ocm.WorkOptions{Executor: ocm.DeployerOf(ocm.JobNamespace(&jobs[i]))})
 				if err != nil {
 					b.Fatal(err)
 				}

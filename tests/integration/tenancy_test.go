@@ -154,3 +154,24 @@ func TestExecutorSubjectIsEnforcedOnTheSpoke(t *testing.T) {
 		t.Error("the ordinary application is not on the spoke")
 	}
 }
+
+// TestExecutorChecksThePolicy: a job whose manifest the policy refuses on its cluster (it got
+// past intake some other way, e.g. written by another tool into the store) is not applied: the
+// executor degrades it PolicyViolation, naming the object, and writes no ManifestWork.
+func TestExecutorChecksThePolicy(t *testing.T) {
+	prefix := "pv" + model.NewID()[:8]
+	st := newStore(t, prefix)
+	exec := startProcess(t, baseEnv(prefix, "executor"))
+	j := createJobs(t, st, 1, "cluster1", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sneaky, namespace: kube-system}\n")[0]
+	if status := deliver(t, exec.url, "created-"+j.ID, j); status != 200 {
+		t.Fatalf("job.created: %d", status)
+	}
+	got := waitJob(t, st, j.ID, 30*time.Second, "degraded", func(j *model.Job) bool { return j.State == model.Degraded })
+	c := got.Resource.Condition(model.ConditionDegraded)
+	if c == nil || c.Reason != "PolicyViolation" || !strings.Contains(c.Message, `ConfigMap "sneaky"`) || !strings.Contains(c.Message, "kube-system") {
+		t.Errorf("Degraded condition %+v, want PolicyViolation naming ConfigMap sneaky in kube-system", c)
+	}
+	if n := worksOf(t, "cluster1", j.ID); n != 0 {
+		t.Errorf("%d ManifestWorks written for a refused job", n)
+	}
+}
