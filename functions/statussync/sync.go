@@ -101,6 +101,7 @@ func (f *Function) Tick(ctx context.Context) (Report, error) {
 	rep.Works = len(works)
 	pol := f.policy()
 	var plans []plan
+	listed := map[string][]*ocm.Work{}
 	for i := range jobs {
 		j := &jobs[i]
 		if !eligible(j, f.hubID) {
@@ -109,7 +110,7 @@ func (f *Function) Tick(ctx context.Context) (Report, error) {
 		rep.Jobs++
 		k := ocm.Key{Namespace: j.Targets.ClusterName, Name: ocm.WorkName(j.ID)}
 		if reported(j) {
-			w, err := f.reportedWork(ctx, j)
+			w, err := f.reportedWork(ctx, j, listed)
 			rep.APICalls++
 			if err != nil {
 				return rep, err
@@ -175,7 +176,7 @@ func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
 			return false, err
 		}
 		if reported(j) {
-			w, err = f.reportedWork(wctx, j)
+			w, err = f.reportedWork(wctx, j, map[string][]*ocm.Work{})
 		} else {
 			w, err = f.works.Get(wctx, j.Targets.ClusterName, ocm.WorkName(j.ID))
 		}
@@ -209,8 +210,9 @@ func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
 
 // reportedWork is the ManifestWork of a job a deployment manager executed: the one its
 // resource names, else the one it created from the resource's name (generateName), if that
-// is one work; nil when there is none.
-func (f *Function) reportedWork(ctx context.Context, j *model.Job) (*ocm.Work, error) {
+// is one work; nil when there is none. listed holds the cluster namespaces listed so far in
+// this sync, so that one sync lists each at most once however many such jobs it has.
+func (f *Function) reportedWork(ctx context.Context, j *model.Job, listed map[string][]*ocm.Work) (*ocm.Work, error) {
 	cluster := j.Targets.ClusterName
 	if r := j.Resource; r.ManifestWorkName != "" && (r.ClusterName == "" || r.ClusterName == cluster) {
 		return f.works.GetAny(ctx, cluster, r.ManifestWorkName)
@@ -219,7 +221,15 @@ func (f *Function) reportedWork(ctx context.Context, j *model.Job) (*ocm.Work, e
 	if name == "" {
 		name = j.Component
 	}
-	return f.works.FindGenerated(ctx, cluster, name)
+	ws, ok := listed[cluster]
+	if !ok {
+		var err error
+		if ws, err = f.works.Namespace(ctx, cluster); err != nil {
+			return nil, err
+		}
+		listed[cluster] = ws
+	}
+	return ocm.Generated(ws, name), nil
 }
 
 // planOf is what must be written for a verdict; false when nothing changes.

@@ -232,31 +232,38 @@ func (ws *Works) GetAny(ctx context.Context, cluster, name string) (*Work, error
 	return &w, nil
 }
 
-// FindGenerated finds the work a deployment manager created on cluster with generateName
-// base + "-" (the ICOS OCM deployment manager names its work after the job's resource_name):
-// the one work whose name is that prefix and a generated five-character suffix, nil when there
-// is none or more than one (it cannot be told which is the job's).
-func (ws *Works) FindGenerated(ctx context.Context, cluster, base string) (*Work, error) {
+// Namespace lists every work of one cluster namespace, whoever wrote it (served from the
+// watch cache).
+func (ws *Works) Namespace(ctx context.Context, cluster string) ([]*Work, error) {
 	body, err := ws.raw.Get().Namespace(cluster).Resource("manifestworks").Param("resourceVersion", "0").Stream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing ManifestWorks of %s: %w", cluster, err)
 	}
 	defer body.Close()
-	var found []*Work
+	var out []*Work
 	var l workList
-	prefix := base + "-"
-	err = decodeList(body, &l, func(w *Work) {
-		if n := w.Metadata.Name; strings.HasPrefix(n, prefix) && len(n) == len(prefix)+5 {
-			found = append(found, w)
-		}
-	})
-	if err != nil {
+	if err := decodeList(body, &l, func(w *Work) { out = append(out, w) }); err != nil {
 		return nil, fmt.Errorf("reading the ManifestWorks of %s: %w", cluster, err)
 	}
-	if len(found) != 1 {
-		return nil, nil
+	return out, nil
+}
+
+// Generated is the work among works that a deployment manager created with generateName
+// base + "-" (the ICOS OCM deployment manager names its work after the job's resource_name):
+// the one whose name is that prefix and a generated five-character suffix; nil when there is
+// none or more than one (it cannot be told which is the job's).
+func Generated(works []*Work, base string) *Work {
+	var found *Work
+	prefix := base + "-"
+	for _, w := range works {
+		if n := w.Metadata.Name; strings.HasPrefix(n, prefix) && len(n) == len(prefix)+5 {
+			if found != nil {
+				return nil
+			}
+			found = w
+		}
 	}
-	return found[0], nil
+	return found
 }
 
 // WaitGone waits until a work is gone, polling every interval, at most timeout. It reports

@@ -22,3 +22,29 @@ func TestDecodeList(t *testing.T) {
 		t.Fatal("a truncated list decoded")
 	}
 }
+
+// TestGenerated: the work a deployment manager made with generateName is found by its prefix
+// and a five-character suffix, and only when it is the one such work.
+func TestGenerated(t *testing.T) {
+	named := func(names ...string) []*Work {
+		var out []*Work
+		for _, n := range names {
+			out = append(out, &Work{Metadata: WorkMeta{Name: n}})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		works []string
+		want  string
+	}{
+		{[]string{"job-1", "web-ab12c", "webx-ab12c"}, "web-ab12c"},
+		{[]string{"web-ab12c", "web-zz99z"}, ""},
+		{[]string{"web-toolong", "web-", "web"}, ""},
+		{nil, ""},
+	} {
+		got := Generated(named(tc.works...), "web")
+		if (got == nil && tc.want != "") || (got != nil && got.Metadata.Name != tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.works, got, tc.want)
+		}
+	}
+}
