@@ -106,6 +106,12 @@ func (s *Store) GetIncompliance(ctx context.Context, id string) (*model.Incompli
 	if h["doc"] == "" {
 		return nil, &GuardError{Op: "get", Kind: "incompliance", ID: id, Guard: GuardExists, Want: "incompliance", Got: "none"}
 	}
+	return decodeIncompliance(id, h)
+}
+
+// decodeIncompliance decodes an incompliance's hash (doc, job_id, outcome, reason,
+// received_at, payload).
+func decodeIncompliance(id string, h map[string]string) (*model.Incompliance, error) {
 	in := &model.Incompliance{}
 	if err := json.Unmarshal([]byte(h["doc"]), in); err != nil {
 		return nil, fmt.Errorf("decoding incompliance %s: %w", id, err)

@@ -787,6 +787,11 @@ func (s *Store) History(ctx context.Context, jobID string) ([]model.HistoryEntry
 	if len(raw) == 0 {
 		return nil, &GuardError{Op: "get history", Kind: "job", ID: jobID, Guard: GuardExists, Want: "job", Got: "none"}
 	}
+	return decodeHistory(jobID, raw)
+}
+
+// decodeHistory decodes the entries of a job's history list, as stored (newest first).
+func decodeHistory(jobID string, raw []string) ([]model.HistoryEntry, error) {
 	out := make([]model.HistoryEntry, 0, len(raw))
 	for _, r := range raw {
 		var e struct {
