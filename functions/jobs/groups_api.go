@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ocm-jobs/ocm-jobs/functions/jobs/webui"
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
@@ -15,9 +16,10 @@ import (
 )
 
 // Routes are the ICOS Job Manager REST routes, with its paths, JSON and status codes, plus
-// GET /jobmanager/jobs/{id}/history and PUT /jobmanager/groups/deploy/{id} (start): the groups
+// GET /jobmanager/jobs/{id}/history, GET /jobmanager/groups/{id}/activity, PUT
+// /jobmanager/groups/deploy/{id} (start) and the web UI at /ui/: the groups
 // API (this file) for users, the deployment-manager API (dm_api.go) for deployment managers.
-// Every route but /jobmanager/healthz needs a bearer token.
+// Every route but /jobmanager/healthz and the UI's files needs a bearer token.
 func (f *Function) Routes() map[string]http.Handler {
 	out := map[string]http.Handler{}
 	for _, rt := range f.routes() {
@@ -48,9 +50,13 @@ var (
 func (f *Function) routes() []route {
 	return []route{
 		{"GET /jobmanager/healthz", nil, f.healthz},
+		// The web UI's page, script and style: public, as a sign-in page is; every read and
+		// action it makes goes through the routes below with the user's bearer token.
+		{"GET " + webui.Path, nil, webui.Handler().ServeHTTP},
 
 		{"GET /jobmanager/groups", readers, f.listGroups},
 		{"GET /jobmanager/groups/{id}", readers, f.getGroup},
+		{"GET /jobmanager/groups/{id}/activity", readers, f.activity},
 		{"GET /jobmanager/jobs", readers, f.listJobs},
 		{"GET /jobmanager/jobs/{id}", readers, f.getJob},
 		{"GET /jobmanager/jobs/{id}/history", readers, f.history},
@@ -262,6 +268,13 @@ func (f *Function) getJob(w http.ResponseWriter, r *http.Request) {
 func (f *Function) undeployJob(w http.ResponseWriter, r *http.Request) {
 	j, fl := f.svc.undeployJob(r.Context(), r.PathValue("id"), caller(r))
 	answer(w, http.StatusOK, j, fl, false)
+}
+
+// activity is GET /groups/{id}/activity (an addition): the group's jobs' histories as one
+// timeline, newest first, and the incompliances about it with what became of them.
+func (f *Function) activity(w http.ResponseWriter, r *http.Request) {
+	a, fl := f.svc.activity(r.Context(), r.PathValue("id"))
+	answer(w, http.StatusOK, a, fl, false)
 }
 
 func (f *Function) history(w http.ResponseWriter, r *http.Request) {

@@ -454,6 +454,13 @@ func (s *service) history(ctx context.Context, id string) ([]model.HistoryEntry,
 	return h, failureOf(err)
 }
 
+// activity reads what happened to a group: its jobs' histories as one timeline and the
+// incompliances about it with their outcome (the web UI's timeline).
+func (s *service) activity(ctx context.Context, id string) (*store.GroupActivity, *Failure) {
+	a, err := s.store.GroupActivity(ctx, id)
+	return a, failureOf(err)
+}
+
 // undeployJob re-opens one job as a DeleteDeployment (one that never ran is finished at once).
 func (s *service) undeployJob(ctx context.Context, id, by string) (*model.Job, *Failure) {
 	if _, err := s.store.Reopen(ctx, id, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "job deleted through the API"}); err != nil {
