@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/ocm-jobs/ocm-jobs/functions/jobs/webui"
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
@@ -151,6 +152,9 @@ func (s *Stack) Run(ctx context.Context) error {
 		"env", filepath.Join(run, "env"), "startup", time.Since(t0).Round(100*time.Millisecond).String(),
 		"broker", s.brokerURL(), "jobs", s.url(config.Jobs), "incompliance", s.url(config.Incompliance),
 		"executor", s.url(config.Executor), "statussync", s.url(config.StatusSync), "logs", filepath.Join(run, "logs"))
+	// The token rides in the fragment, which the browser never sends; the page keeps it in
+	// the tab's sessionStorage and takes it out of the address bar.
+	fmt.Printf("\nweb UI (signed in with TOKEN): %s\n\n", s.uiURL())
 
 	s.tick(ctx, b, pings)
 	return nil
@@ -253,6 +257,9 @@ func (s *Stack) resolve(subscriber string) (string, bool) {
 func (s *Stack) url(function string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", s.ports[function])
 }
+
+// uiURL is the jobs function's web UI, signed in with the run's token.
+func (s *Stack) uiURL() string { return s.url(config.Jobs) + webui.Path + "#token=" + s.token }
 
 func (s *Stack) brokerURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.Config.BrokerPort) }
 
@@ -361,6 +368,7 @@ func (s *Stack) writeEnv(run string) error {
 		"EXECUTOR_EVENTS_TOKEN":     eventsToken[config.Executor],
 		"STATUSSYNC_EVENTS_TOKEN":   eventsToken[config.StatusSync],
 		"POLICY_MANAGER_URL":        s.pmURL,
+		"UI_URL":                    s.uiURL(),
 		pidVar:                      strconv.Itoa(os.Getpid()),
 	}
 	keys := make([]string, 0, len(vars))

@@ -95,6 +95,14 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	if ui := d.env["UI_URL"]; ui != "" {
+		fmt.Printf("web UI (signed in with TOKEN): %s\n", ui)
+	}
+	// The spokes' own view of the application, printed as it changes, beside the jobs'.
+	watch, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go d.watchReplicas(watch, "guestbook")
+
 	step("1. submit the application (eu.icos.jobgroup.create.v1 to the jobs function)")
 	var g group
 	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.create.v1", "application/yaml", descriptor, &g); err != nil {
