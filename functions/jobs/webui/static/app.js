@@ -112,7 +112,7 @@
     s.classList.toggle('error', !!isError);
   }
 
-  const stateName = (n) => STATES[n] || ('state ' + n);
+  const stateName = (n) => STATES[n] || (n ? 'state ' + n : 'new');
   const typeName = (n) => TYPES[n] || ('type ' + n);
   const cluster = (j) => (j.targets && j.targets.cluster_name) || '(no target)';
   const component = (j) => j.component || (j.resource && j.resource.resource_name) || j.id;
