@@ -5,7 +5,8 @@
 #   $OCM_JOBS_TOOLS/bin/{kube-apiserver,kubectl,etcd,redis-server,redis-cli,work,versitygw}
 #
 # kube-apiserver/kubectl come from the k8s.io/kubernetes module, the work agent from
-# open-cluster-management.io/ocm, versitygw from its module; etcd and redis from Debian.
+# open-cluster-management.io/ocm, versitygw from its module; etcd, redis and chromium (the web
+# UI's browser test) from Debian.
 # Usage: install.sh [all|apt|kube|agent|s3|func]...
 set -euo pipefail
 
@@ -36,6 +37,8 @@ install_apt() {
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
+  # The web UI's browser test (tests/webui) drives Debian's headless Chromium.
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     apt-get update -qq

@@ -1,0 +1,233 @@
+package webui
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// stack is a running `make run`: the localstack binary, its .run/env and the processes it
+// started.
+type stack struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	env  map[string]string
+	log  string
+}
+
+// startStack builds and starts the localstack binary as `make run` does, on free ports, with
+// redisURL, a RUN_DIR of the test's own, and waits until it has written its env. It is
+// stopped by a signal when the test ends, and nothing it started may outlive it.
+func startStack(t *testing.T, redisURL string) *stack {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "localstack")
+	build := exec.Command("go", "build", "-o", bin, "./tests/localstack")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building localstack: %v\n%s", err, out)
+	}
+	run := t.TempDir()
+	broker, base := freePorts(t)
+	s := &stack{done: make(chan struct{}), log: filepath.Join(run, "localstack.log")}
+	logf, err := os.Create(s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(bin)
+	s.cmd.Dir = root
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "RUN_DIR="+run, "TMPDIR="+t.TempDir(),
+		"BROKER_PORT="+strconv.Itoa(broker), "FUNCTION_PORT_BASE="+strconv.Itoa(base), "SYNC_INTERVAL=3s")
+	// If this test binary dies, the stack stops as it does when make dies.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.cmd.Wait(); logf.Close(); close(s.done) }()
+	t.Cleanup(func() { s.stop(t) })
+
+	deadline := time.Now().Add(6 * time.Minute)
+	for {
+		if env, err := readEnv(filepath.Join(run, "env")); err == nil {
+			s.env = env
+			return s
+		}
+		select {
+		case <-s.done:
+			s.tail(t)
+			t.Fatalf("localstack ended before it was up: %v", s.cmd.ProcessState)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.tail(t)
+			t.Fatal("localstack not up after 6m")
+		}
+	}
+}
+
+// stop ends the stack with SIGTERM, as Ctrl-C would, and fails the test if any process it
+// started is still running afterwards.
+func (s *stack) stop(t *testing.T) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	procs := descendants(s.cmd.Process.Pid)
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(3 * time.Minute):
+		t.Errorf("localstack still running 3m after SIGTERM")
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var left []string
+		for _, p := range procs {
+			if p.running() {
+				left = append(left, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
+			}
+		}
+		if len(left) == 0 {
+			t.Logf("localstack stopped; the %d processes it started are gone", len(procs))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("still running after localstack stopped: %s", strings.Join(left, ", "))
+			s.tail(t)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (s *stack) tail(t *testing.T) {
+	t.Helper()
+	raw, _ := os.ReadFile(s.log)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	t.Logf("%s (end):\n%s", s.log, strings.Join(lines, "\n"))
+}
+
+// freePorts returns a free port for the broker and the first of five consecutive free ports
+// for the functions and the Policy Manager stand-in, below the kernel's ephemeral range.
+func freePorts(t *testing.T) (broker, base int) {
+	t.Helper()
+	for try := 0; try < 100; try++ {
+		base := 20000 + (os.Getpid()*13+try*97)%10000
+		var ls []net.Listener
+		for p := base; p < base+6; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				break
+			}
+			ls = append(ls, l)
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if len(ls) == 6 {
+			return base + 5, base
+		}
+	}
+	t.Fatal("no six consecutive free ports")
+	return 0, 0
+}
+
+// readEnv reads the `export K="V"` lines of a .run/env.
+func readEnv(path string) (map[string]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if u, err := strconv.Unquote(v); err == nil {
+			v = u
+		}
+		env[k] = v
+	}
+	return env, sc.Err()
+}
+
+// proc is a process seen in /proc: its id, parent, start time (to tell a reused id), state
+// and name.
+type proc struct {
+	PID, PPID int
+	Start     uint64
+	State     byte
+	Comm      string
+}
+
+func readProc(pid int) (proc, error) {
+	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return proc{}, err
+	}
+	// pid (comm) state ppid … starttime is field 22.
+	i, j := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+	if i < 0 || j < i {
+		return proc{}, fmt.Errorf("bad stat of %d", pid)
+	}
+	f := strings.Fields(string(raw[j+2:]))
+	if len(f) < 20 {
+		return proc{}, fmt.Errorf("short stat of %d", pid)
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	start, _ := strconv.ParseUint(f[19], 10, 64)
+	return proc{PID: pid, PPID: ppid, Start: start, State: f[0][0], Comm: string(raw[i+1 : j])}, nil
+}
+
+// descendants are the processes below root now.
+func descendants(root int) []proc {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]proc{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, err := readProc(pid); err == nil {
+			children[p.PPID] = append(children[p.PPID], p)
+		}
+	}
+	var out []proc
+	queue := []int{root}
+	for len(queue) > 0 {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c.PID)
+		}
+		queue = queue[1:]
+	}
+	return out
+}
+
+// running reports whether p still runs: the same process (id and start time), not a zombie.
+func (p proc) running() bool {
+	now, err := readProc(p.PID)
+	return err == nil && now.Start == p.Start && now.State != 'Z' && now.State != 'X'
+}
