@@ -68,6 +68,8 @@ type demo struct {
 	env    map[string]string
 	client *http.Client
 	seen   map[string]string
+	// spokes is what the spokes' API servers last showed (watchReplicas).
+	spokes spokeView
 }
 
 func main() {
@@ -132,6 +134,9 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	if _, err := d.follow(ctx, g.ID, 2*time.Minute, func(j job) bool { return j.State == 3 || j.State == 4 }); err != nil {
 		return err
+	}
+	if !d.spokes.waitDesired(ctx, "cluster1  guestbook/frontend", 2, time.Minute) {
+		fmt.Println("   the spoke cluster1 did not show 2 desired replicas of guestbook/frontend within a minute")
 	}
 
 	step("4. stop the application (eu.icos.jobgroup.stop.v1): running jobs become DeleteDeployment jobs")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +16,28 @@ import (
 // spokeKubeconfigs names the managed clusters of `make run` and where their API servers are:
 // cluster1 is the hub's own API server, cluster2 a second one.
 var spokeKubeconfigs = []struct{ cluster, envVar string }{{"cluster1", "KUBECONFIG"}, {"cluster2", "CLUSTER2_KUBECONFIG"}}
+
+// spokeView is what the spokes last showed: the desired replicas of each Deployment, by
+// "<cluster>  <namespace>/<name>".
+type spokeView struct {
+	mu      sync.Mutex
+	desired map[string]int32
+}
+
+// waitDesired waits until the spokes show want desired replicas for key, at most timeout.
+func (v *spokeView) waitDesired(ctx context.Context, key string, want int32, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		v.mu.Lock()
+		got, ok := v.desired[key]
+		v.mu.Unlock()
+		if ok && got == want {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
 
 // watchReplicas prints the replica counts of the Deployments in namespace on every spoke,
 // read from the spokes' own API servers, each time they change, until ctx is done.
@@ -35,10 +58,11 @@ func (d *demo) watchReplicas(ctx context.Context, namespace string) {
 		}
 	}
 	last := map[string]string{}
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(300 * time.Millisecond)
 	defer t.Stop()
 	for {
 		now := map[string]string{}
+		replicas := map[string]int32{}
 		for cluster, c := range clients {
 			list, err := c.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -56,7 +80,9 @@ func (d *demo) watchReplicas(ctx context.Context, namespace string) {
 				if dep.DeletionTimestamp != nil {
 					state += ", being deleted"
 				}
-				now[cluster+"  "+dep.Namespace+"/"+dep.Name] = state
+				key := cluster + "  " + dep.Namespace + "/" + dep.Name
+				now[key] = state
+				replicas[key] = desired
 			}
 		}
 		var lines []string
@@ -75,6 +101,9 @@ func (d *demo) watchReplicas(ctx context.Context, namespace string) {
 			fmt.Println(strings.Join(lines, "\n"))
 		}
 		last = now
+		d.spokes.mu.Lock()
+		d.spokes.desired = replicas
+		d.spokes.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
