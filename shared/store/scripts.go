@@ -109,8 +109,7 @@ local EVENT_OF = {['1'] = 'eu.icos.job.created.v1', ['2'] = 'eu.icos.job.progres
   ['3'] = 'eu.icos.job.finished.v1', ['4'] = 'eu.icos.job.degraded.v1'}
 local EVENT_FIELDS = {'doc', 'state', 'type', 'sub_type', 'owner', 'fence', 'orch', 'targets', 'resource',
   'move', 'created_at', 'updated_at'}
---
--- The entry carries a traceparent, so the trace of the order that opened the job goes on
+-- Every entry carries a traceparent, so the trace of the order that opened the job goes on
 -- through every event of it: the caller's own when it works in that trace (or the job keeps
 -- none), else the one the job kept (status sync's tick finishing a job still announces it in
 -- the group's trace).
