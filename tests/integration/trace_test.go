@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -284,21 +285,29 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 		"statussync":   {"ocmjobs_statussync_tick_duration_seconds_bucket", "ocmjobs_statussync_works_listed_total", "ocmjobs_statussync_writes_total", "ocmjobs_execution_available_seconds_bucket"},
 	}
 	for fn, families := range want {
-		resp, err := http.Get(procs[fn].url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("%s /metrics: %d", fn, resp.StatusCode)
-			continue
-		}
-		for _, f := range families {
-			if !bytes.Contains(raw, []byte("\n"+f+"{")) && !bytes.Contains(raw, []byte("\n"+f+" ")) {
-				t.Errorf("%s /metrics has no %s", fn, f)
+		// The tick's families appear with the first tick that went through.
+		var missing []string
+		waitUntil(t, 30*time.Second, fn+"'s /metrics", func() bool {
+			resp, err := http.Get(procs[fn].url + "/metrics")
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s /metrics: %d", fn, resp.StatusCode)
+			}
+			missing = nil
+			for _, f := range families {
+				if !bytes.Contains(raw, []byte("\n"+f+"{")) && !bytes.Contains(raw, []byte("\n"+f+" ")) {
+					missing = append(missing, f)
+				}
+			}
+			return len(missing) == 0
+		}, func() {
+			logs, _ := os.ReadFile(procs[fn].log)
+			t.Logf("%s /metrics lacks %v; its log ends:\n%s", fn, missing, tail(string(logs), 30))
+		})
 	}
 	recv.mu.Lock()
 	pushes := recv.metrics
@@ -344,14 +353,24 @@ func tickEvery(t *testing.T, b *broker.Broker, interval time.Duration) {
 	t.Cleanup(func() { close(stop); <-done })
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// waitUntil polls cond until it holds, failing the test after timeout (after explain, if
+// given, has said why).
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool, explain ...func()) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, e := range explain {
+				e()
+			}
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
