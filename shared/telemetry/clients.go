@@ -11,7 +11,8 @@ import (
 )
 
 // RedisErrors is a go-redis hook that counts the commands that failed (a missing key is an
-// answer, not a failure; NOSCRIPT is go-redis loading a script on a new server).
+// answer, not a failure; NOSCRIPT is go-redis loading a script on a new server; HELLO and
+// CLIENT are its connection handshake, whose refusals it tolerates).
 func RedisErrors(t *Telemetry) redis.Hook { return redisHook{t} }
 
 type redisHook struct{ t *Telemetry }
@@ -49,7 +50,11 @@ func (h redisHook) count(ctx context.Context, cmd redis.Cmder) {
 	if err == nil || errors.Is(err, redis.Nil) || strings.HasPrefix(err.Error(), "NOSCRIPT") {
 		return
 	}
-	h.t.RedisError(ctx, strings.ToLower(cmd.Name()))
+	name := strings.ToLower(cmd.Name())
+	if name == "hello" || name == "client" {
+		return
+	}
+	h.t.RedisError(ctx, name)
 }
 
 // HubErrors wraps the hub client's transport (rest.Config.Wrap) to count the requests that got
