@@ -155,18 +155,29 @@ func (p *published) jobsOf(name string) []string {
 	return out
 }
 
-// TestOneTraceAcrossTheFunctions: the four functions as four processes behind the local
-// broker (routing by the Triggers of k8s/base), each exporting OTLP to an in-process receiver,
-// against the suite's Redis, hub and work agents. A group created by a traced client, and then
-// an incompliance about one of its jobs sent in the same trace, show spans of all four
-// services under that one trace id; every job.created, job.progressing and job.finished of
-// the group carries it (whichever path — the event or the tick — finished the job); and each
-// process's /metrics serves its ocmjobs_ families.
-func TestOneTraceAcrossTheFunctions(t *testing.T) {
+// tracedStack is the four functions as four processes behind the local broker, each
+// exporting OTLP to an in-process receiver, against the suite's Redis, hub and work agents,
+// with the cron tick every 2 s.
+type tracedStack struct {
+	recv  *otlpReceiver
+	b     *broker.Broker
+	pub   *published
+	procs map[string]*process
+}
+
+// startTracedStack starts it; keep says which Triggers of k8s/base the broker routes by.
+func startTracedStack(t *testing.T, keep func(broker.Trigger) bool) *tracedStack {
+	t.Helper()
 	recv := newOTLPReceiver(t)
-	triggers, _, err := broker.Load(filepath.Join("..", "..", "k8s", "base"))
+	all, _, err := broker.Load(filepath.Join("..", "..", "k8s", "base"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var triggers []broker.Trigger
+	for _, tr := range all {
+		if keep(tr) {
+			triggers = append(triggers, tr)
+		}
 	}
 	var (
 		mu   sync.Mutex
@@ -207,36 +218,68 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 		mu.Unlock()
 	}
 	tickEvery(t, b, 2*time.Second)
+	return &tracedStack{recv: recv, b: b, pub: pub, procs: procs}
+}
 
-	// The client's own trace: every span of the group's life is to be in it.
-	traceID := strings.ReplaceAll(uuid.NewString(), "-", "")
-	traceparent := "00-" + traceID + "-" + traceID[:16] + "-01"
-	group := "traced-" + uuid.NewString()[:8]
+// createGroup publishes a guestbook group (named name) in the trace traceID, as a traced client
+// would, and waits until both of its jobs finished; it returns their ids.
+func (s *tracedStack) createGroup(t *testing.T, name, traceID string) []string {
+	t.Helper()
 	create := event.New()
 	create.SetID(uuid.NewString())
 	create.SetType(events.JobGroupCreate)
 	create.SetSource("/tests/integration/trace")
-	create.SetExtension("traceparent", traceparent)
-	descriptor := strings.Replace(string(guestbook(t)), "name: guestbook", "name: "+group, 1)
+	create.SetExtension("traceparent", "00-"+traceID+"-"+traceID[:16]+"-01")
+	descriptor := strings.Replace(string(guestbook(t)), "name: guestbook", "name: "+name, 1)
 	if err := create.SetData("application/yaml", []byte(descriptor)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(context.Background(), create); err != nil {
+	if err := s.b.Publish(context.Background(), create); err != nil {
 		t.Fatal(err)
 	}
 	var jobs []string
 	waitUntil(t, 90*time.Second, "the group's two jobs finished", func() bool {
-		jobs = pub.jobsOf(group)
+		jobs = s.pub.jobsOf(name)
 		if len(jobs) != 2 {
 			return false
 		}
 		for _, id := range jobs {
-			if len(pub.of(events.JobFinished, id)) == 0 {
+			if len(s.pub.of(events.JobFinished, id)) == 0 {
 				return false
 			}
 		}
 		return true
 	})
+	return jobs
+}
+
+// checkEventsCarry checks that every job.created, job.progressing and job.finished of jobs
+// carries the trace traceID.
+func (s *tracedStack) checkEventsCarry(t *testing.T, jobs []string, traceID string) {
+	t.Helper()
+	for _, typ := range []string{events.JobCreated, events.JobProgressing, events.JobFinished} {
+		for _, id := range jobs {
+			for _, e := range s.pub.of(typ, id) {
+				tp, _ := e.Extensions()["traceparent"].(string)
+				if !strings.HasPrefix(tp, "00-"+traceID+"-") {
+					t.Errorf("%s of job %s carries traceparent %q, not the group's trace %s", typ, id, tp, traceID)
+				}
+			}
+		}
+	}
+}
+
+func newTraceID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+
+// TestOneTraceAcrossTheFunctions: on the traced stack, a group created by a traced client,
+// and then an incompliance about one of its jobs sent in the same trace, show spans of all
+// four services under that one trace id; every job.created, job.progressing and job.finished
+// of the group carries it; and each process's /metrics serves its ocmjobs_ families (and
+// OTLP metric pushes arrive).
+func TestOneTraceAcrossTheFunctions(t *testing.T) {
+	s := startTracedStack(t, func(broker.Trigger) bool { return true })
+	traceID := newTraceID()
+	jobs := s.createGroup(t, "traced-"+uuid.NewString()[:8], traceID)
 
 	// An incompliance about the first job, in the same trace: it re-opens the job (scale-out).
 	inc := event.New()
@@ -246,37 +289,28 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 	inc.SetExtension("traceparent", "00-"+traceID+"-"+traceID[16:]+"-01")
 	_ = inc.SetData("application/json", []byte(fmt.Sprintf(`{"id":%q,"policyName":"cpu","remediation":"scale-out","currentValue":95,"threshold":80,"subject":{"resourceId":%q}}`,
 		uuid.NewString(), jobs[0])))
-	if err := b.Publish(context.Background(), inc); err != nil {
+	if err := s.b.Publish(context.Background(), inc); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 90*time.Second, "the remediation finished", func() bool {
-		return len(pub.of(events.JobFinished, jobs[0])) >= 2 && len(pub.of(events.JobCreated, jobs[0])) >= 2
+		return len(s.pub.of(events.JobFinished, jobs[0])) >= 2 && len(s.pub.of(events.JobCreated, jobs[0])) >= 2
 	})
 
 	services := []string{"ocm-jobs.jobs", "ocm-jobs.incompliance", "ocm-jobs.executor", "ocm-jobs.statussync"}
 	waitUntil(t, 30*time.Second, "spans of all four services under the trace id", func() bool {
-		got := recv.inTrace(traceID)
-		for _, s := range services {
-			if len(got[s]) == 0 {
+		got := s.recv.inTrace(traceID)
+		for _, svc := range services {
+			if len(got[svc]) == 0 {
 				return false
 			}
 		}
 		return true
 	})
-	got := recv.inTrace(traceID)
-	for _, s := range services {
-		t.Logf("%s: %d spans in the trace (%s)", s, len(got[s]), strings.Join(firstNames(got[s], 6), ", "))
+	got := s.recv.inTrace(traceID)
+	for _, svc := range services {
+		t.Logf("%s: %d spans in the trace (%s)", svc, len(got[svc]), strings.Join(firstNames(got[svc], 6), ", "))
 	}
-	for _, typ := range []string{events.JobCreated, events.JobProgressing, events.JobFinished} {
-		for _, id := range jobs {
-			for _, e := range pub.of(typ, id) {
-				tp, _ := e.Extensions()["traceparent"].(string)
-				if !strings.HasPrefix(tp, "00-"+traceID+"-") {
-					t.Errorf("%s of job %s carries traceparent %q, not the group's trace %s", typ, id, tp, traceID)
-				}
-			}
-		}
-	}
+	s.checkEventsCarry(t, jobs, traceID)
 
 	want := map[string][]string{
 		"jobs":         {"ocmjobs_events_handled_total", "ocmjobs_job_transitions_total", "ocmjobs_events_published_total", "ocmjobs_jobs", "ocmjobs_outbox_depth", "ocmjobs_oldest_created_job_age_seconds"},
@@ -288,7 +322,7 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 		// The tick's families appear with the first tick that went through.
 		var missing []string
 		waitUntil(t, 30*time.Second, fn+"'s /metrics", func() bool {
-			resp, err := http.Get(procs[fn].url + "/metrics")
+			resp, err := http.Get(s.procs[fn].url + "/metrics")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -305,15 +339,45 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 			}
 			return len(missing) == 0
 		}, func() {
-			logs, _ := os.ReadFile(procs[fn].log)
+			logs, _ := os.ReadFile(s.procs[fn].log)
 			t.Logf("%s /metrics lacks %v; its log ends:\n%s", fn, missing, tail(string(logs), 30))
 		})
 	}
-	recv.mu.Lock()
-	pushes := recv.metrics
-	recv.mu.Unlock()
+	s.recv.mu.Lock()
+	pushes := s.recv.metrics
+	s.recv.mu.Unlock()
 	if pushes == 0 {
 		t.Errorf("no OTLP metric push received although OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	}
+}
+
+// TestTickFinishesInTheGroupsTrace: with no Trigger of job.progressing for status sync, only
+// its cron tick — each tick a trace of its own — finishes the jobs, and job.finished is still
+// announced in the group's trace: status sync's publish spans are in it.
+func TestTickFinishesInTheGroupsTrace(t *testing.T) {
+	s := startTracedStack(t, func(tr broker.Trigger) bool {
+		return !(tr.Subscriber == "ocm-jobs-statussync" && tr.Filter["type"] == events.JobProgressing)
+	})
+	traceID := newTraceID()
+	jobs := s.createGroup(t, "ticked-"+uuid.NewString()[:8], traceID)
+	s.checkEventsCarry(t, jobs, traceID)
+	waitUntil(t, 30*time.Second, "status sync's publish of job.finished in the group's trace", func() bool {
+		for _, name := range s.recv.inTrace(traceID)["ocm-jobs.statussync"] {
+			if name == "publish "+events.JobFinished {
+				return true
+			}
+		}
+		return false
+	})
+	if got := s.recv.inTrace(traceID)["ocm-jobs.statussync"]; len(got) == 0 {
+		t.Error("no status sync span in the group's trace")
+	} else {
+		t.Logf("status sync's spans in the group's trace: %s", strings.Join(firstNames(got, 6), ", "))
+	}
+	for _, n := range s.recv.inTrace(traceID)["ocm-jobs.statussync"] {
+		if n == "event "+events.JobProgressing {
+			t.Errorf("status sync handled job.progressing although no Trigger routes it there")
+		}
 	}
 }
 
