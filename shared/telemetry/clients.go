@@ -30,7 +30,7 @@ func (h redisHook) DialHook(next redis.DialHook) redis.DialHook {
 func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		h.count(ctx, cmd)
+		h.count(ctx, cmd.Name(), err)
 		return err
 	}
 }
@@ -39,18 +39,19 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, c := range cmds {
-			h.count(ctx, c)
+			h.count(ctx, c.Name(), c.Err())
 		}
 		return err
 	}
 }
 
-func (h redisHook) count(ctx context.Context, cmd redis.Cmder) {
-	err := cmd.Err()
+// count counts a failed command. err is what the hook chain returned for it: in a process
+// hook the command's own Err is not set yet (TestClientErrors).
+func (h redisHook) count(ctx context.Context, command string, err error) {
 	if err == nil || errors.Is(err, redis.Nil) || strings.HasPrefix(err.Error(), "NOSCRIPT") {
 		return
 	}
-	name := strings.ToLower(cmd.Name())
+	name := strings.ToLower(command)
 	if name == "hello" || name == "client" {
 		return
 	}
