@@ -36,10 +36,12 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
 	"github.com/ocm-jobs/ocm-jobs/shared/logs"
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/redisconn"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // component is what each function package's Function provides.
@@ -161,7 +163,14 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	}
 	f.log = log
 	ctx = logging.WithLogger(ctx, log)
-	if f.platform, err = buildPlatform(ctx, f.Runtime); err != nil {
+	tel, err := telemetry.New(ctx, name)
+	if err != nil {
+		return err
+	}
+	if f.platform, err = buildPlatform(ctx, f.Runtime, tel); err != nil {
+		return err
+	}
+	if err := tel.ObserveBacklog(f.backlog); err != nil {
 		return err
 	}
 	var pub events.Publisher = events.Discard{}
@@ -172,7 +181,7 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	} else {
 		log.Warn("K_SINK is not set: emitted events are dropped")
 	}
-	f.relay = &events.Relay{Store: f.platform.Store, Publisher: pub, Age: f.Runtime.OutboxAge}
+	f.relay = &events.Relay{Store: f.platform.Store, Publisher: pub, Age: f.Runtime.OutboxAge, Telemetry: tel}
 	var ac auth.Config
 	if err := config.Load(&ac); err != nil {
 		return err
@@ -205,8 +214,9 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 
 // buildPlatform connects to Redis, opens the store, builds the hub clients and resolves the
 // hub id (once, for every function), and the object store client when one is configured.
-func buildPlatform(ctx context.Context, rt config.Runtime) (platform.Platform, error) {
-	var p platform.Platform
+// Redis and hub errors are counted by tel.
+func buildPlatform(ctx context.Context, rt config.Runtime, tel *telemetry.Telemetry) (platform.Platform, error) {
+	p := platform.Platform{Telemetry: tel}
 	var sc config.Store
 	if err := config.Load(&sc); err != nil {
 		return p, err
@@ -215,6 +225,7 @@ func buildPlatform(ctx context.Context, rt config.Runtime) (platform.Platform, e
 	if p.Redis, err = redisconn.Connect(ctx, rt.RedisURL, 30*time.Second); err != nil {
 		return p, err
 	}
+	p.Redis.AddHook(telemetry.RedisErrors(tel))
 	if p.Objects, err = sc.Objects(ctx); err != nil {
 		return p, err
 	}
@@ -229,6 +240,7 @@ func buildPlatform(ctx context.Context, rt config.Runtime) (platform.Platform, e
 		logging.FromContext(ctx).Warnw("no hub API server", "error", err)
 		return p, nil
 	}
+	rc.Wrap(telemetry.HubErrors(tel))
 	if p.Hub, err = ocm.NewHub(rc); err != nil {
 		return p, err
 	}
@@ -315,9 +327,49 @@ func (f *Function) flush(ctx context.Context, pending *store.Pending) {
 	if len(entries) == 0 {
 		return
 	}
+	f.countTransitions(ctx, entries)
 	if _, err := f.relay.Flush(context.WithoutCancel(ctx), entries); err != nil {
 		logging.FromContext(ctx).Warnw("publishing events failed; they stay in the outbox for the next drain", "error", err)
 	}
+}
+
+// countTransitions counts the changes of state this process committed: every outbox entry
+// is one (the change and its announcement commit together).
+func (f *Function) countTransitions(ctx context.Context, entries []store.OutboxEntry) {
+	tel := f.platform.Telemetry
+	for i := range entries {
+		j := &entries[i].Job
+		if entries[i].Type == "" {
+			continue
+		}
+		cluster := ""
+		if j.Targets != nil {
+			cluster = j.Targets.ClusterName
+		}
+		tel.Transition(ctx, j.Type.String(), string(j.SubType), j.State.String(), cluster)
+		if j.State == model.Degraded {
+			reason := "Unknown"
+			if j.Resource != nil {
+				if c := j.Resource.Condition(model.ConditionDegraded); c != nil && c.Reason != "" {
+					reason = c.Reason
+				}
+			}
+			tel.Degraded(ctx, reason)
+		}
+	}
+}
+
+// backlog is what the store holds that waits, for the metrics read at scrape time.
+func (f *Function) backlog(ctx context.Context) (telemetry.Backlog, error) {
+	b, err := f.platform.Store.Backlog(ctx)
+	if err != nil {
+		return telemetry.Backlog{}, err
+	}
+	out := telemetry.Backlog{Jobs: make(map[string]int64, len(b.Jobs)), OldestCreated: b.OldestCreatedAge, OutboxDepth: b.OutboxDepth}
+	for st, n := range b.Jobs {
+		out.Jobs[st.String()] = n
+	}
+	return out, nil
 }
 
 func (f *Function) types() []string {
@@ -408,6 +460,7 @@ func (f *Function) Server() *events.Server {
 		Routes:       f.http,
 		MaxBodyBytes: f.Runtime.MaxBodyBytes,
 		NoEvents:     f.Runtime.RESTOnly,
+		Telemetry:    f.platform.Telemetry,
 		Ready:        func(ctx context.Context) error { _, err := f.Ready(ctx); return err },
 		Logger:       f.log,
 	}
@@ -439,6 +492,11 @@ func (f *Function) Stop(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	case <-time.After(10 * time.Second):
+	}
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := f.platform.Telemetry.Shutdown(tctx); err != nil {
+		f.log.Warnw("flushing telemetry", "error", err)
 	}
 	if f.platform.Redis != nil {
 		return f.platform.Redis.Close()

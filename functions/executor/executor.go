@@ -21,6 +21,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"knative.dev/pkg/logging"
@@ -34,6 +36,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/policy"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -80,6 +83,7 @@ type Function struct {
 	opts     remediation.Options
 	policy   policy.Policy
 	faults   *faults.Injector
+	tel      *telemetry.Telemetry
 	// opened remembers, by cluster/namespace, what this process last saw of the namespace's
 	// access work (see ensureAccess).
 	opened sync.Map
@@ -121,7 +125,7 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 	}
 	logging.FromContext(ctx).Infow("executor ready", "hubID", p.HubID)
 	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), works: works, hub: p.Hub, hubID: p.HubID,
-		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts, policy: pol, faults: inj}, nil
+		clusters: &ocm.Clusters{Hub: p.Hub, TTL: cfg.ClusterCacheTTL}, opts: opts, policy: pol, faults: inj, tel: p.Telemetry}, nil
 }
 
 // Routes: the executor has no REST routes.
@@ -207,8 +211,22 @@ func (f *Function) takeover(j *model.Job) bool {
 		time.Since(j.LeaseUntil) > f.store.Options().TakeoverTTL
 }
 
-// execute promotes (or resumes) a job and runs it, renewing the lease while it works.
-func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) protocol.Result {
+// execute promotes (or resumes) a job and runs it, renewing the lease while it works. It is
+// one span; a job executed from Created records its latency from job.created to applied.
+func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) (result protocol.Result) {
+	ctx, span := f.tel.Start(ctx, "execute", trace.SpanKindInternal, attribute.String("ocmjobs.job_id", j.ID),
+		attribute.String("ocmjobs.job_type", j.Type.String()), attribute.Bool("ocmjobs.resume", resume))
+	defer func() {
+		var failed error
+		if events.StatusOf(result) >= 400 {
+			failed = errors.New(events.MessageOf(result))
+		}
+		telemetry.End(span, failed)
+	}()
+	createdAt := time.Time{}
+	if j.State == model.Created {
+		createdAt = j.UpdatedAt
+	}
 	holder := f.hubID + "/" + uuid.NewString()
 	var (
 		c   store.Claim
@@ -273,6 +291,8 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) proto
 	if err := f.store.MarkApplied(bg, c); err != nil {
 		// The sweep finds the job, sees on the hub that it was applied, and records it.
 		log.Warnw("recording the execution", "error", err)
+	} else if !createdAt.IsZero() {
+		f.tel.Applied(ctx, cur.Type.String(), time.Since(createdAt))
 	}
 	return events.Done("job %s executed (%s)", j.ID, cur.Type)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -21,6 +22,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -44,6 +46,7 @@ type Function struct {
 	cfg      Config
 	store    *store.Store
 	verifier *auth.Verifier
+	tel      *telemetry.Telemetry
 }
 
 // New builds the function on the platform's store.
@@ -52,7 +55,7 @@ func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), verifier: v}, nil
+	return &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), verifier: v, tel: p.Telemetry}, nil
 }
 
 // Routes serves the Policy Manager's webhook route of the ICOS Job Manager API, under both
@@ -286,14 +289,31 @@ func (f *Function) findJob(ctx context.Context, in *model.Incompliance) (*model.
 
 // settle stores the outcome and answers accordingly.
 func (f *Function) settle(ctx context.Context, in *model.Incompliance, o model.Outcome, reason, jobID string) answer {
-	if _, err := f.store.SetIncomplianceOutcome(ctx, in.ID, o, reason, jobID); err != nil && !errors.Is(err, store.ErrWrongState) {
+	changed, err := f.store.SetIncomplianceOutcome(ctx, in.ID, o, reason, jobID)
+	if err != nil && !errors.Is(err, store.ErrWrongState) {
 		return storeFailure(err, in)
+	}
+	if changed {
+		f.tel.Incompliance(ctx, string(in.Remediation), outcomeOf(o, reason))
 	}
 	stored, err := f.store.GetIncompliance(ctx, in.ID)
 	if err != nil {
 		return storeFailure(err, in)
 	}
 	return answerFor(stored)
+}
+
+// outcomeOf names what was done about an incompliance, for the metrics: a remediation job
+// applied (or joined), an alert storm cooled down (deduplicated), or rejected.
+func outcomeOf(o model.Outcome, reason string) string {
+	switch {
+	case o == model.OutcomeRejected:
+		return telemetry.IncomplianceRejected
+	case strings.HasPrefix(reason, "deduplicated"):
+		return telemetry.IncomplianceCooledDown
+	default:
+		return telemetry.IncomplianceApplied
+	}
 }
 
 // answerFor maps a settled incompliance to its answer.

@@ -42,6 +42,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/platform"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Name is the function's name (FUNCTION, Knative Service suffix).
@@ -88,6 +89,7 @@ type Function struct {
 	// noHub says why there is no hub (no kubeconfig, not in a cluster): every event is
 	// answered 503 until the function is deployed where a hub is.
 	noHub error
+	tel   *telemetry.Telemetry
 }
 
 // New builds the function on the platform's store and hub.
@@ -95,7 +97,7 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	f := &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), hubID: p.HubID}
+	f := &Function{cfg: cfg, store: p.Store.As(events.Source(p.HubID, Name)), hubID: p.HubID, tel: p.Telemetry}
 	if p.Hub == nil {
 		f.noHub = p.NoHub
 		if f.noHub == nil {

@@ -11,12 +11,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Report says what one sync did.
@@ -142,6 +145,7 @@ func (f *Function) Tick(ctx context.Context) (Report, error) {
 	}
 	err := f.apply(ctx, plans, &rep)
 	rep.Took = time.Since(start)
+	f.tel.SyncTick(ctx, rep.Took, rep.Works)
 	return rep, err
 }
 
@@ -306,10 +310,13 @@ func (f *Function) apply(ctx context.Context, plans []plan, rep *Report) error {
 // applyOne writes one job's plan — its resource and its state together, in one step — while
 // the stored resource is still the one the plan was derived from. When another writer changed
 // it meanwhile, the job is read again and the plan derived again from the same work.
-func (f *Function) applyOne(ctx context.Context, p plan, c *counters) error {
+func (f *Function) applyOne(ctx context.Context, p plan, c *counters) (err error) {
+	ctx, span := f.tel.Start(ctx, "statussync write", trace.SpanKindInternal, attribute.String("ocmjobs.job_id", p.job.ID),
+		attribute.String("ocmjobs.to", p.to.String()))
+	defer func() { telemetry.End(span, err) }()
 	log := logging.FromContext(ctx)
 	var changed store.Changed
-	err := store.RetryOnResourceChange(func() error {
+	err = store.RetryOnResourceChange(func() error {
 		if p.again {
 			j, err := f.store.GetJobStatus(ctx, p.job.ID)
 			if err != nil {
@@ -342,10 +349,16 @@ func (f *Function) applyOne(ctx context.Context, p plan, c *counters) error {
 	}
 	if changed.Resource {
 		c.resources.Add(1)
+		f.tel.SyncWrite(ctx, "resource")
 	}
 	if changed.State {
+		f.tel.SyncWrite(ctx, "state")
 		if p.to == model.Finished {
 			c.finished.Add(1)
+			if p.job.Type == model.CreateDeployment && p.job.Fence == 1 {
+				// A first deployment: from the job's creation (its job.created) to Available.
+				f.tel.Available(ctx, p.job.Type.String(), p.now.Sub(p.job.CreatedAt))
+			}
 		} else {
 			c.degraded.Add(1)
 		}

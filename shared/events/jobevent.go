@@ -9,11 +9,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // JobEvent builds the event an outbox entry holds: its data is the job as the REST API
 // returns it (without its manifests and remediation, which can be large: read them with GET
-// /jobmanager/jobs/{id}), and it carries the jobid, jobgroupid and hubid extensions. The id is
+// /jobmanager/jobs/{id}), and it carries the jobid, jobgroupid and hubid extensions (and traceparent, when the change was traced). The id is
 // derived from the job's change (type, fence, state, time), so publishing the same entry
 // again — a redelivery, the drain after a crash — emits the same event id and consumers
 // de-duplicate it.
@@ -31,6 +32,9 @@ func JobEvent(e store.OutboxEntry) (event.Event, error) {
 	}
 	if hub := HubOf(e.Source); hub != "" {
 		ev.SetExtension(ExtHubID, hub)
+	}
+	if e.Traceparent != "" {
+		ev.SetExtension(telemetry.ExtTraceparent, e.Traceparent)
 	}
 	if err := ev.SetData(cloudevents.ApplicationJSON, j); err != nil {
 		return ev, fmt.Errorf("job event data: %w", err)

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"knative.dev/pkg/logging"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Relay publishes what the stores' outboxes hold: at once, the events a handler's changes
@@ -22,11 +25,19 @@ type Relay struct {
 	Age time.Duration
 	// Batch is the most entries a drain takes from each bucket.
 	Batch int64
+	// Telemetry counts the publishes and traces each (nil: none).
+	Telemetry *telemetry.Telemetry
 }
 
 // Flush publishes entries and deletes from the outbox those the broker accepted. It returns
 // how many it published and the first error.
 func (r *Relay) Flush(ctx context.Context, entries []store.OutboxEntry) (int, error) {
+	return r.flush(ctx, entries, telemetry.PathAtOnce)
+}
+
+// flush is Flush on a path (at once, on the tick). Each publish is a span in the trace its
+// entry carries, and the event carries that span on as its traceparent.
+func (r *Relay) flush(ctx context.Context, entries []store.OutboxEntry, path string) (int, error) {
 	var (
 		done  []store.OutboxEntry
 		first error
@@ -40,7 +51,15 @@ func (r *Relay) Flush(ctx context.Context, entries []store.OutboxEntry) (int, er
 		}
 		ev, err := JobEvent(e)
 		if err == nil {
-			err = r.Publisher.Publish(ctx, ev)
+			pctx, span := r.Telemetry.Start(telemetry.WithTraceparent(ctx, e.Traceparent), "publish "+e.Type, trace.SpanKindProducer,
+				attribute.String("cloudevents.event_type", e.Type), attribute.String("cloudevents.event_id", ev.ID()),
+				attribute.String("ocmjobs.job_id", e.Job.ID), attribute.String("ocmjobs.publish_path", path))
+			if tp := telemetry.Traceparent(pctx); tp != "" {
+				ev.SetExtension(telemetry.ExtTraceparent, tp)
+			}
+			err = r.Publisher.Publish(pctx, ev)
+			telemetry.End(span, err)
+			r.Telemetry.Published(ctx, e.Type, path, err == nil)
 		}
 		if err != nil {
 			if first == nil {
@@ -76,7 +95,7 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 	if err != nil || len(entries) == 0 {
 		return 0, err
 	}
-	n, err := r.Flush(ctx, entries)
+	n, err := r.flush(ctx, entries, telemetry.PathOnTick)
 	logging.FromContext(ctx).Infow("outbox drained", "published", n, "due", len(entries), "error", err)
 	return n, err
 }

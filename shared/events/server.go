@@ -20,8 +20,12 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/protocol"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"knative.dev/pkg/logging"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Handler handles one CloudEvent. Its result says what the sender should do (see Done,
@@ -62,6 +66,9 @@ type Server struct {
 	// NoEvents serves no CloudEvents: every path but the routes and health is a 404 (the
 	// public REST entry of an install).
 	NoEvents bool
+	// Telemetry, when set, serves /metrics (not with NoEvents: job counts and cluster names
+	// stay inside), traces every event and REST request and counts them.
+	Telemetry *telemetry.Telemetry
 }
 
 // HTTPHandler builds the process's http.Handler.
@@ -94,7 +101,10 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 		writeMessage(w, http.StatusOK, "ready")
 	})
 	for pattern, h := range s.Routes {
-		mux.Handle(pattern, s.limitBody(h))
+		mux.Handle(pattern, s.traced(pattern, s.limitBody(h)))
+	}
+	if s.Telemetry != nil && !s.NoEvents {
+		mux.Handle("GET "+telemetry.MetricsPath, s.Telemetry.Handler())
 	}
 	var events http.Handler = s.checkCloudEvent(receiver)
 	if s.EventsMiddleware != nil {
@@ -111,8 +121,16 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	return s.withLogger(restErrors(mux)), nil
 }
 
-// invoke runs the handler, turning a panic into a logged stack and a 500.
+// invoke runs the handler, turning a panic into a logged stack and a 500. The event is one
+// span, a child of the event's traceparent extension (else of the request's traceparent
+// header), and is counted by its answer.
 func (s *Server) invoke(ctx context.Context, e event.Event) (reply *event.Event, result protocol.Result) {
+	if tp, ok := e.Extensions()[telemetry.ExtTraceparent].(string); ok {
+		ctx = telemetry.WithTraceparent(ctx, tp)
+	}
+	ctx, span := s.Telemetry.Start(ctx, "event "+e.Type(), trace.SpanKindConsumer,
+		attribute.String("cloudevents.event_type", e.Type()), attribute.String("cloudevents.event_source", e.Source()),
+		attribute.String("cloudevents.event_id", e.ID()))
 	log := logging.FromContext(ctx).With("type", e.Type(), "source", e.Source(), "id", e.ID())
 	ctx = logging.WithLogger(ctx, log)
 	defer func() {
@@ -120,6 +138,14 @@ func (s *Server) invoke(ctx context.Context, e event.Event) (reply *event.Event,
 			log.Errorw("handler panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			reply, result = nil, Internal("internal error: the handler of %s panicked (see the function's log)", e.Type())
 		}
+		status := StatusOf(result)
+		span.SetAttributes(attribute.Int("ocmjobs.answer_status", status))
+		var failed error
+		if status >= 500 {
+			failed = fmt.Errorf("%d %s", status, MessageOf(result))
+		}
+		telemetry.End(span, failed)
+		s.Telemetry.EventHandled(ctx, e.Type(), answerClass(status))
 	}()
 	reply, result = s.Handler.Handle(ctx, e)
 	if status := StatusOf(result); status >= 500 {
@@ -130,9 +156,63 @@ func (s *Server) invoke(ctx context.Context, e event.Event) (reply *event.Event,
 	return reply, result
 }
 
+// answerClass is what the sender of an event does with its answer.
+func answerClass(status int) string {
+	switch {
+	case IsTransient(status):
+		return telemetry.AnswerRetry
+	case status >= 400:
+		return telemetry.AnswerRefused
+	default:
+		return telemetry.AnswerDone
+	}
+}
+
+// traced makes each request of a REST route one span named by the route, in the trace of the
+// request's traceparent header, and counts it by route and status.
+func (s *Server) traced(pattern string, next http.Handler) http.Handler {
+	if s.Telemetry == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, span := s.Telemetry.Start(r.Context(), pattern, trace.SpanKindServer, attribute.String("http.route", pattern))
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r.WithContext(ctx))
+		span.SetAttributes(attribute.Int("http.response.status_code", sw.status))
+		var failed error
+		if sw.status >= 500 {
+			failed = errors.New(http.StatusText(sw.status))
+		}
+		telemetry.End(span, failed)
+		s.Telemetry.RESTRequest(ctx, pattern, sw.status)
+	})
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath (flushes, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (s *Server) withLogger(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := logging.WithLogger(r.Context(), s.Logger)
+		ctx := telemetry.FromHeader(logging.WithLogger(r.Context(), s.Logger), r.Header)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

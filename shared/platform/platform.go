@@ -9,6 +9,7 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/objectstore"
 	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Platform is what a function is built with.
@@ -28,4 +29,6 @@ type Platform struct {
 	Objects *objectstore.Client
 	// Bucket is the object store bucket of this install (S3_BUCKET).
 	Bucket string
+	// Telemetry is the process's metrics and tracer (nil records nothing).
+	Telemetry *telemetry.Telemetry
 }

@@ -265,3 +265,17 @@ func BenchmarkMemoryPerJob(b *testing.B) {
 			float64(own)/jobs, float64(after-before)/jobs, jobs)
 	}
 }
+
+// BenchmarkBacklog measures what a metrics scrape costs the store: one Backlog read (a count
+// per state, the oldest Created job, the outbox depth of all 256 buckets in one pipeline) with
+// 1,000 jobs stored.
+func BenchmarkBacklog(b *testing.B) {
+	s := benchStore(b, store.Options{}, nil)
+	benchJobs(b, s, 10, 100, "")
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		if _, err := s.Backlog(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

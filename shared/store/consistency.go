@@ -42,7 +42,16 @@ func (s *Store) CheckConsistency(ctx context.Context) ([]string, error) {
 			// Indexes of groups and incompliances, not of jobs.
 		case strings.HasPrefix(rest, "idx:"):
 			m := map[string]string{}
-			if strings.HasPrefix(rest, "idx:lease:") {
+			if rest == "idx:created-since" {
+				// Scored by when the job entered Created: only membership is checked.
+				ms, err := s.rdb.ZRange(ctx, k, 0, -1).Result()
+				if err != nil {
+					return nil, err
+				}
+				for _, x := range ms {
+					m[x] = ""
+				}
+			} else if strings.HasPrefix(rest, "idx:lease:") {
 				zs, err := s.rdb.ZRangeWithScores(ctx, k, 0, -1).Result()
 				if err != nil {
 					return nil, err
@@ -78,6 +87,9 @@ func (s *Store) CheckConsistency(ctx context.Context) ([]string, error) {
 			}
 			id := strings.TrimPrefix(rest, "job:")
 			add(indexKey(bp, "state:"+h["state"]), id, "")
+			if h["state"] == "1" {
+				add(indexKey(bp, "created-since"), id, "")
+			}
 			if h["owner"] != "" {
 				add(indexKey(bp, "owner:"+h["owner"]), id, "")
 			}

@@ -33,7 +33,8 @@
 //	P:{b:xy}:group:<group>:jobs   set    the group's job ids
 //	P:{b:xy}:job:<job>            hash   doc (the fixed ICOS fields), state, type, sub_type, owner,
 //	                                     fence, orch, targets, manifests, resource, remediation,
-//	                                     lease_holder, lease_until, created_at, updated_at, deleted_at
+//	                                     lease_holder, lease_until, created_at, updated_at, deleted_at,
+//	                                     trace (the W3C traceparent of the order that opened it)
 //	P:{b:xy}:group:<group>:inc    set    ids of incompliances about the group (TTL IncomplianceTTL)
 //	P:{b:xy}:hist:<job>           list   history entries, newest first, capped at HistoryCap
 //	P:{b:xy}:inc:<incompliance>   hash   doc, job_id, outcome, reason, received_at (TTL IncomplianceTTL)
@@ -43,6 +44,8 @@
 //	P:{b:xy}:idx:ready:<orch>:<hub> set  Created jobs with a target, owned by hub ("" = nobody)
 //	P:{b:xy}:idx:lease:<orch>     zset   CreateDeployment jobs in Progressing/Degraded, scored by
 //	                                     lease expiry (ms), for takeover
+//	P:{b:xy}:idx:created-since    zset   jobs in Created, scored by when they entered it (ms): the
+//	                                     age of the oldest waiting job, for the metrics
 //	P:{b:xy}:idx:archive          set    deleted groups whose record is not in the object store yet
 //	P:{b:xy}:reg:<group>          hash   the group's Policy Manager registration (registration.go),
 //	                                     with :q (events to deliver) and :log (their outcomes)

@@ -27,6 +27,9 @@ type OutboxEntry struct {
 	Type       string
 	Source     string
 	Job        model.Job
+	// Traceparent is the W3C trace context the event carries ("" for none): the trace of the
+	// change, or of the order that opened the job (see emit in scripts.go).
+	Traceparent string
 }
 
 // parseOutbox splits a script's answer at the '#outbox' marker: the answer, and the entries
@@ -80,7 +83,7 @@ func entryOf(id, stream string, fields map[string]string) (OutboxEntry, error) {
 	if j == nil || fields["event"] == "" {
 		return OutboxEntry{}, fmt.Errorf("outbox entry %s: no event or job", id)
 	}
-	return OutboxEntry{ID: id, Stream: stream, Type: fields["event"], Source: fields["source"], Job: *j}, nil
+	return OutboxEntry{ID: id, Stream: stream, Type: fields["event"], Source: fields["source"], Job: *j, Traceparent: fields["traceparent"]}, nil
 }
 
 // Pending collects the outbox entries the store's changes made within one context (one
@@ -202,3 +205,48 @@ func (s *Store) TryLock(ctx context.Context, name string, ttl time.Duration) (bo
 }
 
 var unlockScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+
+// Backlog is what waits in the store: jobs by state, how long the oldest job now in Created
+// has waited (by the Redis clock; zero when none waits), and the outboxes' depth. It reads a
+// count per state, the head of idx:created-since and the stream length of every bucket in one
+// pipelined round trip (per server): what a metrics scrape asks, never a scan.
+type Backlog struct {
+	Jobs             map[model.JobState]int64
+	OldestCreatedAge time.Duration
+	OutboxDepth      int64
+}
+
+// Backlog reads the store's backlog.
+func (s *Store) Backlog(ctx context.Context) (Backlog, error) {
+	states := []model.JobState{model.Created, model.Progressing, model.Finished, model.Degraded}
+	pipe := s.rdb.Pipeline()
+	now := pipe.Time(ctx)
+	counts := make([]*redis.IntCmd, 0, len(s.buckets)*len(states))
+	heads := make([]*redis.ZSliceCmd, len(s.buckets))
+	depths := make([]*redis.IntCmd, len(s.buckets))
+	for i, b := range s.buckets {
+		for _, st := range states {
+			counts = append(counts, pipe.SCard(ctx, indexKey(b, "state:"+strconv.Itoa(int(st)))))
+		}
+		heads[i] = pipe.ZRangeWithScores(ctx, indexKey(b, "created-since"), 0, 0)
+		depths[i] = pipe.XLen(ctx, outboxKey(b))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Backlog{}, fmt.Errorf("reading the backlog: %w", err)
+	}
+	out := Backlog{Jobs: make(map[model.JobState]int64, len(states))}
+	for i, c := range counts {
+		out.Jobs[states[i%len(states)]] += c.Val()
+	}
+	oldest := int64(0)
+	for i := range s.buckets {
+		if zs := heads[i].Val(); len(zs) > 0 && (oldest == 0 || int64(zs[0].Score) < oldest) {
+			oldest = int64(zs[0].Score)
+		}
+		out.OutboxDepth += depths[i].Val()
+	}
+	if oldest > 0 {
+		out.OldestCreatedAge = max(0, now.Val().Sub(time.UnixMilli(oldest)))
+	}
+	return out, nil
+}

@@ -5,8 +5,9 @@ import "github.com/redis/go-redis/v9"
 // The Lua scripts of the store. Each runs in one bucket (one hash tag, so one Redis Cluster
 // slot): KEYS[1] names the object it changes (that is how a cluster client routes it) and
 // ARGV[1] is the bucket prefix every other key it touches is built from; those keys carry
-// the same hash tag, so they live in the same slot. The last ARGV of every job script is the
-// emitter: the CloudEvents source of the events the change implies (run appends it).
+// the same hash tag, so they live in the same slot. The last two ARGV of every job script are
+// the emitter — the CloudEvents source of the events the change implies — and the caller's W3C
+// traceparent ('' outside a trace): run appends them.
 //
 // A script answers a table: {'ok', …} when it did (or had nothing to do), or
 // {'guard', guard, want, got} when a guard failed and it wrote nothing. Guards are checked
@@ -21,7 +22,8 @@ import "github.com/redis/go-redis/v9"
 // prelude is shared by every script that reads or indexes jobs.
 const prelude = `
 local P = ARGV[1]
-local SRC = ARGV[#ARGV]
+local SRC = ARGV[#ARGV - 1]
+local TP = ARGV[#ARGV]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -63,8 +65,15 @@ local function memberships(st, ty, owner, orch, lu)
   return m
 end
 
--- reindex moves a job between indexes, touching only those that change.
+-- reindex moves a job between indexes, touching only those that change. A job entering
+-- Created also enters idx:created-since, scored by when (the age of the oldest waiting job is
+-- its head), and leaves it with Created.
 local function reindex(id, old, new)
+  if new['state:1'] and not old['state:1'] then
+    redis.call('ZADD', idx('created-since'), now_ms(), id)
+  elseif old['state:1'] and not new['state:1'] then
+    redis.call('ZREM', idx('created-since'), id)
+  end
   for k in pairs(old) do
     if new[k] == nil then
       if string.sub(k, 1, 6) == 'lease:' then redis.call('ZREM', idx(k), id) else redis.call('SREM', idx(k), id) end
@@ -100,10 +109,22 @@ local EVENT_OF = {['1'] = 'eu.icos.job.created.v1', ['2'] = 'eu.icos.job.progres
   ['3'] = 'eu.icos.job.finished.v1', ['4'] = 'eu.icos.job.degraded.v1'}
 local EVENT_FIELDS = {'doc', 'state', 'type', 'sub_type', 'owner', 'fence', 'orch', 'targets', 'resource',
   'move', 'created_at', 'updated_at'}
+-- Every entry carries a traceparent, so the trace of the order that opened the job goes on
+-- through every event of it: the caller's own when it works in that trace (or the job keeps
+-- none), else the one the job kept (status sync's tick finishing a job still announces it in
+-- the group's trace).
+local function trace_of(key)
+  local kept = redis.call('HGET', key, 'trace')
+  if not kept then return TP end
+  if TP ~= '' and string.sub(TP, 4, 35) == string.sub(kept, 4, 35) then return TP end
+  return kept
+end
 local function emit(key)
   local v = redis.call('HMGET', key, unpack(EVENT_FIELDS))
   if v[2] == '1' and not v[8] then return end
   local f = {'event', EVENT_OF[v[2]], 'source', SRC}
+  local tp = trace_of(key)
+  if tp ~= '' then table.insert(f, 'traceparent'); table.insert(f, tp) end
   for i, name in ipairs(EVENT_FIELDS) do
     if v[i] then table.insert(f, name); table.insert(f, v[i]) end
   end
@@ -158,6 +179,7 @@ for i = 0, n - 1 do
   if orch ~= '' then table.insert(f, 'orch'); table.insert(f, orch) end
   if targets ~= '' then table.insert(f, 'targets'); table.insert(f, targets) end
   if ARGV[b + 7] ~= '' then table.insert(f, 'resource'); table.insert(f, ARGV[b + 7]) end
+  if TP ~= '' then table.insert(f, 'trace'); table.insert(f, TP) end
   redis.call('HSET', job_key(id), unpack(f))
   redis.call('SADD', KEYS[2], id)
   local io = ''
@@ -369,6 +391,8 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'sub_type', ARGV[4]) else redi
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'remediation', ARGV[5]) else redis.call('HDEL', KEYS[1], 'remediation') end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'manifests', ARGV[6]) end
 redis.call('HDEL', KEYS[1], 'applied', 'remediated', 'move')
+-- The job now follows the trace of this order.
+if TP ~= '' then redis.call('HSET', KEYS[1], 'trace', TP) else redis.call('HDEL', KEYS[1], 'trace') end
 reindex(ARGV[2], was(j), memberships(to, ty, j.owner, iorch(j), j.lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
 emit(KEYS[1])

@@ -13,6 +13,7 @@ import (
 	"knative.dev/pkg/apis"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/telemetry"
 )
 
 // Store keeps job groups, jobs, their history and incompliances in Redis.
@@ -80,11 +81,11 @@ func (s *Store) LoadScripts(ctx context.Context) error {
 	return nil
 }
 
-// run runs a job script (the emitter goes last) and turns its answer into strings, or a guard
+// run runs a job script (the emitter and the caller's traceparent go last) and turns its answer into strings, or a guard
 // failure into a GuardError. The outbox entries the script appended are handed to the
 // context's Pending, if it has one, for the caller to publish at once.
 func (s *Store) run(ctx context.Context, sc *redis.Script, op, kind, id string, keys []string, args ...any) ([]string, error) {
-	return s.runScript(ctx, sc, op, kind, id, keys, append(args, s.emitter)...)
+	return s.runScript(ctx, sc, op, kind, id, keys, append(args, s.emitter, telemetry.Traceparent(ctx))...)
 }
 
 // runScript runs a script with exactly args.
