@@ -51,6 +51,7 @@ func (f *Function) routes() []route {
 
 		{"GET /jobmanager/groups", readers, f.listGroups},
 		{"GET /jobmanager/groups/{id}", readers, f.getGroup},
+		{"GET /jobmanager/groups/{id}/report", readers, f.getReport},
 		{"GET /jobmanager/jobs", readers, f.listJobs},
 		{"GET /jobmanager/jobs/{id}", readers, f.getJob},
 		{"GET /jobmanager/jobs/{id}/history", readers, f.history},
@@ -64,6 +65,7 @@ func (f *Function) routes() []route {
 		{"PUT /jobmanager/groups/stop/{id}", users, f.stopGroup},
 		{"PUT /jobmanager/groups/deploy/{id}", users, f.startGroup},
 		{"PUT /jobmanager/groups/start/{id}", users, f.startGroup},
+		{"PUT /jobmanager/groups/restart/{id}", users, f.restartGroup},
 		{"DELETE /jobmanager/jobs/{id}", users, f.undeployJob},
 
 		{"GET /jobmanager/jobs/executable/{orchestrator}/{owner}", dms, f.executable},
