@@ -142,6 +142,10 @@ func (f *Function) createGroup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if IsOakestraSLA(body) {
+		f.createOakestra(w, r, body)
+		return
+	}
 	g, fl := f.svc.createGroup(r.Context(), body, "", caller(r))
 	answer(w, http.StatusCreated, g, fl, false)
 }

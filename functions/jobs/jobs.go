@@ -130,6 +130,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if res != nil {
 			return nil, res
 		}
+		if IsOakestraSLA(data) {
+			return f.createOakestraEvent(ctx, e, data)
+		}
 		g, fail = f.svc.createGroup(ctx, data, groupID(e.Source(), e.ID()), by)
 	case events.JobGroupUpdate:
 		id, data, res := f.updateData(ctx, e)
