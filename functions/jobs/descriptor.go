@@ -30,9 +30,9 @@ type Application struct {
 
 // Component is one job to be: a named set of Kubernetes objects and, maybe, where they go.
 type Component struct {
-	Name      string
-	Objects   []*unstructured.Unstructured
-	Targets   *model.Target
+	Name    string
+	Objects []*unstructured.Unstructured
+	Targets *model.Target
 	// MoreTargets are the clusters beyond Targets when the descriptor lists several: the
 	// component runs on each, one job (and ManifestWork) per cluster.
 	MoreTargets []*model.Target
