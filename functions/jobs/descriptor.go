@@ -30,10 +30,22 @@ type Application struct {
 
 // Component is one job to be: a named set of Kubernetes objects and, maybe, where they go.
 type Component struct {
-	Name      string
-	Objects   []*unstructured.Unstructured
-	Targets   *model.Target
-	Placement string
+	Name    string
+	Objects []*unstructured.Unstructured
+	Targets *model.Target
+	// MoreTargets are the clusters beyond Targets when the descriptor lists several: the
+	// component runs on each, one job (and ManifestWork) per cluster.
+	MoreTargets []*model.Target
+	Placement   string
+}
+
+// AllTargets are the clusters the descriptor names for the component (none: a Placement or
+// the matchmaker decides).
+func (c Component) AllTargets() []*model.Target {
+	if c.Targets == nil {
+		return nil
+	}
+	return append([]*model.Target{c.Targets}, c.MoreTargets...)
 }
 
 // Manifests returns the component's objects as ICOS plain manifests (YAML each).
@@ -320,9 +332,11 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 				comp.Objects = append(comp.Objects, obj.DeepCopy())
 			}
 		}
-		t, terr := toTarget(c.Targets)
+		ts, terr := toTargets(c.Targets)
 		cerrs = cerrs.Also(terr)
-		comp.Targets = t
+		if len(ts) > 0 {
+			comp.Targets, comp.MoreTargets = ts[0], ts[1:]
+		}
 		errs = errs.Also(cerrs.ViaFieldIndex("components", i))
 		app.Components = append(app.Components, comp)
 	}
@@ -332,7 +346,44 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 	return app, nil
 }
 
-// toTarget reads a component's targets: one object, or a list of one.
+// toTargets reads a component's targets: one object (one cluster, as in ICOS), or a list of
+// them (one job per cluster; a cluster named twice is refused).
+func toTargets(v any) ([]*model.Target, *apis.FieldError) {
+	list, ok := v.([]any)
+	if !ok || len(list) <= 1 {
+		t, ferr := toTarget(v)
+		if t == nil {
+			return nil, ferr
+		}
+		return []*model.Target{t}, ferr
+	}
+	var out []*model.Target
+	var errs *apis.FieldError
+	seen := map[string]int{}
+	for i, e := range list {
+		t, ferr := toTarget(e)
+		if ferr != nil {
+			errs = errs.Also(ferr.ViaIndex(i))
+			continue
+		}
+		if t == nil {
+			errs = errs.Also(apis.ErrMissingField("cluster_name").ViaFieldIndex("targets", i))
+			continue
+		}
+		if j, dup := seen[t.ClusterName]; dup {
+			errs = errs.Also(apis.ErrGeneric(fmt.Sprintf("cluster %s is named twice (also targets[%d])", t.ClusterName, j), "cluster_name").ViaFieldIndex("targets", i))
+			continue
+		}
+		seen[t.ClusterName] = i
+		out = append(out, t)
+	}
+	if errs != nil {
+		return nil, errs
+	}
+	return out, nil
+}
+
+// toTarget reads one target: an object, or a list of one.
 func toTarget(v any) (*model.Target, *apis.FieldError) {
 	if v == nil {
 		return nil, nil
@@ -344,7 +395,7 @@ func toTarget(v any) (*model.Target, *apis.FieldError) {
 		case 1:
 			v = list[0]
 		default:
-			return nil, apis.ErrGeneric(fmt.Sprintf("%d targets: a component runs on one cluster (name a Placement to choose among several)", len(list)), "targets")
+			return nil, apis.ErrGeneric(fmt.Sprintf("%d targets where one is expected", len(list)), "targets")
 		}
 	}
 	m, ok := v.(map[string]any)

@@ -160,11 +160,11 @@ manifests:
   - {apiVersion: v1, kind: ConfigMap, metadata: {name: x}}
   - {apiVersion: v1, kind: Secret, metadata: {name: x}}
 `, want: []string{`manifest name "x" is used by more than one manifest`, "manifests[1].metadata.name"}},
-		"several targets": {in: `
+		"a cluster named twice": {in: `
 name: app
-components: [{name: a, manifests: [{name: x}], targets: [{cluster_name: a, orchestrator: ocm}, {cluster_name: b, orchestrator: ocm}]}]
+components: [{name: a, manifests: [{name: x}], targets: [{cluster_name: a, orchestrator: ocm}, {cluster_name: a, orchestrator: ocm}]}]
 manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: x}}]
-`, want: []string{"2 targets", "components[0].targets"}},
+`, want: []string{"cluster a is named twice", "components[0].targets[1].cluster_name"}},
 		"plain YAML without kind": {in: "apiVersion: v1\nmetadata: {name: a}\n---\nkind: ConfigMap\nmetadata: {}\n", want: []string{
 			"documents[0].kind", "documents[1].apiVersion", "documents[1].metadata.name",
 		}},
@@ -196,6 +196,24 @@ manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: x}}]
 	}
 	if tg := app.Components[0].Targets; tg == nil || tg.ClusterName != "cluster1" {
 		t.Errorf("targets %+v", tg)
+	}
+}
+
+func TestParseTargetsAsList(t *testing.T) {
+	app, ferr := ParseDescriptor([]byte(`
+name: app
+components: [{name: a, manifests: [{name: x}], targets: [{cluster_name: cluster1, orchestrator: ocm}, {cluster_name: cluster2, orchestrator: ocm}]}]
+manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: x}}]
+`))
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	var got []string
+	for _, tg := range app.Components[0].AllTargets() {
+		got = append(got, tg.ClusterName)
+	}
+	if strings.Join(got, ",") != "cluster1,cluster2" {
+		t.Errorf("targets %v, want cluster1,cluster2", got)
 	}
 }
 

@@ -57,6 +57,7 @@ func (f *Function) routes() []route {
 		{"GET /jobmanager/groups", readers, f.listGroups},
 		{"GET /jobmanager/groups/{id}", readers, f.getGroup},
 		{"GET /jobmanager/groups/{id}/activity", readers, f.activity},
+		{"GET /jobmanager/groups/{id}/report", readers, f.getReport},
 		{"GET /jobmanager/jobs", readers, f.listJobs},
 		{"GET /jobmanager/jobs/{id}", readers, f.getJob},
 		{"GET /jobmanager/jobs/{id}/history", readers, f.history},
@@ -70,6 +71,7 @@ func (f *Function) routes() []route {
 		{"PUT /jobmanager/groups/stop/{id}", users, f.stopGroup},
 		{"PUT /jobmanager/groups/deploy/{id}", users, f.startGroup},
 		{"PUT /jobmanager/groups/start/{id}", users, f.startGroup},
+		{"PUT /jobmanager/groups/restart/{id}", users, f.restartGroup},
 		{"DELETE /jobmanager/jobs/{id}", users, f.undeployJob},
 
 		{"GET /jobmanager/jobs/executable/{orchestrator}/{owner}", dms, f.executable},
@@ -144,6 +146,10 @@ func (f *Function) listGroups(w http.ResponseWriter, r *http.Request) {
 func (f *Function) createGroup(w http.ResponseWriter, r *http.Request) {
 	body, ok := readBody(w, r)
 	if !ok {
+		return
+	}
+	if IsOakestraSLA(body) {
+		f.createOakestra(w, r, body)
 		return
 	}
 	g, fl := f.svc.createGroup(r.Context(), body, "", caller(r))

@@ -49,7 +49,7 @@ type Config struct {
 
 // Types are the event types the jobs function handles (and the cron tick, to re-resolve
 // the targets of jobs still awaiting one).
-var Types = []string{events.JobGroupCreate, events.JobGroupUpdate, events.JobGroupStop, events.JobGroupStart, events.JobGroupDelete, events.Ping}
+var Types = []string{events.JobGroupCreate, events.JobGroupUpdate, events.JobGroupStop, events.JobGroupStart, events.JobGroupDelete, events.JobGroupRestart, events.Ping}
 
 // Function is the jobs function.
 type Function struct {
@@ -130,6 +130,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if res != nil {
 			return nil, res
 		}
+		if IsOakestraSLA(data) {
+			return f.createOakestraEvent(ctx, e, data)
+		}
 		g, fail = f.svc.createGroup(ctx, data, groupID(e.Source(), e.ID()), by)
 	case events.JobGroupUpdate:
 		id, data, res := f.updateData(ctx, e)
@@ -137,6 +140,12 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 			return nil, res
 		}
 		g, fail = f.svc.updateGroup(ctx, id, data, by)
+	case events.JobGroupRestart:
+		id, component, err := restartRef(e)
+		if err != nil {
+			return nil, events.Unprocessable("%v", err)
+		}
+		g, fail = f.svc.restartGroup(ctx, id, component, eventOrder(e.Source(), e.ID()), by)
 	case events.JobGroupStop, events.JobGroupStart, events.JobGroupDelete:
 		id, err := groupRef(e)
 		if err != nil {

@@ -84,11 +84,11 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 		g.ID = model.NewID()
 	}
 	for _, c := range app.Components {
-		j, fl := newJob(g.ID, app, c, missing)
+		js, fl := newJobs(g.ID, app, c, missing)
 		if fl != nil {
 			return nil, fl
 		}
-		g.Jobs = append(g.Jobs, j)
+		g.Jobs = append(g.Jobs, js...)
 	}
 	if err := s.storeGroup(ctx, g, by, descriptor); err != nil {
 		if errors.Is(err, store.ErrExists) && id != "" {
@@ -119,6 +119,12 @@ func (s *service) parse(descriptor []byte) (*Application, *Failure) {
 	ns := firstNonEmpty(app.Namespace, app.Name)
 	var errs *apis.FieldError
 	for i, c := range app.Components {
+		if len(c.MoreTargets) > 0 {
+			for _, t := range c.AllTargets() {
+				errs = errs.Also(s.policy.CheckAll(c.Objects, ns, t.ClusterName).ViaFieldIndex("components", i))
+			}
+			continue
+		}
 		cluster := ""
 		if c.Targets != nil {
 			cluster = c.Targets.ClusterName
@@ -149,6 +155,26 @@ func newJob(groupID string, app *Application, c Component, missing map[string]st
 		j.Resource = awaitingTarget(j.ID, why)
 	}
 	return j, nil
+}
+
+// newJobs are the Created jobs of a component: one per cluster it names (one job when it
+// names one cluster or none).
+func newJobs(groupID string, app *Application, c Component, missing map[string]string) ([]model.Job, *Failure) {
+	if len(c.MoreTargets) == 0 {
+		j, fl := newJob(groupID, app, c, missing)
+		return []model.Job{j}, fl
+	}
+	var out []model.Job
+	for _, t := range c.AllTargets() {
+		one := c
+		one.Targets, one.MoreTargets = t, nil
+		j, fl := newJob(groupID, app, one, missing)
+		if fl != nil {
+			return nil, fl
+		}
+		out = append(out, j)
+	}
+	return out, nil
 }
 
 func awaitingTarget(jobID, why string) *model.Resource {
@@ -288,17 +314,18 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 	if err != nil {
 		return nil, failureOf(err)
 	}
-	byComponent := map[string]model.Job{}
+	byComponent := map[string][]model.Job{}
 	for _, j := range g.Jobs {
-		byComponent[j.Component] = j
+		byComponent[j.Component] = append(byComponent[j.Component], j)
 	}
 	var added []Component
+	var placed []model.Job // new jobs of components on several clusters: their targets are known
 	var refused []string
 	keep := map[string]bool{}
 	for _, c := range app.Components {
-		keep[c.Name] = true
-		j, ok := byComponent[c.Name]
+		existing, ok := byComponent[c.Name]
 		if !ok {
+			keep[c.Name] = true
 			added = append(added, c)
 			continue
 		}
@@ -306,19 +333,57 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if err != nil {
 			return nil, fail(http.StatusUnprocessableEntity, "component %s: %v", c.Name, err)
 		}
-		if sameManifests(j.Manifests, ms) {
+		if len(c.MoreTargets) == 0 && (len(existing) == 1 || c.Targets == nil) {
+			// One cluster, as in ICOS: the job keeps its cluster whoever chose it (of a
+			// component that ran on several, the first job is kept, the others undeployed).
+			keep[existing[0].ID] = true
+			if sameManifests(existing[0].Manifests, ms) {
+				continue
+			}
+			if fl := s.reopen(ctx, &refused, existing[0], store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
+				return nil, fl
+			}
 			continue
 		}
-		if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
-			return nil, fl
+		// Several clusters: one job per cluster named, matched by cluster.
+		onCluster := map[string]model.Job{}
+		for _, j := range existing {
+			if j.Targets != nil {
+				onCluster[j.Targets.ClusterName] = j
+			}
+		}
+		for _, t := range c.AllTargets() {
+			j, ok := onCluster[t.ClusterName]
+			if !ok {
+				one := c
+				one.Targets, one.MoreTargets = t, nil
+				nj, fl := newJob(id, app, one, nil)
+				if fl != nil {
+					return nil, fl
+				}
+				placed = append(placed, nj)
+				continue
+			}
+			keep[j.ID] = true
+			if sameManifests(j.Manifests, ms) {
+				continue
+			}
+			if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
+				return nil, fl
+			}
 		}
 	}
 	for _, j := range g.Jobs {
-		if keep[j.Component] || (j.Type == model.DeleteDeployment && j.State == model.Finished) {
+		if keep[j.ID] || keep[j.Component] || (j.Type == model.DeleteDeployment && j.State == model.Finished) {
 			continue
 		}
-		if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "component removed by an update"}); fl != nil {
+		if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.DeleteDeployment, By: by, Why: "component or cluster removed by an update"}); fl != nil {
 			return nil, fl
+		}
+	}
+	if len(placed) > 0 {
+		if err := s.store.AddJobs(ctx, id, placed, by); err != nil {
+			return nil, failureOf(err)
 		}
 	}
 	if len(added) > 0 {
@@ -329,11 +394,11 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		}
 		var jobs []model.Job
 		for _, c := range sub.Components {
-			j, fl := newJob(id, app, c, missing)
+			js, fl := newJobs(id, app, c, missing)
 			if fl != nil {
 				return nil, fl
 			}
-			jobs = append(jobs, j)
+			jobs = append(jobs, js...)
 		}
 		if err := s.store.AddJobs(ctx, id, jobs, by); err != nil {
 			return nil, failureOf(err)

@@ -12,6 +12,8 @@ const (
 	JobGroupStop   = "eu.icos.jobgroup.stop.v1"
 	JobGroupStart  = "eu.icos.jobgroup.start.v1"
 	JobGroupDelete = "eu.icos.jobgroup.delete.v1"
+	// JobGroupRestart restarts a group's running workloads (issue 18).
+	JobGroupRestart = "eu.icos.jobgroup.restart.v1"
 
 	PolicyIncompliance = "eu.icos.policy.incompliance.v1"
 

@@ -83,9 +83,9 @@ const (
 var SubTypes = []string{string(ScaleUp), string(ScaleDown), string(ScaleOut), string(ScaleIn),
 	string(Patch), string(Reallocation), string(Secure)}
 
-// Valid reports whether s is one of the ICOS remediations, or Redeploy.
+// Valid reports whether s is one of the ICOS remediations, Redeploy or Restart.
 func (s SubType) Valid() bool {
-	if s == Redeploy {
+	if s == Redeploy || s == Restart {
 		return true
 	}
 	for _, v := range SubTypes {
@@ -109,6 +109,11 @@ const (
 	Migrate SubType = "migrate"
 )
 
+// Restart is a group restart (`kubectl rollout restart` of every workload of a job): an
+// UpdateDeployment that bumps the pod templates' restart annotation. A job sub-type ordered by
+// a user, never an incompliance's remediation.
+const Restart SubType = "restart"
+
 // Remediations lists every remediation an incompliance or a policy may name, for messages.
 var Remediations = append(append([]string{}, SubTypes...), string(Redeploy), string(RemediationNone), string(Migrate))
 
@@ -124,7 +129,7 @@ func (s SubType) Canonical() SubType {
 // ValidRemediation reports whether an incompliance or a policy may name s: a sub-type, none
 // or migrate.
 func (s SubType) ValidRemediation() bool {
-	return s == RemediationNone || s.Canonical().Valid()
+	return s == RemediationNone || s != Restart && s.Canonical().Valid()
 }
 
 // Orchestrator names the deployment manager family that executes a job.

@@ -120,6 +120,11 @@ type Remediation struct {
 	Image string `json:"image,omitempty"`
 	// Target is where `reallocation` moves the workload.
 	Target *Target `json:"target,omitempty"`
+	// RestartedAt is the value `restart` gives the pod templates' restart annotation
+	// (RFC 3339), chosen when the restart was ordered.
+	RestartedAt string `json:"restarted_at,omitempty"`
+	// Order names the request that opened a `restart`: a redelivered order opens nothing more.
+	Order string `json:"order,omitempty"`
 }
 
 // HistoryEntry is one recorded change of a job: who did what, when, from which state to which.
@@ -255,6 +260,12 @@ func (r *Remediation) Validate() *apis.FieldError {
 		// Without a target, the executor asks the Placement for another cluster.
 		if r.Target != nil {
 			errs = errs.Also(r.Target.Validate().ViaField("target"))
+		}
+	case Restart:
+		if r.RestartedAt == "" {
+			errs = errs.Also(apis.ErrMissingField("restarted_at"))
+		} else if _, err := time.Parse(time.RFC3339, r.RestartedAt); err != nil {
+			errs = errs.Also(apis.ErrInvalidValue(r.RestartedAt, "restarted_at", "want an RFC 3339 time"))
 		}
 	}
 	// secure hardens pod templates; the image is optional (rolled out when named).

@@ -34,6 +34,9 @@ var (
 	// ErrResourceChanged: the job's resource is no longer the one a write was derived from
 	// (another writer changed it since it was read).
 	ErrResourceChanged = errors.New("resource changed")
+	// ErrOrderSeen: the named order (Reopen.Order) re-opened this job already; nothing was
+	// written. Not a failure: the order was carried out by an earlier delivery.
+	ErrOrderSeen = errors.New("order already carried out")
 )
 
 // Guards a script checks, as GuardError.Guard names them.

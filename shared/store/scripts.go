@@ -371,11 +371,17 @@ return {'ok', changed}
 // move) is cleared: it belongs to that execution.
 // A re-open that is part of a group's stop or start records it in the group's Policy
 // Manager registration, if any, in the same step.
+// An order with a name (a restart) acts only on a job that ran and ended (it never replaces
+// an order still waiting), and one that already re-opened this job is not carried out again:
+// its redelivery answers the job as it is.
 // KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests (” keeps them),
-// fence (” for any), history cap, by, why, group id, group op (stop, start or ”), emitter.
+// fence (” for any), history cap, by, why, group id, group op (stop, start or ”), order
+// (” for none), emitter.
 const reopenLua = prelude + lifecycleLua + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
+if ARGV[13] ~= '' and redis.call('HGET', KEYS[1], 'order') == ARGV[13] then return {'ok', j.state, j.type, 'seen'} end
+if ARGV[13] ~= '' and j.state ~= '3' and j.state ~= '4' then return guard('state', ',3,4,', j.state) end
 if ARGV[7] ~= '' and j.fence ~= tonumber(ARGV[7]) then return guard('fence', ARGV[7], string.format('%d', j.fence)) end
 local to, ty = '1', ARGV[3]
 if j.state == '1' and j.fence == 0 then
@@ -393,6 +399,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'manifests', ARGV[6]) end
 redis.call('HDEL', KEYS[1], 'applied', 'remediated', 'move')
 -- The job now follows the trace of this order.
 if TP ~= '' then redis.call('HSET', KEYS[1], 'trace', TP) else redis.call('HDEL', KEYS[1], 'trace') end
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'order', ARGV[13]) end
 reindex(ARGV[2], was(j), memberships(to, ty, j.owner, iorch(j), j.lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
 emit(KEYS[1])

@@ -274,6 +274,9 @@ type Reopen struct {
 	// (Group): the group's Policy Manager registration records it in the same step.
 	GroupOp GroupOp
 	Group   string
+	// Order, when set, names the request this re-open carries out (a restart): a job it
+	// re-opened once is left as it is when the same order comes again (ErrOrderSeen).
+	Order string
 }
 
 // Reopen turns a Finished or Degraded job into a Created job of another type. The job keeps
@@ -348,11 +351,14 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 	}
 	out, err := s.run(ctx, reopenScript, op, "job", jobID, []string{s.jobKey(jobID)},
 		s.bucket(jobID), jobID, int(r.Type), string(r.SubType), rem, ms, ifFence, s.opts.HistoryCap,
-		jsonString(r.By), jsonString(clip(r.Why)), r.Group, string(r.GroupOp))
+		jsonString(r.By), jsonString(clip(r.Why)), r.Group, string(r.GroupOp), r.Order)
 	if err != nil {
 		return 0, err
 	}
 	st, _ := strconv.Atoi(out[1])
+	if len(out) > 3 && out[3] == "seen" {
+		return model.JobState(st), ErrOrderSeen
+	}
 	return model.JobState(st), nil
 }
 

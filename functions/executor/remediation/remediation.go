@@ -132,6 +132,7 @@ func notApplicable(reason, format string, args ...any) error {
 //   - secure: hardens every pod template; see secureManifest.
 //   - reallocation: no manifest changes.
 //   - redeploy: no manifest changes; the executor applies them again with a new fence.
+//   - restart: the pod templates' restart annotation set to r.RestartedAt; see restart.
 //
 // r.Workload ("Kind/name", the kind case-insensitive) narrows any action to that manifest;
 // empty means every manifest the action applies to, except for patch, which needs exactly one
@@ -187,6 +188,7 @@ var remediations = map[model.SubType]func([]*object, model.Remediation, Options)
 	model.Reallocation: nil,
 	// Redeploy applies the same manifests again, with the new execution's fence.
 	model.Redeploy: nil,
+	model.Restart:  restart,
 }
 
 // object is one manifest of the job, parsed; obj is nil when it is not one YAML object.

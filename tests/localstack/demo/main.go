@@ -139,8 +139,19 @@ func (d *demo) run(ctx context.Context) error {
 		fmt.Println("   the spoke cluster1 did not show 2 desired replicas of guestbook/frontend within a minute")
 	}
 
-	step("4. stop the application (eu.icos.jobgroup.stop.v1): running jobs become DeleteDeployment jobs")
 	idBody, _ := json.Marshal(map[string]string{"id": g.ID})
+	step("3b. restart the application (eu.icos.jobgroup.restart.v1): every running job becomes an UpdateDeployment restart that sets kubectl.kubernetes.io/restartedAt on its pod templates, and nothing else")
+	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.restart.v1", "application/json", idBody, nil); err != nil {
+		return err
+	}
+	if _, err := d.follow(ctx, g.ID, 2*time.Minute, func(j job) bool { return j.SubType == "restart" && (j.State == 3 || j.State == 4) }); err != nil {
+		return err
+	}
+	if err := d.report(ctx, g.ID); err != nil {
+		return err
+	}
+
+	step("4. stop the application (eu.icos.jobgroup.stop.v1): running jobs become DeleteDeployment jobs")
 	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.stop.v1", "application/json", idBody, nil); err != nil {
 		return err
 	}
@@ -265,6 +276,48 @@ func (d *demo) get(ctx context.Context, url string, out any) error {
 		return fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, raw)
 	}
 	return json.Unmarshal(raw, out)
+}
+
+// report prints the group's per-instance report (GET /jobmanager/groups/{id}/report), one
+// line per component and cluster.
+func (d *demo) report(ctx context.Context, groupID string) error {
+	step("3c. the per-instance report (GET /jobmanager/groups/{id}/report, from Redis only)")
+	var rep struct {
+		Components []struct {
+			Name      string `json:"name"`
+			Instances []struct {
+				Cluster   string `json:"cluster"`
+				State     string `json:"state"`
+				Oakestra  string `json:"oakestra_status"`
+				Workloads []struct {
+					Kind      string `json:"kind"`
+					Name      string `json:"name"`
+					Desired   *int64 `json:"desired"`
+					Available *int64 `json:"availableReplicas"`
+				} `json:"workloads"`
+			} `json:"instances"`
+		} `json:"components"`
+	}
+	if err := d.get(ctx, d.env["JOBS_URL"]+"/jobmanager/groups/"+groupID+"/report", &rep); err != nil {
+		return err
+	}
+	for _, c := range rep.Components {
+		for _, in := range c.Instances {
+			line := fmt.Sprintf("   %-12s %-10s %-9s %-8s", c.Name, in.Cluster, in.State, in.Oakestra)
+			for _, w := range in.Workloads {
+				line += fmt.Sprintf("  %s/%s %s/%s available", w.Kind, w.Name, count(w.Available), count(w.Desired))
+			}
+			fmt.Println(line)
+		}
+	}
+	return nil
+}
+
+func count(n *int64) string {
+	if n == nil {
+		return "?"
+	}
+	return fmt.Sprint(*n)
 }
 
 func step(s string) { fmt.Printf("\n== %s\n", s) }

@@ -1,0 +1,133 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+)
+
+// restartGroup restarts the running workloads of a group (of one component when component
+// is set), as `kubectl rollout restart` does: every job that ran and ended becomes an
+// UpdateDeployment of sub-type restart, whose execution sets the pod templates' restart
+// annotation to the time the restart was ordered and changes nothing else. order names the
+// request: a job it re-opened once is not re-opened again when the same order is delivered
+// again. Jobs being executed (or waiting for another order) refuse: 409 with the group, the
+// others restarted; jobs stopped or never started are left alone.
+func (s *service) restartGroup(ctx context.Context, id, component, order, by string) (*model.JobGroup, *Failure) {
+	g, err := s.store.GetGroup(ctx, id)
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	now, err := s.store.Now(ctx)
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	rem := &model.Remediation{Action: model.Restart, RestartedAt: now.UTC().Format(time.RFC3339Nano), Order: order}
+	var refused []string
+	found, restarted := false, 0
+	for _, j := range g.Jobs {
+		if component != "" && j.Component != component {
+			continue
+		}
+		found = true
+		if j.Type == model.DeleteDeployment || j.Fence == 0 {
+			continue // stopped, or never deployed: nothing runs
+		}
+		_, err := s.store.Reopen(ctx, j.ID, store.Reopen{Type: model.UpdateDeployment, SubType: model.Restart,
+			Remediation: rem, Order: order, By: by, Why: "restart ordered"})
+		switch {
+		case err == nil, errors.Is(err, store.ErrOrderSeen):
+			restarted++
+		case errors.Is(err, store.ErrWrongState):
+			refused = append(refused, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
+		default:
+			return nil, failureOf(err)
+		}
+	}
+	if component != "" && !found {
+		return nil, fail(http.StatusNotFound, "group %s has no component %q", id, component)
+	}
+	s.announce(ctx, id)
+	after, err := s.group(ctx, id)
+	if err != nil {
+		return nil, failureOf(err)
+	}
+	switch {
+	case len(refused) > 0:
+		return after, fail(http.StatusConflict, "group %s: %d jobs restarted; these are being executed or wait for another order, retry when they end: %s",
+			id, restarted, list(refused))
+	case restarted == 0:
+		return after, fail(http.StatusConflict, "group %s has no deployed workload to restart (stopped, or not deployed yet)", id)
+	}
+	return after, nil
+}
+
+// restartRef reads a restart order: {"id": <group>, "component": <optional>} (YAML or JSON),
+// or the group id as the event subject.
+func restartRef(e event.Event) (id, component string, err error) {
+	var ref struct {
+		ID        string `json:"id"`
+		Component string `json:"component"`
+	}
+	if len(e.Data()) > 0 {
+		if err := yaml.Unmarshal(e.Data(), &ref); err != nil {
+			return "", "", fmt.Errorf(`data is not {"id": "<group id>", "component": "<optional component>"}: %v`, err)
+		}
+	}
+	if ref.ID == "" {
+		ref.ID = e.Subject()
+	}
+	if ref.ID == "" {
+		return "", "", fmt.Errorf("missing field(s): id (the job group id, in the data or as the event subject)")
+	}
+	return ref.ID, ref.Component, nil
+}
+
+// eventOrder names the order an event carries, the same for every delivery of it.
+func eventOrder(source, id string) string {
+	return "event:" + uuid.NewSHA1(uuid.NameSpaceURL, []byte("ocm-jobs/order/"+source+"/"+id)).String()
+}
+
+// restartGroup is PUT /groups/restart/{id}: the component is ?component= or the body's
+// {"component": …} (no body: every component). 200 with the group; 409 when some jobs are
+// being executed (the others are restarted: send it again once they end).
+func (f *Function) restartGroup(w http.ResponseWriter, r *http.Request) {
+	component := r.URL.Query().Get("component")
+	if body, err := readOptionalBody(r); err != nil {
+		writeError(w, fail(http.StatusBadRequest, "reading the body: %v", err))
+		return
+	} else if len(body) > 0 {
+		var b struct {
+			Component string `json:"component"`
+		}
+		if err := json.Unmarshal(body, &b); err != nil {
+			writeError(w, fail(http.StatusUnprocessableEntity, `want no body or {"component": "<component name>"}: %v`, err))
+			return
+		}
+		if component != "" && b.Component != "" && component != b.Component {
+			writeError(w, fail(http.StatusUnprocessableEntity, "the query names component %q and the body %q", component, b.Component))
+			return
+		}
+		if b.Component != "" {
+			component = b.Component
+		}
+	}
+	g, fl := f.svc.restartGroup(r.Context(), r.PathValue("id"), component, "api:"+uuid.NewString(), caller(r))
+	answer(w, http.StatusOK, g, fl, g != nil)
+}
+
+// readOptionalBody reads a small optional body (a restart's component).
+func readOptionalBody(r *http.Request) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(r.Body, 64<<10))
+}
