@@ -1,0 +1,209 @@
+package eventing
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	workv1 "open-cluster-management.io/api/work/v1"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/tests/servers"
+)
+
+// statusEvents wires k8s/base's event-driven status sync on the suite's stack: the
+// statussync function (a real process, no cron tick sent) behind the broker, the
+// ApiServerSource on ManifestWorks labelled as ocm-jobs's (Reference mode, a read-only
+// account) and the Triggers for its add, update and delete events.
+func statusEvents(t *testing.T, prefix string) {
+	t.Helper()
+	broker(t)
+	fn := servers.StartFunction(t, "../..", map[string]string{
+		"FUNCTION": "statussync", "REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig,
+		"STORE_PREFIX": prefix, "K_SINK": env.Knative.BrokerURL(ns, "default"), "LOG_LEVEL": "info",
+		"AUTH_MODE": "none", "AUTH_CLOUDEVENTS": "false",
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("statussync log:\n%s", tailOf(fn.Log, 3000))
+		}
+	})
+	url, err := env.Knative.Expose("statussync.ocm-jobs.test", fn.URL[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"add", "update", "delete"} {
+		trigger(t, "statussync-work-"+verb, "dev.knative.apiserver.ref."+verb, url,
+			"  delivery:\n    retry: 2\n    backoffPolicy: exponential\n    backoffDelay: PT0.2S\n")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err = env.Knative.Apply(ctx, `
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: work-watcher
+  namespace: `+ns+`
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: ocm-jobs-test-work-watcher
+rules:
+- apiGroups: [work.open-cluster-management.io]
+  resources: [manifestworks]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: ocm-jobs-test-work-watcher
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: ocm-jobs-test-work-watcher
+subjects:
+- kind: ServiceAccount
+  name: work-watcher
+  namespace: `+ns+`
+---
+apiVersion: sources.knative.dev/v1
+kind: ApiServerSource
+metadata:
+  name: works
+  namespace: `+ns+`
+spec:
+  mode: Reference
+  serviceAccountName: work-watcher
+  namespaceSelector: {}
+  resources:
+  - apiVersion: work.open-cluster-management.io/v1
+    kind: ManifestWork
+    selector:
+      matchLabels:
+        app.kubernetes.io/managed-by: ocm-jobs
+  sink:
+    ref:
+      apiVersion: eventing.knative.dev/v1
+      kind: Broker
+      name: default
+`)
+	if err == nil {
+		err = waitReady(ctx, apiSources, "works")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Deleting a ManifestWork by hand turns its job Degraded within 2 s: the ApiServerSource's
+// delete event reaches statussync through the real broker, with no cron tick at all. The job
+// got Finished the same way (the agent's status write, an update event).
+func TestDeletedWorkDegradesItsJobWithin2s(t *testing.T) {
+	prefix := "se" + uuid.NewString()[:8]
+	statusEvents(t, prefix)
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	st, err := store.New(rdb, store.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubID, err := env.Hub.HubID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 3; round++ {
+		j := promotedJob(t, st, hubID)
+		mw, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(t, j, hubID), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitJob(t, st, j.ID, time.Minute, "Finished on the agent's status write", func(j *model.Job) bool { return j.State == model.Finished })
+
+		start := time.Now()
+		if err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Delete(ctx, mw.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got := waitJob(t, st, j.ID, 10*time.Second, "Degraded", func(j *model.Job) bool { return j.State == model.Degraded })
+		took := time.Since(start)
+		t.Logf("round %d: ManifestWork deleted → job Degraded in %s (%s)", round, took.Round(time.Millisecond),
+			got.Resource.Condition(model.ConditionDegraded).Reason)
+		if took > 2*time.Second {
+			t.Fatalf("round %d: job Degraded %s after its work's delete, want within 2s", round, took)
+		}
+	}
+}
+
+// promotedJob stores a one-component group and promotes its job to the hub hubID.
+func promotedJob(t *testing.T, st *store.Store, hubID string) *model.Job {
+	t.Helper()
+	ctx := context.Background()
+	g := &model.JobGroup{AppName: "shop", Jobs: []model.Job{{
+		Component: "web", Namespace: "default",
+		Targets:   &model.Target{ClusterName: "cluster1", Orchestrator: model.OCM},
+		Manifests: []model.PlainManifest{{YamlString: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n"}},
+	}}}
+	if err := st.CreateGroup(ctx, g, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Promote(ctx, g.Jobs[0].ID, hubID, "exec-"+uuid.NewString()[:8]); err != nil {
+		t.Fatal(err)
+	}
+	j, err := st.GetJob(ctx, g.Jobs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// workOf is the ManifestWork the executor writes for j (labels, fence), holding a ConfigMap.
+func workOf(t *testing.T, j *model.Job, hubID string) *workv1.ManifestWork {
+	t.Helper()
+	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web-" + j.ID, Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	raw, err := json.Marshal(cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &workv1.ManifestWork{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: ocm.WorkName(j.ID), Namespace: j.Targets.ClusterName,
+			Annotations: map[string]string{ocm.AnnotationFence: strconv.FormatUint(j.Fence, 10)},
+			Labels: map[string]string{
+				ocm.LabelManagedBy: ocm.ManagedBy, ocm.LabelJob: j.ID, ocm.LabelInstance: j.JobGroupID,
+				ocm.LabelComponent: j.Component, ocm.LabelOwner: ocm.LabelValue(hubID),
+			},
+		},
+		Spec: workv1.ManifestWorkSpec{Workload: workv1.ManifestsTemplate{Manifests: []workv1.Manifest{
+			{RawExtension: runtime.RawExtension{Raw: raw}}}}},
+	}
+}
+
+// waitJob polls the job (20 ms) until ok holds, or fails after timeout.
+func waitJob(t *testing.T, st *store.Store, id string, timeout time.Duration, what string, ok func(*model.Job) bool) *model.Job {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		j, err := st.GetJob(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(j) {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s not %s within %s: state %s", id, what, timeout, j.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
