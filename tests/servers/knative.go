@@ -18,6 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // KnativeVersion is the Knative Eventing release `make tools` builds (tests/tools/install.sh).
@@ -90,12 +92,22 @@ type Knative struct {
 	ipPrefix string
 
 	kubelet *kubelet
+	// kube is the hub's client for the kubelet's polling (API warnings silenced).
+	kube kubernetes.Interface
+	// written are the Endpoints written, by namespace/name, with their addresses.
+	written map[string]string
+	// nextPodIP numbers the pods' addresses.
+	nextPodIP int
 }
 
 // StartKnative applies Knative Eventing's config to hub and starts its components; it returns
 // once the controllers, the broker's ingress and filter and the channel dispatcher run.
 func StartKnative(ctx context.Context, hub *Hub, opts KnativeOptions) (*Knative, error) {
 	dir := filepath.Join(hub.Dir, "knative")
+	if d := os.Getenv("OCM_JOBS_KNATIVE_DIR"); d != "" {
+		// Keeps the pods' logs and the hosts file after the run, for debugging.
+		dir = d
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "pods"), 0o755); err != nil {
 		return nil, err
 	}
@@ -106,8 +118,14 @@ func StartKnative(ctx context.Context, hub *Hub, opts KnativeOptions) (*Knative,
 	// Loopback addresses of this stack: 127.X.Y.n, X and Y from the PID so that concurrent
 	// stacks (other test binaries) do not meet.
 	pid := os.Getpid()
+	cfg := rest.CopyConfig(hub.Config)
+	cfg.WarningHandler = rest.NoWarnings{}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	k := &Knative{
-		hub: hub, Dir: dir, hosts: filepath.Join(dir, "hosts"), apiAddr: u.Host,
+		hub: hub, Dir: dir, hosts: filepath.Join(dir, "hosts"), apiAddr: u.Host, kube: kube, written: map[string]string{},
 		names: map[string]string{}, services: map[string]*forwarder{}, backends: map[string]func() (net.Conn, error){},
 		ipPrefix: fmt.Sprintf("127.%d.%d.", 100+pid%150, 1+(pid/150)%250),
 	}
@@ -299,7 +317,7 @@ func (k *Knative) BrokerURL(namespace, broker string) string {
 // syncServices gives every Service with a selector (and every ExternalName to a known name)
 // its address, its forwarders and its Endpoints once a pod of ours serves it.
 func (k *Knative) syncServices(ctx context.Context, pods map[string]*podProc) {
-	svcs, err := k.hub.Kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	svcs, err := k.kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return
 	}
@@ -366,9 +384,18 @@ func (k *Knative) syncServices(ctx context.Context, pods map[string]*podProc) {
 // writeEndpoints records a Service's ready pods, as the endpoints controller would.
 func (k *Knative) writeEndpoints(ctx context.Context, s corev1.Service, pods []*podProc) {
 	var subset corev1.EndpointSubset
+	var sig []string
 	for _, p := range pods {
 		subset.Addresses = append(subset.Addresses, corev1.EndpointAddress{IP: p.ip,
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: p.ns, Name: p.name}})
+		sig = append(sig, p.ip)
+	}
+	key := s.Namespace + "/" + s.Name
+	k.mu.Lock()
+	same := k.written[key] == strings.Join(sig, ",")
+	k.mu.Unlock()
+	if same {
+		return
 	}
 	for _, port := range s.Spec.Ports {
 		n := port.TargetPort.IntValue()
@@ -379,31 +406,21 @@ func (k *Knative) writeEndpoints(ctx context.Context, s corev1.Service, pods []*
 	}
 	want := corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels},
 		Subsets: []corev1.EndpointSubset{subset}}
-	cur, err := k.hub.Kube.CoreV1().Endpoints(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
+	cur, err := k.kube.CoreV1().Endpoints(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		_, _ = k.hub.Kube.CoreV1().Endpoints(s.Namespace).Create(ctx, &want, metav1.CreateOptions{})
-	case err == nil && !sameAddresses(cur.Subsets, want.Subsets):
+		_, err = k.kube.CoreV1().Endpoints(s.Namespace).Create(ctx, &want, metav1.CreateOptions{})
+	case err == nil:
 		cur.Subsets = want.Subsets
-		_, _ = k.hub.Kube.CoreV1().Endpoints(s.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
+		_, err = k.kube.CoreV1().Endpoints(s.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 	}
-}
-
-func sameAddresses(a, b []corev1.EndpointSubset) bool {
-	if len(a) != len(b) {
-		return false
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "knative kubelet: Endpoints %s: %v\n", key, err)
+		return
 	}
-	for i := range a {
-		if len(a[i].Addresses) != len(b[i].Addresses) || len(a[i].Ports) != len(b[i].Ports) {
-			return false
-		}
-		for j := range a[i].Addresses {
-			if a[i].Addresses[j].IP != b[i].Addresses[j].IP {
-				return false
-			}
-		}
-	}
-	return true
+	k.mu.Lock()
+	k.written[key] = strings.Join(sig, ",")
+	k.mu.Unlock()
 }
 
 // addresses are the forwarded addresses every pod must reach.

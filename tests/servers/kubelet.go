@@ -89,7 +89,7 @@ func (kl *kubelet) run(ctx context.Context) {
 
 // sync starts the pods that are new, stops those that are gone, and syncs the Services.
 func (kl *kubelet) sync(ctx context.Context) {
-	list, err := kl.k.hub.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	list, err := kl.k.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return
 	}
@@ -150,9 +150,12 @@ func (kl *kubelet) startPod(ctx context.Context, pod *corev1.Pod) error {
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("image %s: %w (run `make tools`)", c.Image, err)
 	}
+	// The pod's address in its status and its Services' Endpoints: from the documentation
+	// range (RFC 5737), which the API server accepts there (it refuses loopback) and which
+	// nothing ever dials — the pod is reached through its Services' loopback addresses.
 	kl.k.mu.Lock()
-	kl.k.nextIP++
-	ip := kl.k.ipPrefix + itoa(kl.k.nextIP)
+	kl.k.nextPodIP++
+	ip := fmt.Sprintf("192.0.2.%d", kl.k.nextPodIP%250+1)
 	kl.k.mu.Unlock()
 	env, err := kl.env(ctx, pod, c, ip)
 	if err != nil {
@@ -244,12 +247,12 @@ func (kl *kubelet) env(ctx context.Context, pod *corev1.Pod, c corev1.Container,
 					v = "local"
 				}
 			case f.ConfigMapKeyRef != nil:
-				cm, err := kl.k.hub.Kube.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, f.ConfigMapKeyRef.Name, metav1.GetOptions{})
+				cm, err := kl.k.kube.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, f.ConfigMapKeyRef.Name, metav1.GetOptions{})
 				if err == nil {
 					v = cm.Data[f.ConfigMapKeyRef.Key]
 				}
 			case f.SecretKeyRef != nil:
-				s, err := kl.k.hub.Kube.CoreV1().Secrets(pod.Namespace).Get(ctx, f.SecretKeyRef.Name, metav1.GetOptions{})
+				s, err := kl.k.kube.CoreV1().Secrets(pod.Namespace).Get(ctx, f.SecretKeyRef.Name, metav1.GetOptions{})
 				if err == nil {
 					v = string(s.Data[f.SecretKeyRef.Key])
 				}
@@ -263,7 +266,7 @@ func (kl *kubelet) env(ctx context.Context, pod *corev1.Pod, c corev1.Container,
 // markReady records the pod as running and ready, as a kubelet reports it.
 func (kl *kubelet) markReady(ctx context.Context, pod *corev1.Pod, p *podProc) error {
 	now := metav1.Now()
-	cur, err := kl.k.hub.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	cur, err := kl.k.kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
@@ -282,7 +285,7 @@ func (kl *kubelet) markReady(ctx context.Context, pod *corev1.Pod, p *podProc) e
 			Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: true, Started: &started,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}})
 	}
-	_, err = kl.k.hub.Kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+	_, err = kl.k.kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 	return err
 }
 

@@ -64,12 +64,16 @@ type netNS struct {
 	once sync.Once
 }
 
+// hostNetNS is this process's network namespace, read before any thread entered another:
+// /proc/self/ns/net names the main thread's, and a thread of openNetNS may be the main thread.
+var hostNetNS, _ = os.Readlink("/proc/self/ns/net")
+
 // openNetNS waits until process pid has a network namespace other than this process's, then
 // starts a thread in it and brings its loopback interface up.
 func openNetNS(pid int, timeout time.Duration) (*netNS, error) {
-	own, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		return nil, err
+	own := hostNetNS
+	if own == "" {
+		return nil, errors.New("this process's network namespace is unknown")
 	}
 	path := fmt.Sprintf("/proc/%d/ns/net", pid)
 	deadline := time.Now().Add(timeout)
