@@ -194,7 +194,7 @@ func (r *receiver) waitFor(t *testing.T, timeout time.Duration, what string, con
 		case <-r.note:
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
-			t.Fatalf("%s: not within %s; got %d deliveries: %+v", what, timeout, len(got), got)
+			t.Fatalf("%s: not within %s; got %d deliveries: %+v\nKnative's pods:\n%s", what, timeout, len(got), got, env.Knative.PodLogs(1500))
 		}
 	}
 }
@@ -233,7 +233,7 @@ func send(t *testing.T, id, typ, data string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sending %s to %s: status %d, %v", id, url, status, err)
+			t.Fatalf("sending %s to %s: status %d, %v\nKnative's pods:\n%s", id, url, status, err, env.Knative.PodLogs(1500))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
