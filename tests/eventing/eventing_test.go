@@ -18,7 +18,7 @@ import (
 
 // trigger applies a Trigger on the suite's broker (delivery as given, YAML under spec) and
 // waits until it is Ready.
-func trigger(t *testing.T, name, filterType, subscriber, delivery string) {
+func trigger(t testing.TB, name, filterType, subscriber, delivery string) {
 	t.Helper()
 	broker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -57,7 +57,7 @@ var (
 // deleteTrigger deletes a Trigger and waits until the channel's dispatcher no longer
 // delivers to it (its subscription left the channel's status), so that a later test's
 // publish does not fail on a subscriber that is gone.
-func deleteTrigger(t *testing.T, name string) {
+func deleteTrigger(t testing.TB, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dc, err := dynamic.NewForConfig(env.Hub.Config)
@@ -105,7 +105,7 @@ func deleteTrigger(t *testing.T, name string) {
 }
 
 // deleteObject deletes a namespaced object of the suite.
-func deleteObject(t *testing.T, gvr schema.GroupVersionResource, name string) {
+func deleteObject(t testing.TB, gvr schema.GroupVersionResource, name string) {
 	dc, err := dynamic.NewForConfig(env.Hub.Config)
 	if err == nil {
 		err = dc.Resource(gvr).Namespace(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
@@ -118,7 +118,7 @@ func deleteObject(t *testing.T, gvr schema.GroupVersionResource, name string) {
 // warmUp sends events of type typ until r gets one. A Trigger is Ready once its subscription
 // is in the channel's status, which may be a moment before the channel's dispatcher fans out
 // to it; an event published in between reaches the Triggers the dispatcher knew.
-func warmUp(t *testing.T, r *receiver, typ string) {
+func warmUp(t testing.TB, r *receiver, typ string) {
 	t.Helper()
 	for i := 0; count(r.deliveries(), func(d delivery) bool { return strings.HasPrefix(d.ID, "warmup-") }) == 0; i++ {
 		if i == 60 {

@@ -51,7 +51,7 @@ var (
 
 // broker creates the suite's Broker (once) as the webhook would leave it (class and channel
 // config set) and waits until Knative reports it Ready.
-func broker(t *testing.T) {
+func broker(t testing.TB) {
 	t.Helper()
 	brokerOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -138,7 +138,7 @@ type receiver struct {
 	srv  *http.Server
 }
 
-func newReceiver(t *testing.T, name string, answer func(d delivery, attempt int) int) *receiver {
+func newReceiver(t testing.TB, name string, answer func(d delivery, attempt int) int) *receiver {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -182,7 +182,7 @@ func (r *receiver) deliveries() []delivery {
 }
 
 // waitFor waits until cond holds over the deliveries, or fails the test after timeout.
-func (r *receiver) waitFor(t *testing.T, timeout time.Duration, what string, cond func([]delivery) bool) []delivery {
+func (r *receiver) waitFor(t testing.TB, timeout time.Duration, what string, cond func([]delivery) bool) []delivery {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -211,7 +211,7 @@ func count(ds []delivery, f func(delivery) bool) int {
 
 // send posts a binary-mode CloudEvent to the suite's broker ingress and wants 202; it retries
 // while the ingress is not yet routing (a name just added resolves within Go's hosts cache).
-func send(t *testing.T, id, typ, data string) {
+func send(t testing.TB, id, typ, data string) {
 	t.Helper()
 	url := env.Knative.BrokerURL(ns, "default")
 	deadline := time.Now().Add(30 * time.Second)

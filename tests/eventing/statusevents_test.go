@@ -3,7 +3,11 @@ package eventing
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +28,7 @@ import (
 // statussync function (a real process, no cron tick sent) behind the broker, the
 // ApiServerSource on ManifestWorks labelled as ocm-jobs's (Reference mode, a read-only
 // account) and the Triggers for its add, update and delete events.
-func statusEvents(t *testing.T, prefix string) {
+func statusEvents(t testing.TB, prefix string) {
 	t.Helper()
 	broker(t)
 	fn := servers.StartFunction(t, "../..", map[string]string{
@@ -145,7 +149,7 @@ func TestDeletedWorkDegradesItsJobWithin2s(t *testing.T) {
 }
 
 // promotedJob stores a one-component group and promotes its job to the hub hubID.
-func promotedJob(t *testing.T, st *store.Store, hubID string) *model.Job {
+func promotedJob(t testing.TB, st *store.Store, hubID string) *model.Job {
 	t.Helper()
 	ctx := context.Background()
 	g := &model.JobGroup{AppName: "shop", Jobs: []model.Job{{
@@ -167,7 +171,7 @@ func promotedJob(t *testing.T, st *store.Store, hubID string) *model.Job {
 }
 
 // workOf is the ManifestWork the executor writes for j (labels, fence), holding a ConfigMap.
-func workOf(t *testing.T, j *model.Job, hubID string) *workv1.ManifestWork {
+func workOf(t testing.TB, j *model.Job, hubID string) *workv1.ManifestWork {
 	t.Helper()
 	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: "web-" + j.ID, Namespace: "default"}, Data: map[string]string{"k": "v"}}
@@ -190,7 +194,7 @@ func workOf(t *testing.T, j *model.Job, hubID string) *workv1.ManifestWork {
 }
 
 // waitJob polls the job (20 ms) until ok holds, or fails after timeout.
-func waitJob(t *testing.T, st *store.Store, id string, timeout time.Duration, what string, ok func(*model.Job) bool) *model.Job {
+func waitJob(t testing.TB, st *store.Store, id string, timeout time.Duration, what string, ok func(*model.Job) bool) *model.Job {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -206,4 +210,147 @@ func waitJob(t *testing.T, st *store.Store, id string, timeout time.Duration, wh
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// BenchmarkStatusLatency measures, in one run, how long a job takes to follow its work's
+// status: from the work's creation (its agent applies it and writes Available) to the job's
+// Finished, at 10 changes/s — half the jobs synced by the event path (the
+// ApiServerSource, the broker, statussync's SyncWork) and half by a second statussync that
+// only gets the cron tick (every 10 s, as `make run`'s PingSource), with its own store prefix.
+// It prints p50 and p99 of each. The clock starts when the work is created (the agent
+// applies and writes its status within a few ms here, the same for both paths).
+func BenchmarkStatusLatency(b *testing.B) {
+	const perPath, rate, tickEvery = 30, 10, 10 * time.Second
+	for i := 0; i < b.N; i++ {
+		eventPrefix, tickPrefix := "be"+uuid.NewString()[:8], "bt"+uuid.NewString()[:8]
+		statusEvents(b, eventPrefix)
+		ticker := servers.StartFunction(b, "../..", map[string]string{
+			"FUNCTION": "statussync", "REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig,
+			"STORE_PREFIX": tickPrefix, "K_SINK": "", "LOG_LEVEL": "warn", "AUTH_MODE": "none", "AUTH_CLOUDEVENTS": "false",
+		})
+		stopTicks := tick(b, ticker.URL, tickEvery)
+		ctx := context.Background()
+		hubID, err := env.Hub.HubID(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stores := map[string]*store.Store{}
+		for _, p := range []string{eventPrefix, tickPrefix} {
+			rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr, PoolSize: 16})
+			b.Cleanup(func() { rdb.Close() })
+			if stores[p], err = store.New(rdb, store.Options{Prefix: p}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		type pending struct {
+			path, id string
+			created  time.Time
+		}
+		var jobs []pending
+		// Warm up the event path: one job Finished through it before the clock runs.
+		warm := promotedJob(b, stores[eventPrefix], hubID)
+		if _, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(b, warm, hubID), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		waitJob(b, stores[eventPrefix], warm.ID, time.Minute, "Finished (warm-up)", func(j *model.Job) bool { return j.State == model.Finished })
+		for n := 0; n < 2*perPath; n++ {
+			path := []string{eventPrefix, tickPrefix}[n%2]
+			j := promotedJob(b, stores[path], hubID)
+			created := time.Now()
+			if _, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(b, j, hubID), metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			jobs = append(jobs, pending{path, j.ID, created})
+			time.Sleep(time.Second / rate)
+		}
+		lat := map[string][]time.Duration{}
+		deadline := time.Now().Add(time.Minute)
+		for len(jobs) > 0 && time.Now().Before(deadline) {
+			rest := jobs[:0]
+			for _, p := range jobs {
+				j, err := stores[p.path].GetJob(ctx, p.id)
+				if err == nil && j.State == model.Finished {
+					lat[p.path] = append(lat[p.path], time.Since(p.created))
+					continue
+				}
+				rest = append(rest, p)
+			}
+			jobs = rest
+			time.Sleep(10 * time.Millisecond)
+		}
+		stopTicks()
+		// A job its path did not finish within the minute is counted, not timed: on the event
+		// path that is an event lost on the way (in production the tick catches it).
+		left := map[string]int{}
+		for _, p := range jobs {
+			left[p.path]++
+		}
+		for _, p := range []struct{ name, prefix string }{{"event", eventPrefix}, {"tick", tickPrefix}} {
+			p50, p99 := percentile(lat[p.prefix], 50), percentile(lat[p.prefix], 99)
+			b.Logf("%s path: %d of %d changes at %d/s (both paths) followed within a minute: p50 %s p99 %s (ticks answered: %s)",
+				p.name, len(lat[p.prefix]), perPath, rate, p50.Round(time.Millisecond), p99.Round(time.Millisecond), tickAnswers())
+			b.ReportMetric(float64(left[p.prefix]), p.name+"-unfollowed")
+			b.ReportMetric(float64(p50.Milliseconds()), p.name+"-p50-ms")
+			b.ReportMetric(float64(p99.Milliseconds()), p.name+"-p99-ms")
+		}
+	}
+}
+
+// answers are the tick's answers, for a failure message.
+var answers struct {
+	sync.Mutex
+	got []string
+}
+
+func tickAnswers() string {
+	answers.Lock()
+	defer answers.Unlock()
+	return strings.Join(answers.got, " ")
+}
+
+// tick posts the cron tick to a function every interval until the returned func is called.
+func tick(b *testing.B, url string, every time.Duration) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{}`))
+				req.Header.Set("Ce-Specversion", "1.0")
+				req.Header.Set("Ce-Id", "bench-tick-"+strconv.Itoa(i))
+				req.Header.Set("Ce-Type", "dev.knative.sources.ping")
+				req.Header.Set("Ce-Source", "/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron")
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				answers.Lock()
+				if err == nil {
+					resp.Body.Close()
+					answers.got = append(answers.got, strconv.Itoa(resp.StatusCode))
+				} else {
+					answers.got = append(answers.got, err.Error())
+				}
+				answers.Unlock()
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// percentile is the p-th percentile (nearest rank) of ds.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	k := (p*len(s) + 99) / 100
+	if k < 1 {
+		k = 1
+	}
+	return s[k-1]
 }
