@@ -12,9 +12,10 @@ FUZZTIME ?= 60s
 
 all: build
 
-## tools: build or install kube-apiserver, kubectl, etcd, redis-server, the OCM work agent and versitygw
+## tools: build or install kube-apiserver, kubectl, etcd, redis-server, the OCM work agent and versitygw,
+## and Knative Eventing's components (tests/eventing runs them against the hub)
 tools:
-	bash tests/tools/install.sh all
+	bash tests/tools/install.sh all knative
 
 build:
 	$(GO) build ./...

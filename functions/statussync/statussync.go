@@ -31,6 +31,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -78,7 +79,7 @@ func (c Config) Validate() error {
 }
 
 // Types are the event types the statussync function handles.
-var Types = []string{events.JobProgressing, events.Ping}
+var Types = []string{events.JobProgressing, events.Ping, events.APIServerAdd, events.APIServerUpdate, events.APIServerDelete}
 
 // Function is the statussync function.
 type Function struct {
@@ -118,8 +119,9 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 // the resource status it writes.
 func (f *Function) Routes() map[string]http.Handler { return nil }
 
-// Handle handles the cron tick (sync every job of this hub) and job.progressing (sync that
-// job now, not a tick later).
+// Handle handles the cron tick (sync every job of this hub), job.progressing (sync that job
+// now, not a tick later) and an ApiServerSource's change of a ManifestWork (sync its job once,
+// at once: the work's agent wrote its status, or someone deleted it).
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 	if f.noHub != nil {
 		return nil, events.Unavailable("status sync has no hub: %v", f.noHub)
@@ -137,6 +139,19 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 			return nil, events.Unprocessable("%v", err)
 		}
 		r, err := f.SyncJob(ctx, jobID)
+		if err != nil {
+			return nil, events.Unavailable("status sync of job %s: %v", jobID, err)
+		}
+		return nil, events.Done("%s", r)
+	case events.APIServerAdd, events.APIServerUpdate, events.APIServerDelete:
+		jobID, ok, err := jobOfWork(e)
+		if err != nil {
+			return nil, events.Unprocessable("%v", err)
+		}
+		if !ok {
+			return nil, events.Done("not a job's ManifestWork")
+		}
+		r, err := f.SyncWork(ctx, jobID)
 		if err != nil {
 			return nil, events.Unavailable("status sync of job %s: %v", jobID, err)
 		}
@@ -170,4 +185,23 @@ func jobIDOf(e event.Event) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the event names no job (no jobid extension, subject or data id)")
+}
+
+// jobOfWork reads the job of an ApiServerSource event in Reference mode ({"apiVersion",
+// "kind", "namespace", "name"}): ok is false for an object that is not a job's ManifestWork.
+func jobOfWork(e event.Event) (jobID string, ok bool, err error) {
+	var ref struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Namespace  string `json:"namespace"`
+		Name       string `json:"name"`
+	}
+	if err := e.DataAs(&ref); err != nil {
+		return "", false, fmt.Errorf("the ApiServerSource event's data is no object reference: %v", err)
+	}
+	if ref.Kind != "ManifestWork" || !strings.HasPrefix(ref.APIVersion, "work.open-cluster-management.io/") {
+		return "", false, nil
+	}
+	jobID, ok = strings.CutPrefix(ref.Name, ocm.WorkName(""))
+	return jobID, ok && jobID != "", nil
 }

@@ -153,6 +153,17 @@ func (f *Function) Tick(ctx context.Context) (Report, error) {
 // again with backoff (0.1 s, 0.2 s, … then every second) until the work has a verdict on the
 // job or PROGRESS_WAIT passes, then the writes that change something.
 func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
+	return f.syncJob(ctx, jobID, math.MaxInt32)
+}
+
+// SyncWork syncs one job with its ManifestWork once, as an ApiServerSource's change of the
+// work asks: one GET, the verdict, the writes that change something.
+func (f *Function) SyncWork(ctx context.Context, jobID string) (Report, error) {
+	return f.syncJob(ctx, jobID, 1)
+}
+
+// syncJob reads the job's work up to reads times (with backoff) until it has a verdict.
+func (f *Function) syncJob(ctx context.Context, jobID string, reads int) (Report, error) {
 	start := time.Now()
 	var rep Report
 	j, err := f.store.GetJobStatus(ctx, jobID)
@@ -173,7 +184,7 @@ func (f *Function) SyncJob(ctx context.Context, jobID string) (Report, error) {
 	)
 	waitCtx, cancel := context.WithTimeout(ctx, f.cfg.ProgressWait)
 	defer cancel()
-	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: time.Second, Steps: math.MaxInt32}
+	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: time.Second, Steps: reads}
 	err = wait.ExponentialBackoffWithContext(waitCtx, backoff, func(wctx context.Context) (bool, error) {
 		var err error
 		if now, err = f.store.Now(wctx); err != nil {

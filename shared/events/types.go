@@ -24,6 +24,12 @@ const (
 
 	// Ping is the type of Knative PingSource events: the cron tick.
 	Ping = "dev.knative.sources.ping"
+
+	// Types of Knative ApiServerSource events in Reference mode: an object it watches (here a
+	// ManifestWork of ours) was added, changed or deleted; the data names it.
+	APIServerAdd    = "dev.knative.apiserver.ref.add"
+	APIServerUpdate = "dev.knative.apiserver.ref.update"
+	APIServerDelete = "dev.knative.apiserver.ref.delete"
 )
 
 // Extension attributes every emitted job event carries.

@@ -14,6 +14,11 @@ type Need struct {
 	// Hub starts a kube-apiserver with OCM's CRDs (and Knative's with Knative).
 	Hub     bool
 	Knative bool
+	// Eventing runs Knative Eventing itself against the hub (knative.go): its controllers,
+	// the multi-tenant broker, the in-memory channel, the PingSource adapter. Implies Hub.
+	Eventing bool
+	// Brokers are the brokers ("namespace/name") the suite creates (KnativeOptions.Brokers).
+	Brokers []string
 	// Clusters is how many managed clusters get a real work agent: 1 is cluster1 (the hub's
 	// own API server as spoke); 2 adds cluster2, a second API server with its own agent.
 	Clusters int
@@ -38,6 +43,8 @@ type Env struct {
 	Agents map[string]*Agent
 	// S3 is the object store, when Need.S3.
 	S3 *S3
+	// Knative is the Knative Eventing stack, when Need.Eventing.
+	Knative *Knative
 	// HubB is the second hub, when Need.TwoHubs.
 	HubB *Hub
 	// hubOf is the hub that manages each cluster.
@@ -65,9 +72,14 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 	if need.TwoHubs {
 		return env, env.startTwoHubs(ctx)
 	}
-	if need.Hub || need.Clusters > 0 {
-		if env.Hub, err = StartHub(HubOptions{Knative: need.Knative}); err != nil {
+	if need.Hub || need.Clusters > 0 || need.Eventing {
+		if env.Hub, err = StartHub(HubOptions{Knative: need.Knative || need.Eventing}); err != nil {
 			return nil, fmt.Errorf("hub: %w", err)
+		}
+	}
+	if need.Eventing {
+		if env.Knative, err = StartKnative(ctx, env.Hub, KnativeOptions{Brokers: need.Brokers}); err != nil {
+			return nil, fmt.Errorf("knative eventing: %w", err)
 		}
 	}
 	for i := 1; i <= need.Clusters; i++ {
@@ -129,6 +141,7 @@ func (e *Env) Stop() {
 	if e == nil {
 		return
 	}
+	e.Knative.Stop()
 	for _, a := range e.Agents {
 		a.Stop()
 	}

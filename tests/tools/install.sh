@@ -3,11 +3,12 @@
 # the work tree keyed by version, so a second run takes seconds:
 #
 #   $OCM_JOBS_TOOLS/bin/{kube-apiserver,kubectl,etcd,redis-server,redis-cli,work,versitygw}
+#   $OCM_JOBS_TOOLS/knative-eventing-$KNATIVE_VERSION/{bin/*,config/}   (step knative)
 #
 # kube-apiserver/kubectl come from the k8s.io/kubernetes module, the work agent from
 # open-cluster-management.io/ocm, versitygw from its module; etcd, redis and chromium (the web
 # UI's browser test) from Debian.
-# Usage: install.sh [all|apt|kube|agent|s3|func]...
+# Usage: install.sh [all|apt|kube|agent|s3|func|knative]...
 set -euo pipefail
 
 TOOLS=${OCM_JOBS_TOOLS:-$HOME/.cache/ocm-jobs}
@@ -15,6 +16,7 @@ K8S_VERSION=${K8S_VERSION:-1.34.4}
 OCM_VERSION=${OCM_VERSION:-v1.2.0}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 FUNC_VERSION=${FUNC_VERSION:-v0.44.0}
+KNATIVE_VERSION=${KNATIVE_VERSION:-v0.46.0}
 BIN=$TOOLS/bin
 export GOFLAGS=-buildvcs=false
 mkdir -p "$BIN"
@@ -139,6 +141,42 @@ install_func() {
   link func "$dir/func"
 }
 
+# Knative Eventing's components, run as processes against the hub by tests/servers (knative.go):
+# the controller, the multi-tenant channel-based broker's controller, ingress and filter, the
+# in-memory channel's controller and dispatcher, the PingSource adapter (mtping), the
+# ApiServerSource receive adapter and event_display (the local dead-letter sink); plus the
+# module's config/ (CRDs, config maps, roles) that the harness applies to the hub. No webhook:
+# the hub's API server could not call it, and the harness's objects carry its defaults.
+KNATIVE_CMDS="controller mtchannel_broker broker/ingress broker/filter in_memory/channel_controller
+  in_memory/channel_dispatcher mtping apiserver_receive_adapter event_display"
+install_knative() {
+  local dir=$TOOLS/knative-eventing-$KNATIVE_VERSION missing=() cmd
+  for cmd in $KNATIVE_CMDS; do [ -x "$dir/bin/$(basename "$cmd")" ] || missing+=("$cmd"); done
+  if [ ${#missing[@]} -gt 0 ] || [ ! -d "$dir/config" ]; then
+    local t0 t work=$TOOLS/build/eventing-$KNATIVE_VERSION src
+    t0=$(now); mkdir -p "$dir/bin" "$work"
+    src=$(modfield "knative.dev/eventing@$KNATIVE_VERSION" Dir)
+    # The module's own go.mod and go.sum pin what its commands were released with.
+    sed "s|^module knative.dev/eventing\$|module ocmjobs.local/eventingbuild|" "$src/go.mod" >"$work/go.mod"
+    cp "$src/go.sum" "$work/go.sum"; chmod u+w "$work/go.mod" "$work/go.sum"
+    printf 'knative.dev/eventing %s %s\nknative.dev/eventing %s/go.mod %s\n' "$KNATIVE_VERSION" \
+      "$(modfield "knative.dev/eventing@$KNATIVE_VERSION" Sum)" "$KNATIVE_VERSION" \
+      "$(modfield "knative.dev/eventing@$KNATIVE_VERSION" GoModSum)" >>"$work/go.sum"
+    (cd "$work" && go mod edit -require="knative.dev/eventing@$KNATIVE_VERSION")
+    for cmd in "${missing[@]}"; do
+      t=$(now)
+      (cd "$work" && go build -trimpath -ldflags '-s -w' -o "$dir/bin/$(basename "$cmd").tmp" "knative.dev/eventing/cmd/$cmd")
+      mv "$dir/bin/$(basename "$cmd").tmp" "$dir/bin/$(basename "$cmd")"
+      log "knative $cmd built in $(( $(now) - t ))s"
+    done
+    rm -rf "$dir/config.tmp"; mkdir -p "$dir/config.tmp"
+    cp -r "$src/config/core" "$src/config/brokers" "$src/config/channels" "$dir/config.tmp/"
+    chmod -R u+w "$dir/config.tmp"; rm -rf "$dir/config"; mv "$dir/config.tmp" "$dir/config"
+    log "Knative Eventing $KNATIVE_VERSION built in $(( $(now) - t0 ))s"
+  fi
+  link knative-eventing "$dir"
+}
+
 [ $# -gt 0 ] || set -- all
 t_all=$(now)
 for step in "$@"; do
@@ -148,6 +186,7 @@ for step in "$@"; do
     agent) install_agent ;;
     s3) install_s3 ;;
     func) install_func ;;
+    knative) install_knative ;;
     all) install_apt; install_kube; install_agent; install_s3 ;;
     *) echo "install.sh: unknown step $step" >&2; exit 2 ;;
   esac

@@ -1,0 +1,356 @@
+package eventing
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	workv1 "open-cluster-management.io/api/work/v1"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/ocm"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+	"github.com/ocm-jobs/ocm-jobs/tests/servers"
+)
+
+// statusEvents wires k8s/base's event-driven status sync on the suite's stack: the
+// statussync function (a real process, no cron tick sent) behind the broker, the
+// ApiServerSource on ManifestWorks labelled as ocm-jobs's (Reference mode, a read-only
+// account) and the Triggers for its add, update and delete events.
+func statusEvents(t testing.TB, prefix string) {
+	t.Helper()
+	broker(t)
+	fn := servers.StartFunction(t, "../..", map[string]string{
+		"FUNCTION": "statussync", "REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig,
+		"STORE_PREFIX": prefix, "K_SINK": env.Knative.BrokerURL(ns, "default"), "LOG_LEVEL": "info",
+		"AUTH_MODE": "none", "AUTH_CLOUDEVENTS": "false",
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("statussync log:\n%s", tailOf(fn.Log, 3000))
+		}
+	})
+	url, err := env.Knative.Expose("statussync.ocm-jobs.test", fn.URL[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"add", "update", "delete"} {
+		trigger(t, "statussync-work-"+verb, "dev.knative.apiserver.ref."+verb, url,
+			"  delivery:\n    retry: 2\n    backoffPolicy: exponential\n    backoffDelay: PT0.2S\n")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err = env.Knative.Apply(ctx, `
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: work-watcher
+  namespace: `+ns+`
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: ocm-jobs-test-work-watcher
+rules:
+- apiGroups: [work.open-cluster-management.io]
+  resources: [manifestworks]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: ocm-jobs-test-work-watcher
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: ocm-jobs-test-work-watcher
+subjects:
+- kind: ServiceAccount
+  name: work-watcher
+  namespace: `+ns+`
+---
+apiVersion: sources.knative.dev/v1
+kind: ApiServerSource
+metadata:
+  name: works
+  namespace: `+ns+`
+spec:
+  mode: Reference
+  serviceAccountName: work-watcher
+  namespaceSelector: {}
+  resources:
+  - apiVersion: work.open-cluster-management.io/v1
+    kind: ManifestWork
+    selector:
+      matchLabels:
+        app.kubernetes.io/managed-by: ocm-jobs
+  sink:
+    ref:
+      apiVersion: eventing.knative.dev/v1
+      kind: Broker
+      name: default
+`)
+	if err == nil {
+		err = waitReady(ctx, apiSources, "works")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Deleting a ManifestWork by hand turns its job Degraded within 2 s: the ApiServerSource's
+// delete event reaches statussync through the real broker, with no cron tick at all. The job
+// got Finished the same way (the agent's status write, an update event).
+func TestDeletedWorkDegradesItsJobWithin2s(t *testing.T) {
+	prefix := "se" + uuid.NewString()[:8]
+	statusEvents(t, prefix)
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	st, err := store.New(rdb, store.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubID, err := env.Hub.HubID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 3; round++ {
+		j := promotedJob(t, st, hubID)
+		mw, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(t, j, hubID), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitJob(t, st, j.ID, time.Minute, "Finished on the agent's status write", func(j *model.Job) bool { return j.State == model.Finished })
+
+		start := time.Now()
+		if err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Delete(ctx, mw.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got := waitJob(t, st, j.ID, 10*time.Second, "Degraded", func(j *model.Job) bool { return j.State == model.Degraded })
+		took := time.Since(start)
+		t.Logf("round %d: ManifestWork deleted → job Degraded in %s (%s)", round, took.Round(time.Millisecond),
+			got.Resource.Condition(model.ConditionDegraded).Reason)
+		if took > 2*time.Second {
+			t.Fatalf("round %d: job Degraded %s after its work's delete, want within 2s", round, took)
+		}
+	}
+}
+
+// promotedJob stores a one-component group and promotes its job to the hub hubID.
+func promotedJob(t testing.TB, st *store.Store, hubID string) *model.Job {
+	t.Helper()
+	ctx := context.Background()
+	g := &model.JobGroup{AppName: "shop", Jobs: []model.Job{{
+		Component: "web", Namespace: "default",
+		Targets:   &model.Target{ClusterName: "cluster1", Orchestrator: model.OCM},
+		Manifests: []model.PlainManifest{{YamlString: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n"}},
+	}}}
+	if err := st.CreateGroup(ctx, g, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Promote(ctx, g.Jobs[0].ID, hubID, "exec-"+uuid.NewString()[:8]); err != nil {
+		t.Fatal(err)
+	}
+	j, err := st.GetJob(ctx, g.Jobs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// workOf is the ManifestWork the executor writes for j (labels, fence), holding a ConfigMap.
+func workOf(t testing.TB, j *model.Job, hubID string) *workv1.ManifestWork {
+	t.Helper()
+	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web-" + j.ID, Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	raw, err := json.Marshal(cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &workv1.ManifestWork{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: ocm.WorkName(j.ID), Namespace: j.Targets.ClusterName,
+			Annotations: map[string]string{ocm.AnnotationFence: strconv.FormatUint(j.Fence, 10)},
+			Labels: map[string]string{
+				ocm.LabelManagedBy: ocm.ManagedBy, ocm.LabelJob: j.ID, ocm.LabelInstance: j.JobGroupID,
+				ocm.LabelComponent: j.Component, ocm.LabelOwner: ocm.LabelValue(hubID),
+			},
+		},
+		Spec: workv1.ManifestWorkSpec{Workload: workv1.ManifestsTemplate{Manifests: []workv1.Manifest{
+			{RawExtension: runtime.RawExtension{Raw: raw}}}}},
+	}
+}
+
+// waitJob polls the job (20 ms) until ok holds, or fails after timeout.
+func waitJob(t testing.TB, st *store.Store, id string, timeout time.Duration, what string, ok func(*model.Job) bool) *model.Job {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		j, err := st.GetJob(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(j) {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s not %s within %s: state %s", id, what, timeout, j.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkStatusLatency measures, in one run, how long a job takes to follow its work's
+// status: from the work's creation (its agent applies it and writes Available) to the job's
+// Finished, at 10 changes/s — half the jobs synced by the event path (the
+// ApiServerSource, the broker, statussync's SyncWork) and half by a second statussync that
+// only gets the cron tick (every 10 s, as `make run`'s PingSource), with its own store prefix.
+// It prints p50 and p99 of each. The clock starts when the work is created (the agent
+// applies and writes its status within a few ms here, the same for both paths).
+func BenchmarkStatusLatency(b *testing.B) {
+	const perPath, rate, tickEvery = 30, 10, 10 * time.Second
+	for i := 0; i < b.N; i++ {
+		eventPrefix, tickPrefix := "be"+uuid.NewString()[:8], "bt"+uuid.NewString()[:8]
+		statusEvents(b, eventPrefix)
+		ticker := servers.StartFunction(b, "../..", map[string]string{
+			"FUNCTION": "statussync", "REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig,
+			"STORE_PREFIX": tickPrefix, "K_SINK": "", "LOG_LEVEL": "warn", "AUTH_MODE": "none", "AUTH_CLOUDEVENTS": "false",
+		})
+		stopTicks := tick(b, ticker.URL, tickEvery)
+		ctx := context.Background()
+		hubID, err := env.Hub.HubID(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stores := map[string]*store.Store{}
+		for _, p := range []string{eventPrefix, tickPrefix} {
+			rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr, PoolSize: 16})
+			b.Cleanup(func() { rdb.Close() })
+			if stores[p], err = store.New(rdb, store.Options{Prefix: p}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		type pending struct {
+			path, id string
+			created  time.Time
+		}
+		var jobs []pending
+		// Warm up the event path: one job Finished through it before the clock runs.
+		warm := promotedJob(b, stores[eventPrefix], hubID)
+		if _, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(b, warm, hubID), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		waitJob(b, stores[eventPrefix], warm.ID, time.Minute, "Finished (warm-up)", func(j *model.Job) bool { return j.State == model.Finished })
+		for n := 0; n < 2*perPath; n++ {
+			path := []string{eventPrefix, tickPrefix}[n%2]
+			j := promotedJob(b, stores[path], hubID)
+			created := time.Now()
+			if _, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(b, j, hubID), metav1.CreateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			jobs = append(jobs, pending{path, j.ID, created})
+			time.Sleep(time.Second / rate)
+		}
+		lat := map[string][]time.Duration{}
+		deadline := time.Now().Add(time.Minute)
+		for len(jobs) > 0 && time.Now().Before(deadline) {
+			rest := jobs[:0]
+			for _, p := range jobs {
+				j, err := stores[p.path].GetJob(ctx, p.id)
+				if err == nil && j.State == model.Finished {
+					lat[p.path] = append(lat[p.path], time.Since(p.created))
+					continue
+				}
+				rest = append(rest, p)
+			}
+			jobs = rest
+			time.Sleep(10 * time.Millisecond)
+		}
+		stopTicks()
+		// A job its path did not finish within the minute is counted, not timed: on the event
+		// path that is an event lost on the way (in production the tick catches it).
+		left := map[string]int{}
+		for _, p := range jobs {
+			left[p.path]++
+		}
+		for _, p := range []struct{ name, prefix string }{{"event", eventPrefix}, {"tick", tickPrefix}} {
+			p50, p99 := percentile(lat[p.prefix], 50), percentile(lat[p.prefix], 99)
+			b.Logf("%s path: %d of %d changes at %d/s (both paths) followed within a minute: p50 %s p99 %s (ticks answered: %s)",
+				p.name, len(lat[p.prefix]), perPath, rate, p50.Round(time.Millisecond), p99.Round(time.Millisecond), tickAnswers())
+			b.ReportMetric(float64(left[p.prefix]), p.name+"-unfollowed")
+			b.ReportMetric(float64(p50.Milliseconds()), p.name+"-p50-ms")
+			b.ReportMetric(float64(p99.Milliseconds()), p.name+"-p99-ms")
+		}
+	}
+}
+
+// answers are the tick's answers, for a failure message.
+var answers struct {
+	sync.Mutex
+	got []string
+}
+
+func tickAnswers() string {
+	answers.Lock()
+	defer answers.Unlock()
+	return strings.Join(answers.got, " ")
+}
+
+// tick posts the cron tick to a function every interval until the returned func is called.
+func tick(b *testing.B, url string, every time.Duration) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{}`))
+				req.Header.Set("Ce-Specversion", "1.0")
+				req.Header.Set("Ce-Id", "bench-tick-"+strconv.Itoa(i))
+				req.Header.Set("Ce-Type", "dev.knative.sources.ping")
+				req.Header.Set("Ce-Source", "/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron")
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				answers.Lock()
+				if err == nil {
+					resp.Body.Close()
+					answers.got = append(answers.got, strconv.Itoa(resp.StatusCode))
+				} else {
+					answers.got = append(answers.got, err.Error())
+				}
+				answers.Unlock()
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// percentile is the p-th percentile (nearest rank) of ds.
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	k := (p*len(s) + 99) / 100
+	if k < 1 {
+		k = 1
+	}
+	return s[k-1]
+}
