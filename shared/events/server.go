@@ -117,9 +117,55 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 			_, _ = io.WriteString(w, `{"error":"not found: this endpoint serves the REST API (/jobmanager/...) only"}`+"\n")
 		})
 	}
-	mux.Handle("/", s.limitBody(events))
+	mux.Handle("/", s.limitBody(noTextReplies(events)))
 	return s.withLogger(restErrors(mux)), nil
 }
+
+// noTextReplies answers a delivery that asks for a reply (`Prefer: reply`, as Knative's broker
+// filter and channels send) with an empty body when it succeeds without a reply event: the
+// filter reads a 2xx body as the reply event, counts one it cannot parse as a failed delivery
+// (502) and the channel retries an event that was handled. Failures keep their message, and a
+// reply event (Ce- headers or a structured CloudEvent) is written as it is.
+func noTextReplies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Prefer") != "reply" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(&replyWriter{ResponseWriter: w}, r)
+	})
+}
+
+// replyWriter drops the body of a 2xx answer that is not a CloudEvent.
+type replyWriter struct {
+	http.ResponseWriter
+	wrote, drop bool
+}
+
+func (w *replyWriter) WriteHeader(code int) {
+	if !w.wrote {
+		h := w.Header()
+		w.wrote = true
+		w.drop = code < 300 && h.Get("Ce-Id") == "" && !strings.HasPrefix(h.Get("Content-Type"), "application/cloudevents")
+		if w.drop {
+			h.Del("Content-Type")
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *replyWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.drop {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (w *replyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // invoke runs the handler, turning a panic into a logged stack and a 500. The event is one
 // span, a child of the event's traceparent extension (else of the request's traceparent

@@ -478,3 +478,31 @@ func TestRESTErrorsAreJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestReplyDeliveryGetsNoTextBody: Knative's broker filter asks for a reply (`Prefer: reply`)
+// and reads any non-empty body of a 2xx as the reply event; a text body it cannot parse is a
+// failed delivery (502) that the channel retries. A success without a reply event must
+// therefore answer an empty body, while a reply event and every failure keep theirs.
+func TestReplyDeliveryGetsNoTextBody(t *testing.T) {
+	s := newStack(t, 1<<20)
+	s.fn.gate = make(chan struct{})
+	close(s.fn.gate)
+	withPrefer := func(r request) request { r.headers["Prefer"] = "reply"; return r }
+
+	got := s.do(t, withPrefer(binary("test.slow", "prefer-1", `{}`)))
+	if got.status != http.StatusOK || got.body != "" {
+		t.Errorf("success without a reply, Prefer: reply: %d %q, want 200 and an empty body", got.status, got.body)
+	}
+	got = s.do(t, binary("test.slow", "plain-1", `{}`))
+	if got.status != http.StatusOK || !strings.Contains(got.body, "slow done") {
+		t.Errorf("success without Prefer: %d %q, want 200 with the message", got.status, got.body)
+	}
+	got = s.do(t, withPrefer(binary("test.ok", "prefer-2", `{"a":1}`)))
+	if got.status != http.StatusOK || got.header.Get("Ce-Type") != "test.reply" || !strings.Contains(got.body, "echo") {
+		t.Errorf("reply event, Prefer: reply: %d %q %v, want the reply event", got.status, got.body, got.header)
+	}
+	got = s.do(t, withPrefer(binary("test.unprocessable", "prefer-3", `{}`)))
+	if got.status != http.StatusUnprocessableEntity || !strings.Contains(got.body, "does not exist") {
+		t.Errorf("failure, Prefer: reply: %d %q, want 422 with its message", got.status, got.body)
+	}
+}
