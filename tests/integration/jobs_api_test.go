@@ -362,7 +362,7 @@ func TestCloudEventsDriveGroups(t *testing.T) {
 	}
 	var g model.JobGroup
 	r.decode(t, &g)
-	again := f.event(t, "eu.icos.jobgroup.create.v1", "create-1", "application/yaml", []byte(nuvlaApp))
+	again := f.redeliver(t, "eu.icos.jobgroup.create.v1", "create-1", "application/yaml", []byte(nuvlaApp))
 	var g2 model.JobGroup
 	again.decode(t, &g2)
 	if again.status != http.StatusOK || g2.ID != g.ID {

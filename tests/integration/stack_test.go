@@ -173,6 +173,19 @@ func (f *functions) eventWith(t *testing.T, typ, id string, headers map[string]s
 	return reply{status: resp.StatusCode, body: raw, header: resp.Header}
 }
 
+// redeliver sends an event again as a broker redelivers it: a 503 (the first delivery's answer
+// is not remembered yet, it is remembered after the answer) is retried, for up to 10 s.
+func (f *functions) redeliver(t *testing.T, typ, id, contentType string, data []byte) reply {
+	t.Helper()
+	var r reply
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r = f.event(t, typ, id, contentType, data)
+		if r.status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return r
+		}
+	}
+}
+
 func guestbook(t *testing.T) []byte {
 	t.Helper()
 	raw, err := os.ReadFile("../../config/examples/guestbook.yaml")
