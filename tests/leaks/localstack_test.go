@@ -1,8 +1,6 @@
 package leaks
 
 import (
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
 
 // TestLocalstackLeavesNothingBehind starts the localstack binary as `make run` does and ends
@@ -132,30 +132,14 @@ func startLocalstack(t *testing.T, root, bin, run string) (*exec.Cmd, <-chan str
 	}
 }
 
-// freePorts returns a free port for the broker and the first of five consecutive free ports
-// for the functions and, after them, the Policy Manager stand-in, below the kernel's
-// ephemeral range.
+// freePorts returns the ports of a localstack run (servers.LocalstackPorts).
 func freePorts(t *testing.T) (broker, base int) {
 	t.Helper()
-	for try := 0; try < 100; try++ {
-		base := 20000 + (os.Getpid()*7+try*97)%10000
-		var ls []net.Listener
-		for p := base; p < base+6; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if len(ls) == 6 {
-			return base + 5, base
-		}
+	broker, base, err := servers.LocalstackPorts()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no six consecutive free ports")
-	return 0, 0
+	return broker, base
 }
 
 func logTail(t *testing.T, path string) {

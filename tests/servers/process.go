@@ -51,6 +51,31 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// LocalstackPorts returns ports for a `make run` stack (tests/localstack): a free port for the
+// broker (BROKER_PORT) and the first of five consecutive free ports for the four functions and,
+// after them, the Policy Manager stand-in (FUNCTION_PORT_BASE), below the kernel's ephemeral
+// range so that no client's outgoing connection takes one meanwhile.
+func LocalstackPorts() (broker, base int, err error) {
+	for try := 0; try < 100; try++ {
+		base := 20000 + (os.Getpid()*13+try*97)%10000
+		var ls []net.Listener
+		for p := base; p < base+6; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				break
+			}
+			ls = append(ls, l)
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if len(ls) == 6 {
+			return base + 5, base, nil
+		}
+	}
+	return 0, 0, errors.New("no six consecutive free loopback ports between 20000 and 30000")
+}
+
 // Process is a child process this package started; it is stopped by PID.
 type Process struct {
 	Name string

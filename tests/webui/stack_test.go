@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
 
 // stack is a running `make run`: the localstack binary, its .run/env and the processes it
@@ -126,29 +127,14 @@ func (s *stack) tail(t *testing.T) {
 	t.Logf("%s (end):\n%s", s.log, strings.Join(lines, "\n"))
 }
 
-// freePorts returns a free port for the broker and the first of five consecutive free ports
-// for the functions and the Policy Manager stand-in, below the kernel's ephemeral range.
+// freePorts returns the ports of a localstack run (servers.LocalstackPorts).
 func freePorts(t *testing.T) (broker, base int) {
 	t.Helper()
-	for try := 0; try < 100; try++ {
-		base := 20000 + (os.Getpid()*13+try*97)%10000
-		var ls []net.Listener
-		for p := base; p < base+6; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if len(ls) == 6 {
-			return base + 5, base
-		}
+	broker, base, err := servers.LocalstackPorts()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no six consecutive free ports")
-	return 0, 0
+	return broker, base
 }
 
 // readEnv reads the `export K="V"` lines of a .run/env.
