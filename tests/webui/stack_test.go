@@ -87,7 +87,10 @@ func (s *stack) stop(t *testing.T) {
 		return
 	default:
 	}
-	procs := descendants(s.cmd.Process.Pid)
+	procs, err := servers.Descendants(s.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -100,7 +103,7 @@ func (s *stack) stop(t *testing.T) {
 	for {
 		var left []string
 		for _, p := range procs {
-			if p.running() {
+			if p.Running() {
 				left = append(left, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
 			}
 		}
@@ -157,63 +160,4 @@ func readEnv(path string) (map[string]string, error) {
 		env[k] = v
 	}
 	return env, sc.Err()
-}
-
-// proc is a process seen in /proc: its id, parent, start time (to tell a reused id), state
-// and name.
-type proc struct {
-	PID, PPID int
-	Start     uint64
-	State     byte
-	Comm      string
-}
-
-func readProc(pid int) (proc, error) {
-	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return proc{}, err
-	}
-	// pid (comm) state ppid … starttime is field 22.
-	i, j := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
-	if i < 0 || j < i {
-		return proc{}, fmt.Errorf("bad stat of %d", pid)
-	}
-	f := strings.Fields(string(raw[j+2:]))
-	if len(f) < 20 {
-		return proc{}, fmt.Errorf("short stat of %d", pid)
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	start, _ := strconv.ParseUint(f[19], 10, 64)
-	return proc{PID: pid, PPID: ppid, Start: start, State: f[0][0], Comm: string(raw[i+1 : j])}, nil
-}
-
-// descendants are the processes below root now.
-func descendants(root int) []proc {
-	entries, _ := os.ReadDir("/proc")
-	children := map[int][]proc{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, err := readProc(pid); err == nil {
-			children[p.PPID] = append(children[p.PPID], p)
-		}
-	}
-	var out []proc
-	queue := []int{root}
-	for len(queue) > 0 {
-		for _, c := range children[queue[0]] {
-			out = append(out, c)
-			queue = append(queue, c.PID)
-		}
-		queue = queue[1:]
-	}
-	return out
-}
-
-// running reports whether p still runs: the same process (id and start time), not a zombie.
-func (p proc) running() bool {
-	now, err := readProc(p.PID)
-	return err == nil && now.Start == p.Start && now.State != 'Z' && now.State != 'X'
 }
