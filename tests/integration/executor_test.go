@@ -329,13 +329,19 @@ func worksOf(t testing.TB, cluster, jobID string) int {
 
 func promotes(t testing.TB, st *store.Store, jobID string) int {
 	t.Helper()
+	return historyActions(t, st, jobID, "promote")
+}
+
+// historyActions counts the entries of a job's history with this action.
+func historyActions(t testing.TB, st *store.Store, jobID, action string) int {
+	t.Helper()
 	h, err := st.History(context.Background(), jobID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, e := range h {
-		if e.Action == "promote" {
+		if e.Action == action {
 			n++
 		}
 	}

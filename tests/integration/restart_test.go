@@ -56,17 +56,7 @@ manifests:
 // reopens counts a job's re-opens as an UpdateDeployment (restarts and remediations).
 func reopens(t *testing.T, st *store.Store, jobID string) int {
 	t.Helper()
-	h, err := st.History(context.Background(), jobID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range h {
-		if e.Action == "reopen-7" {
-			n++
-		}
-	}
-	return n
+	return historyActions(t, st, jobID, "reopen-7")
 }
 
 func restartedAt(d interface{ GetAnnotations() map[string]string }) string {
