@@ -21,6 +21,13 @@ import (
 func trigger(t testing.TB, name, filterType, subscriber, delivery string) {
 	t.Helper()
 	broker(t)
+	triggerOn(t, "default", name, filterType, subscriber, delivery)
+}
+
+// triggerOn applies a Trigger on the named broker of the suite's namespace (which exists) and
+// waits until it is Ready.
+func triggerOn(t testing.TB, brokerName, name, filterType, subscriber, delivery string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	filter := ""
@@ -34,7 +41,7 @@ metadata:
   name: `+name+`
   namespace: `+ns+`
 spec:
-  broker: default
+  broker: `+brokerName+`
 `+filter+`  subscriber:
     uri: `+subscriber+`
 `+delivery)

@@ -27,8 +27,9 @@ import (
 // statusEvents wires k8s/base's event-driven status sync on the suite's stack: the
 // statussync function (a real process, no cron tick sent) behind the broker, the
 // ApiServerSource on ManifestWorks labelled as ocm-jobs's (Reference mode, a read-only
-// account) and the Triggers for its add, update and delete events.
-func statusEvents(t testing.TB, prefix string) {
+// account) and the Triggers for its add, update and delete events. With a tap, the broker
+// delivers to the tap, which records each delivery and passes it on to statussync.
+func statusEvents(t testing.TB, prefix string, tp *tap) {
 	t.Helper()
 	broker(t)
 	fn := servers.StartFunction(t, "../..", map[string]string{
@@ -41,7 +42,11 @@ func statusEvents(t testing.TB, prefix string) {
 			t.Logf("statussync log:\n%s", tailOf(fn.Log, 3000))
 		}
 	})
-	url, err := env.Knative.Expose("statussync.ocm-jobs.test", fn.URL[len("http://"):])
+	target := fn.URL[len("http://"):]
+	if tp != nil {
+		target = tp.front(t, fn.URL)
+	}
+	url, err := env.Knative.Expose("statussync.ocm-jobs.test", target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +119,7 @@ spec:
 // got Finished the same way (the agent's status write, an update event).
 func TestDeletedWorkDegradesItsJobWithin2s(t *testing.T) {
 	prefix := "se" + uuid.NewString()[:8]
-	statusEvents(t, prefix)
+	statusEvents(t, prefix, nil)
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
 	t.Cleanup(func() { rdb.Close() })
@@ -209,90 +214,6 @@ func waitJob(t testing.TB, st *store.Store, id string, timeout time.Duration, wh
 			t.Fatalf("job %s not %s within %s: state %s", id, what, timeout, j.State)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// BenchmarkStatusLatency measures, in one run, how long a job takes to follow its work's
-// status: from the work's creation (its agent applies it and writes Available) to the job's
-// Finished, at 10 changes/s — half the jobs synced by the event path (the
-// ApiServerSource, the broker, statussync's SyncWork) and half by a second statussync that
-// only gets the cron tick (every 10 s, as `make run`'s PingSource), with its own store prefix.
-// It prints p50 and p99 of each. The clock starts when the work is created (the agent
-// applies and writes its status within a few ms here, the same for both paths).
-func BenchmarkStatusLatency(b *testing.B) {
-	const perPath, rate, tickEvery = 30, 10, 10 * time.Second
-	for i := 0; i < b.N; i++ {
-		eventPrefix, tickPrefix := "be"+uuid.NewString()[:8], "bt"+uuid.NewString()[:8]
-		statusEvents(b, eventPrefix)
-		ticker := servers.StartFunction(b, "../..", map[string]string{
-			"FUNCTION": "statussync", "REDIS_URL": env.Redis.URL(), "KUBECONFIG": env.Hub.Kubeconfig,
-			"STORE_PREFIX": tickPrefix, "K_SINK": "", "LOG_LEVEL": "warn", "AUTH_MODE": "none", "AUTH_CLOUDEVENTS": "false",
-		})
-		stopTicks := tick(b, ticker.URL, tickEvery)
-		ctx := context.Background()
-		hubID, err := env.Hub.HubID(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		stores := map[string]*store.Store{}
-		for _, p := range []string{eventPrefix, tickPrefix} {
-			rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr, PoolSize: 16})
-			b.Cleanup(func() { rdb.Close() })
-			if stores[p], err = store.New(rdb, store.Options{Prefix: p}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		type pending struct {
-			path, id string
-			created  time.Time
-		}
-		var jobs []pending
-		// Warm up the event path: one job Finished through it before the clock runs.
-		warm := promotedJob(b, stores[eventPrefix], hubID)
-		if _, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(b, warm, hubID), metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		waitJob(b, stores[eventPrefix], warm.ID, time.Minute, "Finished (warm-up)", func(j *model.Job) bool { return j.State == model.Finished })
-		for n := 0; n < 2*perPath; n++ {
-			path := []string{eventPrefix, tickPrefix}[n%2]
-			j := promotedJob(b, stores[path], hubID)
-			created := time.Now()
-			if _, err := env.Hub.Work.WorkV1().ManifestWorks("cluster1").Create(ctx, workOf(b, j, hubID), metav1.CreateOptions{}); err != nil {
-				b.Fatal(err)
-			}
-			jobs = append(jobs, pending{path, j.ID, created})
-			time.Sleep(time.Second / rate)
-		}
-		lat := map[string][]time.Duration{}
-		deadline := time.Now().Add(time.Minute)
-		for len(jobs) > 0 && time.Now().Before(deadline) {
-			rest := jobs[:0]
-			for _, p := range jobs {
-				j, err := stores[p.path].GetJob(ctx, p.id)
-				if err == nil && j.State == model.Finished {
-					lat[p.path] = append(lat[p.path], time.Since(p.created))
-					continue
-				}
-				rest = append(rest, p)
-			}
-			jobs = rest
-			time.Sleep(10 * time.Millisecond)
-		}
-		stopTicks()
-		// A job its path did not finish within the minute is counted, not timed: on the event
-		// path that is an event lost on the way (in production the tick catches it).
-		left := map[string]int{}
-		for _, p := range jobs {
-			left[p.path]++
-		}
-		for _, p := range []struct{ name, prefix string }{{"event", eventPrefix}, {"tick", tickPrefix}} {
-			p50, p99 := percentile(lat[p.prefix], 50), percentile(lat[p.prefix], 99)
-			b.Logf("%s path: %d of %d changes at %d/s (both paths) followed within a minute: p50 %s p99 %s (ticks answered: %s)",
-				p.name, len(lat[p.prefix]), perPath, rate, p50.Round(time.Millisecond), p99.Round(time.Millisecond), tickAnswers())
-			b.ReportMetric(float64(left[p.prefix]), p.name+"-unfollowed")
-			b.ReportMetric(float64(p50.Milliseconds()), p.name+"-p50-ms")
-			b.ReportMetric(float64(p99.Milliseconds()), p.name+"-p99-ms")
-		}
 	}
 }
 
