@@ -34,7 +34,7 @@ const ns = "eventing-test"
 var env *servers.Env
 
 func TestMain(m *testing.M) {
-	servers.Main(m, servers.Need{Eventing: true, Brokers: []string{ns + "/default"}, Redis: true, Clusters: 1}, &env)
+	servers.Main(m, servers.Need{Eventing: true, Brokers: []string{ns + "/default", ns + "/" + worksBroker}, Redis: true, Clusters: 1}, &env)
 }
 
 var (
