@@ -115,7 +115,7 @@ spec:
 	}
 }
 
-// worksBroker is the broker of the ManifestWorks' events, as k8s/base's ocm-jobs-works: its
+// worksBroker is the broker of the ManifestWorks' events, as k8s/base's ocm-jobs-work-events: its
 // in-memory channel answers the ingress as soon as it holds an event (async-handler), not
 // after every Trigger's delivery. The ApiServerSource's adapter sends one event at a time and
 // waits for that answer, so with a synchronous channel every event waited for statussync's
@@ -123,16 +123,18 @@ spec:
 // 10 changes/s). An event the channel loses that way (its dispatcher dies) is the tick's,
 // as is one lost by a missed watch; the events the store's outbox publishes keep the
 // synchronous default broker, which accepts an event only once it is delivered.
-const worksBroker = "works"
+const worksBroker = "work-events"
 
 var (
 	statusBrokerOnce sync.Once
 	statusBrokerErr  error
 )
 
-// statusBroker creates the works' broker (once) and waits until it is Ready.
+// statusBroker creates the works' broker (once, with the suite's namespace and broker) and
+// waits until it is Ready.
 func statusBroker(t testing.TB) {
 	t.Helper()
+	broker(t)
 	statusBrokerOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -159,6 +161,70 @@ spec:
 	if statusBrokerErr != nil {
 		t.Fatalf("broker %s: %v", worksBroker, statusBrokerErr)
 	}
+}
+
+// The works' broker answers a sender (the ApiServerSource's adapter, which sends one event at
+// a time) once its channel holds the event, not once the event is delivered: a delivery its
+// subscriber holds does not hold the sender's answer. (On the suite's default broker, whose
+// channel is synchronous, the answer would wait for the subscriber.)
+func TestWorkEventsBrokerAnswersBeforeDelivery(t *testing.T) {
+	statusBroker(t)
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	held := newReceiver(t, "held", func(delivery, int) int { <-release; return http.StatusAccepted })
+	triggerOn(t, worksBroker, "held-work-update", "dev.knative.apiserver.ref.update", held.URL, "")
+	type answer struct {
+		id     string
+		status int
+	}
+	answers := make(chan answer, 100)
+	post := func(id string) {
+		req, _ := http.NewRequest(http.MethodPost, env.Knative.BrokerURL(ns, worksBroker),
+			strings.NewReader(`{"apiVersion":"work.open-cluster-management.io/v1","kind":"ManifestWork","namespace":"cluster1","name":"held"}`))
+		req.Header.Set("Ce-Specversion", "1.0")
+		req.Header.Set("Ce-Id", id)
+		req.Header.Set("Ce-Type", "dev.knative.apiserver.ref.update")
+		req.Header.Set("Ce-Source", "/ocm-jobs/tests/eventing")
+		req.Header.Set("Content-Type", "application/json")
+		status := 0
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+		answers <- answer{id, status}
+	}
+	// An event sent before the channel's dispatcher has the Trigger's subscription goes
+	// nowhere: send one a second until one is delivered (and held).
+	var heldID string
+	for deadline := time.Now().Add(30 * time.Second); heldID == ""; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no event delivered within 30 s\nKnative's pods:\n%s", env.Knative.PodLogs(1500))
+		}
+		go post("held-" + uuid.NewString()[:8])
+		for wait := time.Now().Add(time.Second); heldID == "" && time.Now().Before(wait); time.Sleep(50 * time.Millisecond) {
+			if ds := held.deliveries(); len(ds) > 0 {
+				heldID = ds[0].ID
+			}
+		}
+	}
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case a := <-answers:
+			if a.id != heldID {
+				continue
+			}
+			if a.status != http.StatusAccepted {
+				t.Fatalf("the broker answered %d, want 202", a.status)
+			}
+		case <-timeout:
+			t.Fatal("the broker had not answered its sender 30 s into a delivery its subscriber holds: its channel waits for the delivery")
+		}
+		break
+	}
+	free()
 }
 
 // Deleting a ManifestWork by hand turns its job Degraded within 2 s: the ApiServerSource's
