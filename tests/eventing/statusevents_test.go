@@ -3,6 +3,7 @@ package eventing
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -363,8 +364,10 @@ func tick(b *testing.B, url string, every time.Duration) func() {
 				resp, err := http.DefaultClient.Do(req)
 				answers.Lock()
 				if err == nil {
+					// The answer's text is the tick's report (its ManifestWorks and hub calls).
+					body, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					answers.got = append(answers.got, strconv.Itoa(resp.StatusCode))
+					answers.got = append(answers.got, strconv.Itoa(resp.StatusCode)+" ("+strings.TrimSpace(string(body))+")")
 				} else {
 					answers.got = append(answers.got, err.Error())
 				}
