@@ -102,6 +102,8 @@ type Knative struct {
 	written map[string]string
 	// nextPodIP numbers the pods' addresses.
 	nextPodIP int
+	// podEnv is added to every pod's environment (knativeoidc.go: the hub's CA).
+	podEnv []string
 }
 
 // StartKnative applies Knative Eventing's config to hub and starts its components; it returns

@@ -3,6 +3,8 @@ package servers
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,6 +51,13 @@ func (k *Knative) enableOIDC(ctx context.Context) error {
 	if _, err := kube.CoreV1().ConfigMaps(KnativeNamespace).Create(ctx, ca, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("trust bundle of the hub's CA: %w", err)
 	}
+	// The verifier reads the discovery with Go's default roots (the trust bundle reaches only
+	// some of its clients, and only on a later config change): the pods trust the hub's CA.
+	caFile := filepath.Join(k.Dir, "hub-ca.crt")
+	if err := os.WriteFile(caFile, k.hub.Config.CAData, 0o644); err != nil {
+		return err
+	}
+	k.podEnv = append(k.podEnv, "SSL_CERT_FILE="+caFile)
 	patch := fmt.Sprintf(`{"data":{"authentication-oidc":"enabled","oidc-discovery-base-url":%q}}`, strings.TrimSuffix(k.hub.URL(), "/"))
 	if _, err := kube.CoreV1().ConfigMaps(KnativeNamespace).Patch(ctx, "config-features", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("config-features: %w", err)
