@@ -46,9 +46,9 @@ var eventingKinds = []schema.GroupVersionResource{
 // tokenTTL is the life of the functions' token for the broker; it is renewed at half.
 const tokenTTL = time.Hour
 
-// startEventing wires ocm-jobs into the running Knative Eventing: the functions' and the
-// dead-letter sink's names, the overlay applied and Ready, the functions' token for the
-// broker written (and renewed) where SINK_TOKEN_FILE points.
+// startEventing prepares what the functions need of the running Knative Eventing before they
+// start: their names and the dead-letter sink's, and their token for the broker written (and
+// renewed) where SINK_TOKEN_FILE points. applyEventing then applies the overlay.
 func (s *Stack) startEventing(ctx context.Context, run string) error {
 	kn := s.env.Knative
 	for _, fn := range config.Functions {
@@ -63,6 +63,30 @@ func (s *Stack) startEventing(ctx context.Context, run string) error {
 	if _, err := kn.Expose(localHost("ocm-jobs-deadletter"), sink); err != nil {
 		return err
 	}
+	// The broker's audience is its kind, namespace and name: known before it exists, so that
+	// the functions run (and hold their token) before the first event, a PingSource tick
+	// included, is delivered. applyEventing checks it against the Broker's status.
+	s.brokerAudience = "eventing.knative.dev/broker/" + brokerNamespace + "/" + brokerName
+	s.brokerURL = kn.BrokerURL(brokerNamespace, brokerName)
+	if _, err := s.env.Hub.SenderIdentity(ctx, brokerNamespace, functionsAccount); err != nil {
+		return err
+	}
+	s.sinkToken = filepath.Join(run, "oidc", "token")
+	if err := s.writeSinkToken(ctx); err != nil {
+		return err
+	}
+	go s.renewSinkToken(ctx)
+	if s.ticker, err = events.NewSinkPublisher(s.brokerURL, 3, 200*time.Millisecond); err != nil {
+		return err
+	}
+	s.ticker.TokenFile = s.sinkToken
+	return nil
+}
+
+// applyEventing applies the overlay once the functions answer, waits until it is Ready, and
+// works around knative/eventing#8705.
+func (s *Stack) applyEventing(ctx context.Context) error {
+	kn := s.env.Knative
 	kubectl, err := servers.Bin("kubectl")
 	if err != nil {
 		return err
@@ -80,22 +104,13 @@ func (s *Stack) startEventing(ctx context.Context, run string) error {
 	if err := kn.AliasBrokerChannel(ctx, brokerNamespace, brokerName); err != nil {
 		return err
 	}
-	if s.brokerAudience, err = kn.BrokerAudience(ctx, brokerNamespace, brokerName); err != nil {
+	aud, err := kn.BrokerAudience(ctx, brokerNamespace, brokerName)
+	if err != nil {
 		return err
 	}
-	s.brokerURL = kn.BrokerURL(brokerNamespace, brokerName)
-	if _, err := s.env.Hub.SenderIdentity(ctx, brokerNamespace, functionsAccount); err != nil {
-		return err
+	if aud != s.brokerAudience {
+		return fmt.Errorf("the broker's audience is %q, the functions' token is for %q", aud, s.brokerAudience)
 	}
-	s.sinkToken = filepath.Join(run, "oidc", "token")
-	if err := s.writeSinkToken(ctx); err != nil {
-		return err
-	}
-	go s.renewSinkToken(ctx)
-	if s.ticker, err = events.NewSinkPublisher(s.brokerURL, 3, 200*time.Millisecond); err != nil {
-		return err
-	}
-	s.ticker.TokenFile = s.sinkToken
 	s.Log.Infow("broker ingress", "url", s.brokerURL, "audience", s.brokerAudience, "overlay", localOverlay)
 	return nil
 }

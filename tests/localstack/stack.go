@@ -151,6 +151,9 @@ func (s *Stack) Run(ctx context.Context) error {
 	if err := s.waitReady(ctx); err != nil {
 		return err
 	}
+	if err := s.applyEventing(ctx); err != nil {
+		return err
+	}
 	if err := s.writeEnv(run); err != nil {
 		return err
 	}
