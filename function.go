@@ -175,9 +175,12 @@ func (f *Function) Start(ctx context.Context, _ map[string]string) error {
 	}
 	var pub events.Publisher = events.Discard{}
 	if f.Runtime.Sink != "" {
-		if pub, err = events.NewSinkPublisher(f.Runtime.Sink, f.Runtime.PublishRetries, f.Runtime.PublishBackoff); err != nil {
+		sp, err := events.NewSinkPublisher(f.Runtime.Sink, f.Runtime.PublishRetries, f.Runtime.PublishBackoff)
+		if err != nil {
 			return err
 		}
+		sp.TokenFile = f.Runtime.SinkTokenFile
+		pub = sp
 	} else {
 		log.Warn("K_SINK is not set: emitted events are dropped")
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"strings"
+	"sync"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -22,11 +25,27 @@ type Publisher interface {
 // convention). The CloudEvents SDK retries with exponential backoff while the sink answers
 // 404, 429 or 5xx or cannot be reached. Replies are not used for fan-out: every emitted event
 // goes through the broker.
+//
+// With Knative's OIDC sender identity on, the broker's ingress refuses an event without a
+// token for its audience; the SinkBinding mounts one at /oidc/token (SINK_TOKEN_FILE) and the
+// kubelet renews it in place. TokenFile names that file: its token is sent as a bearer token,
+// read again whenever the file changes; while there is no such file no token is sent.
 type SinkPublisher struct {
-	Sink    string
-	Retries int
-	Backoff time.Duration
-	client  cloudevents.Client
+	Sink      string
+	Retries   int
+	Backoff   time.Duration
+	TokenFile string
+	client    cloudevents.Client
+
+	mu    sync.Mutex
+	token sinkToken
+}
+
+// sinkToken is the token last read from TokenFile and the file's state when it was read.
+type sinkToken struct {
+	value   string
+	modTime time.Time
+	size    int64
 }
 
 // NewSinkPublisher returns a publisher to sink.
@@ -52,12 +71,45 @@ func (p *SinkPublisher) Publish(ctx context.Context, e event.Event) error {
 	if p.Retries > 0 {
 		ctx = cloudevents.ContextWithRetriesExponentialBackoff(ctx, p.Backoff, p.Retries)
 	}
+	tok, err := p.bearer()
+	if err != nil {
+		return fmt.Errorf("publishing %s %s to %s: %w", e.Type(), e.ID(), p.Sink, err)
+	}
+	if tok != "" {
+		ctx = cehttp.WithCustomHeader(ctx, http.Header{"Authorization": {"Bearer " + tok}})
+	}
 	res := p.client.Send(ctx, e)
 	if protocol.IsACK(res) {
 		return nil
 	}
 	logging.FromContext(ctx).Debugw("publish failed", "type", e.Type(), "id", e.ID(), "error", res)
 	return fmt.Errorf("publishing %s %s to %s: %w", e.Type(), e.ID(), p.Sink, res)
+}
+
+// bearer returns the token of TokenFile ("" without a file), read again when the file's
+// modification time or size changed since the last read.
+func (p *SinkPublisher) bearer() (string, error) {
+	if p.TokenFile == "" {
+		return "", nil
+	}
+	fi, err := os.Stat(p.TokenFile)
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("sink token: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.token.value != "" && fi.ModTime().Equal(p.token.modTime) && fi.Size() == p.token.size {
+		return p.token.value, nil
+	}
+	raw, err := os.ReadFile(p.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("sink token: %w", err)
+	}
+	p.token = sinkToken{value: strings.TrimSpace(string(raw)), modTime: fi.ModTime(), size: fi.Size()}
+	return p.token.value, nil
 }
 
 // Discard drops every event; it stands in when no sink is configured.

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -504,5 +506,58 @@ func TestReplyDeliveryGetsNoTextBody(t *testing.T) {
 	got = s.do(t, withPrefer(binary("test.unprocessable", "prefer-3", `{}`)))
 	if got.status != http.StatusUnprocessableEntity || !strings.Contains(got.body, "does not exist") {
 		t.Errorf("failure, Prefer: reply: %d %q, want 422 with its message", got.status, got.body)
+	}
+}
+
+// TestPublisherPresentsTheSinkBindingToken: with Knative's OIDC sender identity on, the broker
+// ingress refuses an event without a token; the SinkBinding mounts one for the broker's
+// audience (/oidc/token), renewed in place. The publisher presents the file's token, reads it
+// again once the file changes, and sends none while there is no file (OIDC off).
+func TestPublisherPresentsTheSinkBindingToken(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer sink.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	p, err := events.NewSinkPublisher(sink.URL, 0, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.TokenFile = tokenFile
+	publish := func(id string) {
+		t.Helper()
+		e := event.New()
+		e.SetID(id)
+		e.SetSource("/tests")
+		e.SetType(events.JobCreated)
+		if err := p.Publish(context.Background(), e); err != nil {
+			t.Fatalf("publish %s: %v", id, err)
+		}
+	}
+	publish("no-file")
+	if err := os.WriteFile(tokenFile, []byte("tok-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	publish("first")
+	publish("first-again")
+	// The kubelet renews a projected token by swapping the file: new content, new mtime.
+	if err := os.WriteFile(tokenFile, []byte("tok-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(tokenFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	publish("renewed")
+	want := []string{"", "Bearer tok-1", "Bearer tok-1", "Bearer tok-2"}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Authorization the sink got (-want +got):\n%s", diff)
 	}
 }

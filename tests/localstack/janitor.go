@@ -21,7 +21,7 @@ const janitorArg = "janitor"
 const pidVar = "LOCALSTACK_PID"
 
 // runFiles are what a run leaves in the run directory for other shells: gone when it stops.
-var runFiles = []string{"env", "hub.kubeconfig", "cluster2.kubeconfig"}
+var runFiles = []string{"env", "hub.kubeconfig", "cluster2.kubeconfig", "oidc/token"}
 
 // janitorProc is the stack's side of its janitor.
 type janitorProc struct {

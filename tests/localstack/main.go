@@ -30,7 +30,7 @@ import (
 // Config is the local run's configuration.
 type Config struct {
 	RedisURL     string        `envconfig:"REDIS_URL" desc:"Redis to use; empty: an embedded in-process Redis (development only)"`
-	BrokerPort   int           `envconfig:"BROKER_PORT" default:"8080" desc:"port of the local broker's ingress"`
+	BrokerPort   int           `envconfig:"BROKER_PORT" default:"8080" desc:"not used: the broker is Knative's own (its ingress is BROKER_URL in .run/env); kept so that old scripts setting it still run"`
 	FunctionPort int           `envconfig:"FUNCTION_PORT_BASE" default:"8081" desc:"jobs listens here, then incompliance, executor, statussync on the next ports"`
 	SyncInterval time.Duration `envconfig:"SYNC_INTERVAL" default:"10s" desc:"how often the cron tick is sent"`
 	RunDir       string        `envconfig:"RUN_DIR" default:".run" desc:"where env, logs and binaries of the local run go (relative to the repository unless absolute)"`

@@ -24,7 +24,6 @@ import (
 	"github.com/ocm-jobs/ocm-jobs/shared/auth"
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
-	"github.com/ocm-jobs/ocm-jobs/tests/broker"
 	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
 
@@ -39,25 +38,40 @@ type Stack struct {
 	embedded  *miniredis.Miniredis
 	functions map[string]*servers.Process
 	ports     map[string]int
-	brokerSrv *http.Server
-	hubID     string
-	issuer    *auth.Issuer
-	token     string
-	readonly  string
-	identity  *servers.Identity
-	janitor   *janitorProc
+	// sinkSrv is the dead-letter sink of the Broker and its Triggers.
+	sinkSrv *http.Server
+	// brokerURL is the real broker's ingress as this machine reaches it; brokerAudience
+	// the audience a sender's token must be issued for; sinkToken the file the functions
+	// read it from (SINK_TOKEN_FILE, as Knative's SinkBinding would mount it).
+	brokerURL      string
+	brokerAudience string
+	sinkToken      string
+	ticker         *events.SinkPublisher
+	hubID          string
+	issuer         *auth.Issuer
+	token          string
+	readonly       string
+	identity       *servers.Identity
+	janitor        *janitorProc
 	// pm is the Policy Manager stand-in (nil when POLICY_MANAGER_URL names one); pmURL the
 	// Policy Manager the jobs function registers groups with.
 	pm    *pmStandIn
 	pmURL string
 }
 
-// The sender identity of the local broker: a service account of the hub presents tokens for
-// each Trigger's subscriber audience (ocm-jobs-<function>, as k8s/base sets them), which the
-// functions verify against the hub's OIDC keys, as with Knative Eventing's OIDC on.
+// The broker of k8s/base, and the service accounts of the tokens .run/env hands scripts: one
+// for each Trigger's subscriber audience (ocm-jobs-<function>, what Knative's filter presents),
+// one for the broker's audience (what a sender presents to the ingress). The functions' own
+// token for the ingress is that of the SinkBinding's account (functionsAccount).
 const (
-	brokerNamespace = "ocm-jobs"
-	brokerAccount   = "ocm-jobs-broker"
+	brokerNamespace  = "ocm-jobs"
+	brokerName       = "ocm-jobs"
+	brokerAccount    = "ocm-jobs-broker"
+	functionsAccount = "ocm-jobs-functions"
+	// pingSource and pingData are the PingSource of k8s/base: the stack adds a tick every
+	// SYNC_INTERVAL (the PingSource ticks once a minute) with the same source and data.
+	pingSource = "/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron"
+	pingData   = `{"tick":"ocm-jobs"}`
 )
 
 // audience is the OIDC audience of a function (its Triggers' subscriber.audience).
@@ -87,10 +101,14 @@ func (s *Stack) Run(ctx context.Context) error {
 		return err
 	}
 
-	s.Log.Info("starting the local hub: kube-apiserver + etcd with OCM CRDs, cluster1 (the hub as spoke) and cluster2 (a second API server), each with a real OCM work agent")
-	if s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2}); err != nil {
+	s.Log.Info("starting the local hub: kube-apiserver + etcd with OCM CRDs, cluster1 (the hub as spoke) and cluster2 (a second API server), each with a real OCM work agent; " +
+		"Knative Eventing " + servers.KnativeVersion + " with OIDC sender identity on")
+	s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2, Eventing: true, OIDC: true,
+		Brokers: []string{brokerNamespace + "/" + brokerName}})
+	if err != nil {
 		return err
 	}
+	s.Log.Infow("Knative Eventing runs", "components", s.env.Knative.Components())
 	if s.hubID, err = s.env.Hub.HubID(ctx); err != nil {
 		return err
 	}
@@ -100,24 +118,12 @@ func (s *Stack) Run(ctx context.Context) error {
 		return err
 	}
 
-	triggers, pings, err := broker.Load(filepath.Join(s.root, "k8s", "base"))
-	if err != nil {
-		return fmt.Errorf("reading the Triggers of k8s/base: %w", err)
-	}
 	if s.identity, err = s.env.Hub.SenderIdentity(ctx, brokerNamespace, brokerAccount); err != nil {
 		return err
 	}
-	b := &broker.Broker{
-		Triggers:    triggers,
-		DeadLetters: filepath.Join(run, "dead-letters.jsonl"),
-		Log:         s.Log.Named("broker"),
-		Resolve:     s.resolve,
-		Identity:    s.identity.Token,
-	}
-	if err := s.startBroker(b); err != nil {
+	if err := s.startEventing(ctx, run); err != nil {
 		return err
 	}
-	s.Log.Infow("broker routes", "triggers", describe(triggers))
 
 	// Authentication stays on locally: the stack stands in for Keycloak with its own key and
 	// hands scripts a ready bearer token, so they use the API as production clients do.
@@ -145,28 +151,27 @@ func (s *Stack) Run(ctx context.Context) error {
 	if err := s.waitReady(ctx); err != nil {
 		return err
 	}
+	if err := s.applyEventing(ctx); err != nil {
+		return err
+	}
 	if err := s.writeEnv(run); err != nil {
 		return err
 	}
 	s.Log.Infow("ocm-jobs is running; `source .run/env` to use it (Ctrl-C stops everything)",
 		"env", filepath.Join(run, "env"), "startup", time.Since(t0).Round(100*time.Millisecond).String(),
-		"broker", s.brokerURL(), "jobs", s.url(config.Jobs), "incompliance", s.url(config.Incompliance),
+		"broker", s.brokerURL, "jobs", s.url(config.Jobs), "incompliance", s.url(config.Incompliance),
 		"executor", s.url(config.Executor), "statussync", s.url(config.StatusSync), "logs", filepath.Join(run, "logs"))
 	// The token rides in the fragment, which the browser never sends; the page keeps it in
 	// the tab's sessionStorage and takes it out of the address bar.
 	fmt.Printf("\nweb UI (signed in with TOKEN): %s\n\n", s.uiURL())
 
-	s.tick(ctx, b, pings)
+	s.tick(ctx)
 	return nil
 }
 
-// tick sends the cron event every SYNC_INTERVAL until ctx is done, and watches the functions.
-func (s *Stack) tick(ctx context.Context, b *broker.Broker, pings []broker.PingSource) {
-	source := "/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron"
-	data := `{}`
-	if len(pings) > 0 {
-		source, data = pings[0].Source(), pings[0].Data
-	}
+// tick sends the cron event through the broker every SYNC_INTERVAL until ctx is done, and
+// watches the functions.
+func (s *Stack) tick(ctx context.Context) {
 	t := time.NewTicker(s.Config.SyncInterval)
 	defer t.Stop()
 	for {
@@ -184,15 +189,17 @@ func (s *Stack) tick(ctx context.Context, b *broker.Broker, pings []broker.PingS
 		e := event.New()
 		e.SetID(uuid.NewString())
 		e.SetType(events.Ping)
-		e.SetSource(source)
+		e.SetSource(pingSource)
 		e.SetTime(time.Now())
-		_ = e.SetData("application/json", []byte(data))
-		_ = b.Publish(ctx, e)
+		_ = e.SetData("application/json", []byte(pingData))
+		if err := s.ticker.Publish(ctx, e); err != nil && ctx.Err() == nil {
+			s.Log.Warnw("cron tick not published", "error", err)
+		}
 	}
 }
 
 func (s *Stack) checkPorts() error {
-	all := []int{s.Config.BrokerPort}
+	var all []int
 	if s.Config.PolicyManagerURL == "" {
 		all = append(all, s.pmPort())
 	}
@@ -232,36 +239,12 @@ func (s *Stack) startRedis() error {
 	return nil
 }
 
-func (s *Stack) startBroker(b *broker.Broker) error {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.Config.BrokerPort))
-	if err != nil {
-		return fmt.Errorf("broker port: %w", err)
-	}
-	s.brokerSrv = &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.brokerSrv.Serve(l) }()
-	return nil
-}
-
-// resolve maps a Trigger subscriber (Knative Service ocm-jobs-<function>) to its local URL.
-func (s *Stack) resolve(subscriber string) (string, bool) {
-	if strings.HasPrefix(subscriber, "http://") || strings.HasPrefix(subscriber, "https://") {
-		return subscriber, true
-	}
-	name := strings.TrimPrefix(subscriber, "ocm-jobs-")
-	if _, ok := s.ports[name]; !ok {
-		return "", false
-	}
-	return s.url(name), true
-}
-
 func (s *Stack) url(function string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", s.ports[function])
 }
 
 // uiURL is the jobs function's web UI, signed in with the run's token.
 func (s *Stack) uiURL() string { return s.url(config.Jobs) + webui.Path + "#token=" + s.token }
-
-func (s *Stack) brokerURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.Config.BrokerPort) }
 
 // buildFunctions builds the process that serves the functions once (Go's build cache makes
 // a rebuild take seconds).
@@ -290,7 +273,7 @@ func (s *Stack) startFunctions(bin, run string) error {
 			fmt.Sprintf("PORT=%d", s.ports[name]),
 			"BIND_ADDRESS=127.0.0.1",
 			"REDIS_URL=" + s.redisURL,
-			"K_SINK=" + s.brokerURL(),
+			"K_SINK=" + s.brokerURL, "SINK_TOKEN_FILE=" + s.sinkToken,
 			"KUBECONFIG=" + s.env.Hub.Kubeconfig,
 			"LOG_LEVEL=" + s.Config.LogLevel,
 			"KEYCLOAK_PUBLIC_KEY=" + s.issuer.PublicKeyBase64(),
@@ -350,11 +333,17 @@ func (s *Stack) writeEnv(run string) error {
 		}
 		eventsToken[fn] = tok
 	}
+	// A token for the broker's ingress (it refuses events without one), for scripts.
+	brokerToken, err := s.env.Hub.Token(context.Background(), brokerNamespace, brokerAccount, s.brokerAudience, 24*time.Hour)
+	if err != nil {
+		return err
+	}
 	vars := map[string]string{
 		"KUBECONFIG":                hub,
 		"CLUSTER2_KUBECONFIG":       cluster2,
 		"REDIS_URL":                 s.redisURL,
-		"BROKER_URL":                s.brokerURL(),
+		"BROKER_URL":                s.brokerURL,
+		"BROKER_TOKEN":              brokerToken,
 		"JOBS_URL":                  s.url(config.Jobs),
 		"INCOMPLIANCE_URL":          s.url(config.Incompliance),
 		"EXECUTOR_URL":              s.url(config.Executor),
@@ -404,8 +393,8 @@ func (s *Stack) Stop(ctx context.Context) {
 	}
 	wg.Wait()
 	s.pm.stop()
-	if s.brokerSrv != nil {
-		_ = s.brokerSrv.Shutdown(ctx)
+	if s.sinkSrv != nil {
+		_ = s.sinkSrv.Shutdown(ctx)
 	}
 	if s.embedded != nil {
 		s.embedded.Close()
@@ -440,12 +429,4 @@ func repoRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-func describe(ts []broker.Trigger) []string {
-	var out []string
-	for _, t := range ts {
-		out = append(out, fmt.Sprintf("%v -> %s", t.Filter, t.Subscriber))
-	}
-	return out
 }

@@ -23,7 +23,7 @@ func TestOverlaysApplyToRealAPIServer(t *testing.T) {
 	if err := env.Hub.EnsureNamespace(ctx, Namespace); err != nil {
 		t.Fatal(err)
 	}
-	for _, overlay := range overlays(t) {
+	for _, overlay := range append(overlays(t), localOverlay) {
 		t.Run(overlay, func(t *testing.T) {
 			doc := render(t, "overlays/"+overlay)
 			objs := decode(t, doc)

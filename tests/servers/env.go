@@ -19,6 +19,8 @@ type Need struct {
 	Eventing bool
 	// Brokers are the brokers ("namespace/name") the suite creates (KnativeOptions.Brokers).
 	Brokers []string
+	// OIDC turns on Knative's OIDC sender identity (KnativeOptions.OIDC).
+	OIDC bool
 	// Clusters is how many managed clusters get a real work agent: 1 is cluster1 (the hub's
 	// own API server as spoke); 2 adds cluster2, a second API server with its own agent.
 	Clusters int
@@ -78,7 +80,7 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 		}
 	}
 	if need.Eventing {
-		if env.Knative, err = StartKnative(ctx, env.Hub, KnativeOptions{Brokers: need.Brokers}); err != nil {
+		if env.Knative, err = StartKnative(ctx, env.Hub, KnativeOptions{Brokers: need.Brokers, OIDC: need.OIDC}); err != nil {
 			return nil, fmt.Errorf("knative eventing: %w", err)
 		}
 	}

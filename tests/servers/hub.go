@@ -127,6 +127,9 @@ func StartHub(opts HubOptions) (*Hub, error) {
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
 	apiserver := env.ControlPlane.GetAPIServer()
+	// The OIDC discovery document names the JWKS where the API server really listens (by
+	// default it names the machine's first interface): Knative's OIDC verifier follows it.
+	apiserver.Configure().Set("external-hostname", "127.0.0.1")
 	apiserver.Path = wrapped["kube-apiserver"]
 	apiserver.Out = mustLog(filepath.Join(opts.Dir, "apiserver.log"))
 	apiserver.Err = apiserver.Out

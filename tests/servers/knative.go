@@ -68,6 +68,10 @@ type KnativeOptions struct {
 	// Brokers are the brokers ("namespace/name") the stack's users will create: their channels'
 	// names resolve from the start (a name added later resolves within Go's 5 s hosts cache).
 	Brokers []string
+	// OIDC turns on Knative's sender identity (feature authentication-oidc, knativeoidc.go):
+	// the ingress and the channel refuse an event without a valid token, the filter presents
+	// each Trigger's token to its subscriber.
+	OIDC bool
 }
 
 // Knative is Knative Eventing v0.46.0 running as processes against a hub: its own
@@ -98,6 +102,8 @@ type Knative struct {
 	written map[string]string
 	// nextPodIP numbers the pods' addresses.
 	nextPodIP int
+	// podEnv is added to every pod's environment (knativeoidc.go: the hub's CA).
+	podEnv []string
 }
 
 // StartKnative applies Knative Eventing's config to hub and starts its components; it returns
@@ -146,6 +152,11 @@ func StartKnative(ctx context.Context, hub *Hub, opts KnativeOptions) (*Knative,
 	}
 	if err := k.apply(ctx); err != nil {
 		return nil, err
+	}
+	if opts.OIDC {
+		if err := k.enableOIDC(ctx); err != nil {
+			return nil, err
+		}
 	}
 	startKubelet(k)
 	err = k.waitDeployments(ctx, 5*time.Minute, "eventing-controller", "mt-broker-controller", "mt-broker-ingress",

@@ -226,7 +226,7 @@ func (kl *kubelet) reach1(p *podProc, addr string) error {
 // env is the container's environment as a kubelet resolves it, plus the hub's kubeconfig
 // (the pod's API access: admin, where a cluster would mount its service account's token).
 func (kl *kubelet) env(ctx context.Context, pod *corev1.Pod, c corev1.Container, ip string) ([]string, error) {
-	env := []string{"KUBECONFIG=" + kl.k.hub.Kubeconfig}
+	env := append([]string{"KUBECONFIG=" + kl.k.hub.Kubeconfig}, kl.k.podEnv...)
 	for _, e := range c.Env {
 		v := e.Value
 		if f := e.ValueFrom; f != nil {
