@@ -101,8 +101,10 @@ func (s *Stack) applyEventing(ctx context.Context) error {
 		return err
 	}
 	s.Log.Infow("eventing Ready", "objects", ready)
-	if err := kn.AliasBrokerChannel(ctx, brokerNamespace, brokerName); err != nil {
-		return err
+	for _, b := range []string{brokerName, workEventsBroker} {
+		if err := kn.AliasBrokerChannel(ctx, brokerNamespace, b); err != nil {
+			return err
+		}
 	}
 	aud, err := kn.BrokerAudience(ctx, brokerNamespace, brokerName)
 	if err != nil {

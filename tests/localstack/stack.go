@@ -64,8 +64,10 @@ type Stack struct {
 // one for the broker's audience (what a sender presents to the ingress). The functions' own
 // token for the ingress is that of the SinkBinding's account (functionsAccount).
 const (
-	brokerNamespace  = "ocm-jobs"
-	brokerName       = "ocm-jobs"
+	brokerNamespace = "ocm-jobs"
+	brokerName      = "ocm-jobs"
+	// workEventsBroker carries the ApiServerSource's ManifestWork events alone (k8s/base).
+	workEventsBroker = "ocm-jobs-work-events"
 	brokerAccount    = "ocm-jobs-broker"
 	functionsAccount = "ocm-jobs-functions"
 	// pingSource and pingData are the PingSource of k8s/base: the stack adds a tick every
@@ -104,7 +106,7 @@ func (s *Stack) Run(ctx context.Context) error {
 	s.Log.Info("starting the local hub: kube-apiserver + etcd with OCM CRDs, cluster1 (the hub as spoke) and cluster2 (a second API server), each with a real OCM work agent; " +
 		"Knative Eventing " + servers.KnativeVersion + " with OIDC sender identity on")
 	s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2, Eventing: true, OIDC: true,
-		Brokers: []string{brokerNamespace + "/" + brokerName}})
+		Brokers: []string{brokerNamespace + "/" + brokerName, brokerNamespace + "/" + workEventsBroker}})
 	if err != nil {
 		return err
 	}
