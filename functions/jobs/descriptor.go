@@ -26,6 +26,8 @@ type Application struct {
 	// Placement is the OCM Placement that picks clusters for components without targets.
 	Placement  string
 	Components []Component
+	// Rollout is how a change spanning several clusters is rolled out (nil: all at once).
+	Rollout *model.RolloutStrategy
 }
 
 // Component is one job to be: a named set of Kubernetes objects and, maybe, where they go.
@@ -64,12 +66,13 @@ func (c Component) Manifests() ([]model.PlainManifest, error) {
 // icosDescriptor is the ICOS application descriptor: components reference the top-level
 // manifests by metadata.name.
 type icosDescriptor struct {
-	Name        string           `json:"name"`
-	Description string           `json:"description"`
-	Namespace   string           `json:"namespace"`
-	Placement   string           `json:"placement"`
-	Components  []icosComponent  `json:"components"`
-	Manifests   []map[string]any `json:"manifests"`
+	Name        string                 `json:"name"`
+	Description string                 `json:"description"`
+	Namespace   string                 `json:"namespace"`
+	Placement   string                 `json:"placement"`
+	Rollout     *model.RolloutStrategy `json:"rollout,omitempty"`
+	Components  []icosComponent        `json:"components"`
+	Manifests   []map[string]any       `json:"manifests"`
 }
 
 type icosComponent struct {
@@ -231,7 +234,7 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 			return nil, &apis.FieldError{Message: "the descriptor has a field of the wrong type: " + err2.Error(), Paths: []string{apis.CurrentField}}
 		}
 	}
-	app := &Application{Name: d.Name, Description: d.Description, Namespace: d.Namespace, Placement: d.Placement}
+	app := &Application{Name: d.Name, Description: d.Description, Namespace: d.Namespace, Placement: d.Placement, Rollout: d.Rollout}
 	var errs *apis.FieldError
 	if d.Name == "" {
 		errs = errs.Also(apis.ErrMissingField("name"))
@@ -245,6 +248,10 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 	}
 	if len(d.Components) == 0 {
 		errs = errs.Also(apis.ErrMissingField("components"))
+	}
+	if d.Rollout != nil {
+		// The canary is checked against the clusters once the targets are known.
+		errs = errs.Also(d.Rollout.Validate(nil).ViaField("rollout"))
 	}
 
 	// Top-level manifests, by metadata.name.

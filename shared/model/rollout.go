@@ -162,6 +162,9 @@ const (
 	RolloutComplete = "complete"
 	// RolloutHalted: a wave degraded; the waves after it stay held.
 	RolloutHalted = "halted"
+	// RolloutRollingBack: halted, and the clusters done are being given their previous
+	// manifests (the tick re-opens their jobs until each took the order).
+	RolloutRollingBack = "rolling-back"
 	// RolloutRolledBack: halted, and the clusters done were given their previous manifests.
 	RolloutRolledBack = "rolled-back"
 )
@@ -176,6 +179,9 @@ type Rollout struct {
 	Change   string          `json:"change"`
 	Strategy RolloutStrategy `json:"strategy"`
 	Waves    []RolloutWave   `json:"waves"`
+	// Fences are the fences of the change's jobs when it started: a job counts for the
+	// change once it was promoted since (its fence grew).
+	Fences map[string]uint64 `json:"fences"`
 	// Wave is the index of the wave applied last (0: the first).
 	Wave  int    `json:"wave"`
 	Phase string `json:"phase"`
@@ -187,8 +193,8 @@ type Rollout struct {
 	Pending []string `json:"pending"`
 	Failed  []string `json:"failed,omitempty"`
 	// RolledBack lists the clusters given their previous manifests after the halt.
-	RolledBack []string `json:"rolled_back,omitempty"`
-	Why        string   `json:"why,omitempty"`
+	RolledBack []string  `json:"rolled_back,omitempty"`
+	Why        string    `json:"why,omitempty"`
 	UpdatedAt  time.Time `json:"updated_at"`
 }
 
@@ -199,7 +205,9 @@ type RolloutWave struct {
 }
 
 // Active says whether the rollout still needs the tick (it is rolling).
-func (r *Rollout) Active() bool { return r != nil && r.Phase == RolloutRolling }
+func (r *Rollout) Active() bool {
+	return r != nil && (r.Phase == RolloutRolling || r.Phase == RolloutRollingBack)
+}
 
 // Held lists the jobs of the waves after the first: those the change holds at its start.
 func (r *Rollout) Held() []string {
@@ -210,8 +218,9 @@ func (r *Rollout) Held() []string {
 	return out
 }
 
-// NewRollout plans a change's waves over the jobs it touches (job id → cluster).
-func NewRollout(id, change string, s RolloutStrategy, jobCluster map[string]string) *Rollout {
+// NewRollout plans a change's waves over the jobs it touches (job id → cluster), each with
+// its fence when the change starts (0 for a new job).
+func NewRollout(id, change string, s RolloutStrategy, jobCluster map[string]string, fences map[string]uint64) *Rollout {
 	var clusters []string
 	byCluster := map[string][]string{}
 	for j, c := range jobCluster {
@@ -220,7 +229,10 @@ func NewRollout(id, change string, s RolloutStrategy, jobCluster map[string]stri
 		}
 		byCluster[c] = append(byCluster[c], j)
 	}
-	r := &Rollout{ID: id, Change: change, Strategy: s, Phase: RolloutRolling}
+	r := &Rollout{ID: id, Change: change, Strategy: s, Phase: RolloutRolling, Fences: map[string]uint64{}}
+	for j := range jobCluster {
+		r.Fences[j] = fences[j]
+	}
 	for _, cs := range s.Waves(clusters) {
 		w := RolloutWave{Clusters: cs}
 		for _, c := range cs {
