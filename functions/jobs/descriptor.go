@@ -249,10 +249,6 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 	if len(d.Components) == 0 {
 		errs = errs.Also(apis.ErrMissingField("components"))
 	}
-	if d.Rollout != nil {
-		// The canary is checked against the clusters once the targets are known.
-		errs = errs.Also(d.Rollout.Validate(nil).ViaField("rollout"))
-	}
 
 	// Top-level manifests, by metadata.name.
 	byName := map[string]*unstructured.Unstructured{}
@@ -346,6 +342,10 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 		}
 		errs = errs.Also(cerrs.ViaFieldIndex("components", i))
 		app.Components = append(app.Components, comp)
+	}
+	if d.Rollout != nil {
+		// The canary must be one of the clusters named; a Placement's are checked once known.
+		errs = errs.Also(d.Rollout.Validate(namedClusters(app.Components)).ViaField("rollout"))
 	}
 	if errs != nil {
 		return nil, errs
@@ -626,4 +626,19 @@ func podTemplate(w *unstructured.Unstructured) map[string]any {
 		t, _, _ := unstructured.NestedMap(w.Object, "spec", "template")
 		return t
 	}
+}
+
+// namedClusters lists the clusters the components name, or nil when one of them names none
+// (a Placement or the matchmaker decides it).
+func namedClusters(cs []Component) []string {
+	var out []string
+	for _, c := range cs {
+		if c.Targets == nil {
+			return nil
+		}
+		for _, t := range c.AllTargets() {
+			out = append(out, t.ClusterName)
+		}
+	}
+	return out
 }
