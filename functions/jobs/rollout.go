@@ -85,6 +85,17 @@ func (s *service) replaceRolledOut(ctx context.Context, g *model.JobGroup, strat
 	}
 	held := map[string]bool{}
 	if plan != nil {
+		// A job being executed would refuse its re-open and never count for the rollout,
+		// which would then wait for it forever: the update is refused whole instead.
+		var busy []string
+		for _, r := range rs {
+			if r.job.State == model.Progressing {
+				busy = append(busy, r.job.ID)
+			}
+		}
+		if len(busy) > 0 {
+			return fail(http.StatusConflict, "group %s: jobs being executed: %s (retry the rolled-out update when they finish)", g.ID, list(busy))
+		}
 		read, err := s.store.GetRollout(ctx, g.ID)
 		if err != nil {
 			return failureOf(err)
