@@ -26,6 +26,8 @@ type Application struct {
 	// Placement is the OCM Placement that picks clusters for components without targets.
 	Placement  string
 	Components []Component
+	// Rollout is how a change spanning several clusters is rolled out (nil: all at once).
+	Rollout *model.RolloutStrategy
 }
 
 // Component is one job to be: a named set of Kubernetes objects and, maybe, where they go.
@@ -64,12 +66,13 @@ func (c Component) Manifests() ([]model.PlainManifest, error) {
 // icosDescriptor is the ICOS application descriptor: components reference the top-level
 // manifests by metadata.name.
 type icosDescriptor struct {
-	Name        string           `json:"name"`
-	Description string           `json:"description"`
-	Namespace   string           `json:"namespace"`
-	Placement   string           `json:"placement"`
-	Components  []icosComponent  `json:"components"`
-	Manifests   []map[string]any `json:"manifests"`
+	Name        string                 `json:"name"`
+	Description string                 `json:"description"`
+	Namespace   string                 `json:"namespace"`
+	Placement   string                 `json:"placement"`
+	Rollout     *model.RolloutStrategy `json:"rollout,omitempty"`
+	Components  []icosComponent        `json:"components"`
+	Manifests   []map[string]any       `json:"manifests"`
 }
 
 type icosComponent struct {
@@ -231,7 +234,7 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 			return nil, &apis.FieldError{Message: "the descriptor has a field of the wrong type: " + err2.Error(), Paths: []string{apis.CurrentField}}
 		}
 	}
-	app := &Application{Name: d.Name, Description: d.Description, Namespace: d.Namespace, Placement: d.Placement}
+	app := &Application{Name: d.Name, Description: d.Description, Namespace: d.Namespace, Placement: d.Placement, Rollout: d.Rollout}
 	var errs *apis.FieldError
 	if d.Name == "" {
 		errs = errs.Also(apis.ErrMissingField("name"))
@@ -339,6 +342,10 @@ func (l Limits) parseICOS(doc map[string]any) (*Application, *apis.FieldError) {
 		}
 		errs = errs.Also(cerrs.ViaFieldIndex("components", i))
 		app.Components = append(app.Components, comp)
+	}
+	if d.Rollout != nil {
+		// The canary must be one of the clusters named; a Placement's are checked once known.
+		errs = errs.Also(d.Rollout.Validate(namedClusters(app.Components)).ViaField("rollout"))
 	}
 	if errs != nil {
 		return nil, errs
@@ -619,4 +626,19 @@ func podTemplate(w *unstructured.Unstructured) map[string]any {
 		t, _, _ := unstructured.NestedMap(w.Object, "spec", "template")
 		return t
 	}
+}
+
+// namedClusters lists the clusters the components name, or nil when one of them names none
+// (a Placement or the matchmaker decides it).
+func namedClusters(cs []Component) []string {
+	var out []string
+	for _, c := range cs {
+		if c.Targets == nil {
+			return nil
+		}
+		for _, t := range c.AllTargets() {
+			out = append(out, t.ClusterName)
+		}
+	}
+	return out
 }

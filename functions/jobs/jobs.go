@@ -133,7 +133,11 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if IsOakestraSLA(data) {
 			return f.createOakestraEvent(ctx, e, data)
 		}
-		g, fail = f.svc.createGroup(ctx, data, groupID(e.Source(), e.ID()), by)
+		rollout, fl := rolloutOf(e)
+		if fl != nil {
+			return nil, events.Unprocessable("%s", fl.Message)
+		}
+		g, fail = f.svc.createGroupRolledOut(ctx, data, groupID(e.Source(), e.ID()), by, rollout)
 	case events.JobGroupUpdate:
 		id, data, res := f.updateData(ctx, e)
 		if res != nil {

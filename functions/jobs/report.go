@@ -18,6 +18,9 @@ type GroupReport struct {
 	ID         string            `json:"id"`
 	AppName    string            `json:"appName"`
 	Components []ComponentReport `json:"components"`
+	// Rollout is the group's rollout in waves, if it has one: wave, clusters done / pending /
+	// failed.
+	Rollout *model.Rollout `json:"rollout,omitempty"`
 }
 
 // ComponentReport is one component of the group: one instance per cluster it runs on.
@@ -112,7 +115,7 @@ const historyLookback = 8
 // BuildReport assembles a group's report from the group as stored, the newest history entries
 // of its jobs (newest first) and its incompliances. Pure: table-tested.
 func BuildReport(g *model.JobGroup, hist map[string][]model.HistoryEntry, incs []model.Incompliance) GroupReport {
-	out := GroupReport{ID: g.ID, AppName: g.AppName, Components: []ComponentReport{}}
+	out := GroupReport{ID: g.ID, AppName: g.AppName, Components: []ComponentReport{}, Rollout: g.Rollout}
 	byName := map[string]int{}
 	for _, j := range g.Jobs {
 		i, ok := byName[j.Component]

@@ -71,9 +71,18 @@ func (s *service) healthy(ctx context.Context) error { return s.store.Ping(ctx) 
 // component (every job with a target is announced as job.created). id, when set, is the
 // group's id (derived from an event, so a redelivery finds the group it made).
 func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by string) (*model.JobGroup, *Failure) {
+	return s.createGroupRolledOut(ctx, descriptor, id, by, nil)
+}
+
+// createGroupRolledOut is createGroup with the rollout strategy of the order (nil: the
+// descriptor's): the jobs of the waves after the first are stored held.
+func (s *service) createGroupRolledOut(ctx context.Context, descriptor []byte, id, by string, rollout *model.RolloutStrategy) (*model.JobGroup, *Failure) {
 	app, fl := s.parse(descriptor)
 	if fl != nil {
 		return nil, fl
+	}
+	if rollout != nil {
+		app.Rollout = rollout
 	}
 	missing, err := s.targeter.Resolve(ctx, app, descriptor)
 	if err != nil {
@@ -89,6 +98,9 @@ func (s *service) createGroup(ctx context.Context, descriptor []byte, id, by str
 			return nil, fl
 		}
 		g.Jobs = append(g.Jobs, js...)
+	}
+	if g.Rollout, fl = planRollout(app.Rollout, "create", g.Jobs); fl != nil {
+		return nil, fl
 	}
 	if err := s.storeGroup(ctx, g, by, descriptor); err != nil {
 		if errors.Is(err, store.ErrExists) && id != "" {
@@ -321,6 +333,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 	var added []Component
 	var placed []model.Job // new jobs of components on several clusters: their targets are known
 	var refused []string
+	var replaces []replace
 	keep := map[string]bool{}
 	for _, c := range app.Components {
 		existing, ok := byComponent[c.Name]
@@ -340,9 +353,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 			if sameManifests(existing[0].Manifests, ms) {
 				continue
 			}
-			if fl := s.reopen(ctx, &refused, existing[0], store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
-				return nil, fl
-			}
+			replaces = append(replaces, replace{existing[0], ms})
 			continue
 		}
 		// Several clusters: one job per cluster named, matched by cluster.
@@ -368,10 +379,11 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 			if sameManifests(j.Manifests, ms) {
 				continue
 			}
-			if fl := s.reopen(ctx, &refused, j, store.Reopen{Type: model.ReplaceDeployment, Manifests: ms, By: by, Why: "group updated"}); fl != nil {
-				return nil, fl
-			}
+			replaces = append(replaces, replace{j, ms})
 		}
+	}
+	if fl := s.replaceRolledOut(ctx, g, app.Rollout, replaces, by, &refused); fl != nil {
+		return nil, fl
 	}
 	for _, j := range g.Jobs {
 		if keep[j.ID] || keep[j.Component] || (j.Type == model.DeleteDeployment && j.State == model.Finished) {

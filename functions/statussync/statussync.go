@@ -132,6 +132,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if err != nil {
 			return nil, events.Unavailable("status sync: %v", err)
 		}
+		// Then the rollouts, on the states the sync just wrote.
+		if _, err := f.Rollouts(ctx); err != nil {
+			return nil, events.Unavailable("rollouts: %v", err)
+		}
 		return nil, events.Done("%s", r)
 	case events.JobProgressing:
 		jobID, err := jobIDOf(e)

@@ -17,6 +17,9 @@ type JobGroup struct {
 	// Pending is an order (stop, start) accepted while some of the group's jobs were being
 	// executed, carried out once they end (an addition to ICOS).
 	Pending string `json:"pending,omitempty"`
+	// Rollout is the change rolled out (or last rolled out) across the group's clusters in
+	// waves, when the group chose a progressive or canary strategy (an addition to ICOS).
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // Job is one component of an application and what to do with it (ICOS `Job`).

@@ -76,6 +76,9 @@ func (s *Store) CheckConsistency(ctx context.Context) ([]string, error) {
 			}
 			if h["deleted_at"] == "" {
 				add(indexKey(bp, "groups"), strings.TrimPrefix(rest, "group:"), "")
+				if r, _ := decodeRollout(h["rollout"]); r.Active() {
+					add(indexKey(bp, "rollouts"), strings.TrimPrefix(rest, "group:"), "")
+				}
 			}
 		case strings.HasPrefix(rest, "job:"):
 			h, err := s.rdb.HGetAll(ctx, k).Result()
@@ -95,7 +98,8 @@ func (s *Store) CheckConsistency(ctx context.Context) ([]string, error) {
 			}
 			if h["targets"] != "" && h["orch"] != "" {
 				switch {
-				case h["state"] == "1":
+				case h["state"] == "1" && h["hold"] == "":
+					// A job held by a rollout is out of the ready index (rollout.go).
 					add(indexKey(bp, "ready:"+h["orch"]+":"+h["owner"]), id, "")
 				case h["state"] == "2" && h["type"] == "5":
 					add(indexKey(bp, "lease:"+h["orch"]), id, h["lease_until"])

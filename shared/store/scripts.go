@@ -149,8 +149,9 @@ end
 // A new group registered with the Policy Manager gets its registration (created) too.
 // KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
 // then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource; then
-// register (1 or ”), the descriptor; emitter.
-const createGroupLua = prelude + lifecycleLua + `
+// register (1 or ”), the descriptor; the rollout (” for none), the number of held jobs, their
+// ids, the hold (the rollout's id); emitter.
+const createGroupLua = prelude + lifecycleLua + holdLua + `
 local adding = ARGV[3] == ''
 if adding then
   local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
@@ -163,6 +164,10 @@ for i = 0, n - 1 do
   local id = ARGV[8 + i * 8]
   if redis.call('EXISTS', job_key(id)) == 1 then return guard('absent', 'no job ' .. id, 'exists') end
 end
+-- A rollout in waves: its plan, and the jobs of the later waves held (rollout.go).
+local rb = 8 + n * 8
+local rollout, held = ARGV[rb + 2], {}
+for i = rb + 4, rb + 3 + tonumber(ARGV[rb + 3]) do held[ARGV[i]] = ARGV[rb + 4 + tonumber(ARGV[rb + 3])] end
 local now = string.format('%d', now_ms())
 if adding then
   redis.call('HSET', KEYS[1], 'updated_at', now)
@@ -186,9 +191,12 @@ for i = 0, n - 1 do
   if targets ~= '' then io = orch end
   reindex(id, {}, memberships('1', ty, '', io, 0))
   history(id, ARGV[4], tonumber(now), ARGV[5], 'create', 0, 1, ARGV[6], 0)
-  emit(job_key(id))
+  if held[id] then hold(id, io, held[id]) else emit(job_key(id)) end
 end
-local rb = 8 + n * 8
+if rollout ~= '' then
+  redis.call('HSET', KEYS[1], 'rollout', rollout)
+  redis.call('SADD', idx('rollouts'), ARGV[2])
+end
 if not adding and ARGV[rb] == '1' then lifecycle(ARGV[2], 'create', ARGV[rb + 1], tonumber(now)) end
 return reply({'ok', now})
 `
@@ -229,6 +237,7 @@ redis.call('HSET', KEYS[1], 'deleted_at', now, 'updated_at', now)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SREM', idx('groups'), ARGV[2])
+redis.call('SREM', idx('rollouts'), ARGV[2])
 lifecycle(ARGV[2], 'delete', '', now)
 return {'ok', '1'}
 `
@@ -259,6 +268,10 @@ else
   return guard('state', '1', j.state)
 end
 if j.targets == '' then return guard('target', 'a target', 'none') end
+if j.state == '1' then
+  local h = redis.call('HGET', KEYS[1], 'hold')
+  if h then return guard('hold', 'no rollout hold', 'held by rollout ' .. h) end
+end
 local fence = j.fence + 1
 local lu = now + tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', string.format('%d', fence),
@@ -376,8 +389,9 @@ return {'ok', changed}
 // its redelivery answers the job as it is.
 // KEYS: job. ARGV: prefix, id, type, sub_type, remediation, manifests (” keeps them),
 // fence (” for any), history cap, by, why, group id, group op (stop, start or ”), order
-// (” for none), emitter.
-const reopenLua = prelude + lifecycleLua + `
+// (” for none), hold (a rollout's id, ” for none: a held job is released), keep the
+// previous manifests (1/0), emitter.
+const reopenLua = prelude + lifecycleLua + holdLua + `
 local j = load(KEYS[1])
 if not j then return guard('exists', 'job', 'none') end
 if ARGV[13] ~= '' and redis.call('HGET', KEYS[1], 'order') == ARGV[13] then return {'ok', j.state, j.type, 'seen'} end
@@ -392,6 +406,10 @@ elseif j.state ~= '1' and j.state ~= '3' and j.state ~= '4' then
   return guard('state', ',3,4,', j.state)
 end
 local now = now_ms()
+-- A rollout keeps the manifests the job ran with, for a rollback (rollout.go).
+if ARGV[15] == '1' and j.state ~= '1' then
+  redis.call('HSET', KEYS[1], 'prev_manifests', redis.call('HGET', KEYS[1], 'manifests') or '')
+end
 redis.call('HSET', KEYS[1], 'state', to, 'type', ty, 'updated_at', string.format('%d', now))
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'sub_type', ARGV[4]) else redis.call('HDEL', KEYS[1], 'sub_type') end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'remediation', ARGV[5]) else redis.call('HDEL', KEYS[1], 'remediation') end
@@ -402,7 +420,12 @@ if TP ~= '' then redis.call('HSET', KEYS[1], 'trace', TP) else redis.call('HDEL'
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'order', ARGV[13]) end
 reindex(ARGV[2], was(j), memberships(to, ty, j.owner, iorch(j), j.lu))
 history(ARGV[2], ARGV[8], now, ARGV[9], 'reopen-' .. ty, j.state, to, ARGV[10], j.fence)
-emit(KEYS[1])
+if to == '1' and ARGV[14] ~= '' then
+  hold(ARGV[2], iorch(j), ARGV[14], j.owner)
+else
+  if redis.call('HDEL', KEYS[1], 'hold') == 1 and to == '1' then unhold(ARGV[2], iorch(j), j.owner) end
+  emit(KEYS[1])
+end
 if ARGV[12] ~= '' then lifecycle(ARGV[11], ARGV[12], '', now) end
 return reply({'ok', to, ty})
 `

@@ -357,6 +357,10 @@ func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc
 	} else {
 		args = append(args, "", "")
 	}
+	args, rerr := rolloutArgs(args, g.Rollout)
+	if rerr != nil {
+		return fmt.Errorf("%s group %s: %w", op, g.ID, rerr)
+	}
 	out, err := s.run(ctx, createGroupScript, op, "group", g.ID,
 		[]string{s.groupKey(g.ID), s.groupJobsKey(g.ID)}, args...)
 	if err != nil {
@@ -662,7 +666,7 @@ func (s *Store) GetGroup(ctx context.Context, id string) (*model.JobGroup, error
 		return nil, invalid("get group", fe)
 	}
 	pipe := s.rdb.Pipeline()
-	gc := pipe.HMGet(ctx, s.groupKey(id), "doc", "deleted_at")
+	gc := pipe.HMGet(ctx, s.groupKey(id), "doc", "deleted_at", "rollout")
 	jc := pipe.SMembers(ctx, s.groupJobsKey(id))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("get group %s: %w", id, err)
@@ -675,6 +679,11 @@ func (s *Store) GetGroup(ctx context.Context, id string) (*model.JobGroup, error
 	g, err := decodeGroup(doc)
 	if err != nil {
 		return nil, err
+	}
+	if raw, _ := v[2].(string); raw != "" {
+		if g.Rollout, err = decodeRollout(raw); err != nil {
+			return nil, err
+		}
 	}
 	if g.Jobs, err = s.fetchJobs(ctx, jc.Val()); err != nil {
 		return nil, err

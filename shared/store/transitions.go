@@ -277,6 +277,11 @@ type Reopen struct {
 	// Order, when set, names the request this re-open carries out (a restart): a job it
 	// re-opened once is left as it is when the same order comes again (ErrOrderSeen).
 	Order string
+	// Hold, when set, is the rollout (its id) that holds the re-opened job until its wave
+	// starts (rollout.go); without it, a job a rollout held is released.
+	Hold string
+	// KeepPrevious keeps the manifests the job ran with (PreviousManifests), for a rollback.
+	KeepPrevious bool
 }
 
 // Reopen turns a Finished or Degraded job into a Created job of another type. The job keeps
@@ -351,7 +356,7 @@ func (s *Store) Reopen(ctx context.Context, jobID string, r Reopen) (model.JobSt
 	}
 	out, err := s.run(ctx, reopenScript, op, "job", jobID, []string{s.jobKey(jobID)},
 		s.bucket(jobID), jobID, int(r.Type), string(r.SubType), rem, ms, ifFence, s.opts.HistoryCap,
-		jsonString(r.By), jsonString(clip(r.Why)), r.Group, string(r.GroupOp), r.Order)
+		jsonString(r.By), jsonString(clip(r.Why)), r.Group, string(r.GroupOp), r.Order, r.Hold, flag(r.KeepPrevious))
 	if err != nil {
 		return 0, err
 	}

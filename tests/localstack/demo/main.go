@@ -150,6 +150,9 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.report(ctx, g.ID); err != nil {
 		return err
 	}
+	if err := d.rollout(ctx); err != nil {
+		return err
+	}
 
 	step("4. stop the application (eu.icos.jobgroup.stop.v1): running jobs become DeleteDeployment jobs")
 	if err := d.event(ctx, d.env["JOBS_URL"], "eu.icos.jobgroup.stop.v1", "application/json", idBody, nil); err != nil {

@@ -1,0 +1,127 @@
+package jobs
+
+import (
+	"context"
+
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
+	"github.com/ocm-jobs/ocm-jobs/shared/store"
+)
+
+// ExtRollout is the create and update events' extension choosing the group's rollout
+// strategy, as JSON (`{"strategy":"canary","canary":"cluster1"}`); it overrides the
+// descriptor's `rollout`.
+const ExtRollout = "rollout"
+
+// rolloutOf reads the event's rollout extension (nil when absent).
+func rolloutOf(e event.Event) (*model.RolloutStrategy, *Failure) {
+	v, ok := e.Extensions()[ExtRollout]
+	if !ok {
+		return nil, nil
+	}
+	var rs model.RolloutStrategy
+	if err := json.Unmarshal([]byte(fmt.Sprint(v)), &rs); err != nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the %s extension is not a rollout strategy as JSON: %v", ExtRollout, err)
+	}
+	return &rs, nil
+}
+
+// planRollout plans the waves of a change over the jobs it touches, when the strategy holds
+// clusters back and the jobs span more than one cluster (nil otherwise: all at once). The
+// strategy is checked against those clusters: a bad one is a 422 listing its paths.
+func planRollout(s *model.RolloutStrategy, change string, jobs []model.Job) (*model.Rollout, *Failure) {
+	if s == nil {
+		return nil, nil
+	}
+	jobCluster, fences := map[string]string{}, map[string]uint64{}
+	seen := map[string]bool{}
+	var clusters []string
+	for _, j := range jobs {
+		if j.Targets == nil || j.Targets.ClusterName == "" {
+			continue
+		}
+		jobCluster[j.ID], fences[j.ID] = j.Targets.ClusterName, j.Fence
+		if !seen[j.Targets.ClusterName] {
+			seen[j.Targets.ClusterName] = true
+			clusters = append(clusters, j.Targets.ClusterName)
+		}
+	}
+	sort.Strings(clusters)
+	if ferr := s.Validate(clusters); ferr != nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the rollout strategy is not valid: %v", ferr.ViaField("rollout"))
+	}
+	if !s.Waved() || len(clusters) < 2 {
+		return nil, nil
+	}
+	return model.NewRollout(change+"-"+uuid.NewString()[:8], change, *s, jobCluster, fences), nil
+}
+
+// replace is a job an update gives new manifests.
+type replace struct {
+	job       model.Job
+	manifests []model.PlainManifest
+}
+
+// replaceRolledOut re-opens the jobs an update replaces: all at once, or, when the group's
+// strategy holds clusters back and they span several, in waves: the rollout is written first
+// (refused with 409 while another one is rolling), then the jobs of the first wave are
+// re-opened and those of the later waves re-opened held; each keeps the manifests it ran
+// with, for a rollback.
+func (s *service) replaceRolledOut(ctx context.Context, g *model.JobGroup, strategy *model.RolloutStrategy, rs []replace, by string, refused *[]string) *Failure {
+	jobs := make([]model.Job, 0, len(rs))
+	for _, r := range rs {
+		jobs = append(jobs, r.job)
+	}
+	plan, fl := planRollout(strategy, "update", jobs)
+	if fl != nil {
+		return fl
+	}
+	held := map[string]bool{}
+	if plan != nil {
+		// A job being executed would refuse its re-open and never count for the rollout,
+		// which would then wait for it forever: the update is refused whole instead.
+		var busy []string
+		for _, r := range rs {
+			if r.job.State == model.Progressing {
+				busy = append(busy, r.job.ID)
+			}
+		}
+		if len(busy) > 0 {
+			return fail(http.StatusConflict, "group %s: jobs being executed: %s (retry the rolled-out update when they finish)", g.ID, list(busy))
+		}
+		read, err := s.store.GetRollout(ctx, g.ID)
+		if err != nil {
+			return failureOf(err)
+		}
+		if read.Rollout.Active() {
+			return fail(http.StatusConflict, "group %s: rollout %s is still %s (wave %d of %d); update it when it ends", g.ID, read.Rollout.ID, read.Rollout.Phase, read.Rollout.Wave+1, len(read.Rollout.Waves))
+		}
+		if _, err := s.store.AdvanceRollout(ctx, read, plan, nil); err != nil {
+			return failureOf(err)
+		}
+		for _, id := range plan.Held() {
+			held[id] = true
+		}
+	}
+	for _, r := range rs {
+		ro := store.Reopen{Type: model.ReplaceDeployment, Manifests: r.manifests, By: by, Why: "group updated"}
+		if plan != nil {
+			ro.KeepPrevious = true
+			ro.Why = "group updated (rollout " + plan.ID + ")"
+			if held[r.job.ID] {
+				ro.Hold = plan.ID
+			}
+		}
+		if fl := s.reopen(ctx, refused, r.job, ro); fl != nil {
+			return fl
+		}
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestRolloutWaves(t *testing.T) {
+	one, half := intstr.FromInt32(1), intstr.FromString("50%")
+	cs := []string{"c3", "c1", "c2"}
+	tests := map[string]struct {
+		s    RolloutStrategy
+		want string
+	}{
+		"all":                  {RolloutStrategy{}, "[[c1 c2 c3]]"},
+		"progressive by one":   {RolloutStrategy{Strategy: RolloutProgressive, MaxConcurrency: &one}, "[[c1] [c2] [c3]]"},
+		"progressive by 50%":   {RolloutStrategy{Strategy: RolloutProgressive, MaxConcurrency: &half}, "[[c1 c2] [c3]]"},
+		"canary then the rest": {RolloutStrategy{Strategy: RolloutCanary, Canary: "c2"}, "[[c2] [c1 c3]]"},
+		"canary then by one":   {RolloutStrategy{Strategy: RolloutCanary, Canary: "c2", MaxConcurrency: &one}, "[[c2] [c1] [c3]]"},
+	}
+	for name, tc := range tests {
+		if got := fmt.Sprint(tc.s.Waves(cs)); got != tc.want {
+			t.Errorf("%s: %s, want %s", name, got, tc.want)
+		}
+	}
+}
+
+func TestRolloutValidate(t *testing.T) {
+	zero, big := intstr.FromInt32(0), intstr.FromString("150%")
+	tests := map[string]struct {
+		s     RolloutStrategy
+		paths string
+	}{
+		"fine":             {RolloutStrategy{Strategy: RolloutCanary, Canary: "c1", MinSuccessTime: "5s"}, ""},
+		"unknown":          {RolloutStrategy{Strategy: "waves"}, "strategy"},
+		"progressive bad":  {RolloutStrategy{Strategy: RolloutProgressive, MaxConcurrency: &zero, MinSuccessTime: "-1s"}, "maxConcurrency minSuccessTime"},
+		"percentage":       {RolloutStrategy{Strategy: RolloutProgressive, MaxConcurrency: &big}, "maxConcurrency"},
+		"no concurrency":   {RolloutStrategy{Strategy: RolloutProgressive}, "maxConcurrency"},
+		"canary elsewhere": {RolloutStrategy{Strategy: RolloutCanary, Canary: "c9"}, "canary"},
+		"canary missing":   {RolloutStrategy{Strategy: RolloutCanary}, "canary"},
+	}
+	for name, tc := range tests {
+		err := tc.s.Validate([]string{"c1", "c2"})
+		for _, p := range strings.Fields(tc.paths) {
+			if err == nil || !strings.Contains(err.Error(), p) {
+				t.Errorf("%s: %v does not name %s", name, err, p)
+			}
+		}
+		if tc.paths == "" && err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
