@@ -111,8 +111,11 @@ func (s *Store) runScript(ctx context.Context, sc *redis.Script, op, kind, id st
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s %s %s: empty answer from the script", op, kind, id)
 	}
-	out, entries := parseOutbox(out, outboxKey(s.bucket(id)))
-	if p := pendingFrom(ctx); p != nil {
+	// The entries are decoded only for a caller that publishes them (a Pending in ctx); the
+	// others leave them to the relay.
+	p := pendingFrom(ctx)
+	out, entries := parseOutbox(out, outboxKey(s.bucket(id)), p != nil)
+	if p != nil {
 		p.add(entries)
 	}
 	return out, nil
