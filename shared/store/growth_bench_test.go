@@ -165,7 +165,7 @@ func timeTransitions(b *testing.B, s *store.Store, n int) (create, promote, fini
 func drainOutbox(b *testing.B, s *store.Store) {
 	b.Helper()
 	for {
-		due, err := s.OutboxDue(ctx, 0, 1000)
+		due, err := s.OutboxDue(ctx, 0, 20)
 		if err != nil {
 			b.Fatal(err)
 		}
