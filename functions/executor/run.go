@@ -373,7 +373,8 @@ func (f *Function) sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	owned, err := f.store.JobStatusOfOwner(ctx, f.hubID)
+	// Only a Progressing job can be resumable: the hub's Finished jobs are not read at all.
+	owned, err := f.store.ProgressingJobStatusOfOwner(ctx, f.hubID)
 	if err != nil {
 		return err
 	}

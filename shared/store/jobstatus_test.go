@@ -98,3 +98,36 @@ func TestWriteResourceStatusIf(t *testing.T) {
 		}
 	})
 }
+
+// ProgressingJobStatusOfOwner lists exactly the hub's Progressing jobs: not its Finished or
+// Degraded ones, not the Created ones, not another hub's.
+func TestProgressingJobStatusOfOwner(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, store.Options{})
+		g := newGroup(newJob("a", true), newJob("b", true), newJob("c", true), newJob("d", true), newJob("e", true))
+		if err := s.CreateGroup(ctx, g, "test"); err != nil {
+			t.Fatal(err)
+		}
+		running := promote(t, s, g.Jobs[0].ID, "hub-a", "exec")
+		if _, err := s.Finish(ctx, promote(t, s, g.Jobs[1].ID, "hub-a", "exec"), "done"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Degrade(ctx, promote(t, s, g.Jobs[2].ID, "hub-a", "exec"), "broken"); err != nil {
+			t.Fatal(err)
+		}
+		other := promote(t, s, g.Jobs[3].ID, "hub-b", "exec")
+		got, err := s.ProgressingJobStatusOfOwner(ctx, "hub-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != running.JobID || got[0].State != model.Progressing || got[0].Manifests != nil {
+			t.Errorf("hub-a's Progressing jobs: %+v, want only %s without manifests", got, running.JobID)
+		}
+		if got, err := s.ProgressingJobStatusOfOwner(ctx, "hub-b"); err != nil || len(got) != 1 || got[0].ID != other.JobID {
+			t.Errorf("hub-b's Progressing jobs: %+v, %v; want only %s", got, err, other.JobID)
+		}
+		if _, err := s.ProgressingJobStatusOfOwner(ctx, ""); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("no owner: %v, want ErrInvalid", err)
+		}
+	})
+}

@@ -32,9 +32,9 @@ type OutboxEntry struct {
 	Traceparent string
 }
 
-// parseOutbox splits a script's answer at the '#outbox' marker: the answer, and the entries
-// after it (id, number of fields, then field/value pairs, per entry).
-func parseOutbox(out []string, stream string) ([]string, []OutboxEntry) {
+// parseOutbox splits a script's answer at the '#outbox' marker: the answer, and (with
+// decode) the entries after it (id, number of fields, then field/value pairs, per entry).
+func parseOutbox(out []string, stream string, decode bool) ([]string, []OutboxEntry) {
 	at := -1
 	for i := 0; i < len(out); i++ {
 		switch out[i] {
@@ -52,8 +52,11 @@ func parseOutbox(out []string, stream string) ([]string, []OutboxEntry) {
 		}
 		break
 	}
-	if at < 0 {
+	switch {
+	case at < 0:
 		return out, nil
+	case !decode:
+		return out[:at], nil
 	}
 	var entries []OutboxEntry
 	rest := out[at+1:]

@@ -111,8 +111,11 @@ func (s *Store) runScript(ctx context.Context, sc *redis.Script, op, kind, id st
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s %s %s: empty answer from the script", op, kind, id)
 	}
-	out, entries := parseOutbox(out, outboxKey(s.bucket(id)))
-	if p := pendingFrom(ctx); p != nil {
+	// The entries are decoded only for a caller that publishes them (a Pending in ctx); the
+	// others leave them to the relay.
+	p := pendingFrom(ctx)
+	out, entries := parseOutbox(out, outboxKey(s.bucket(id)), p != nil)
+	if p != nil {
 		p.add(entries)
 	}
 	return out, nil
@@ -612,6 +615,25 @@ func (s *Store) JobStatusOfOwner(ctx context.Context, owner string) ([]model.Job
 		return nil, err
 	}
 	return s.fetchJobStatus(ctx, ids)
+}
+
+// ProgressingJobStatusOfOwner lists the hub's jobs in Progressing as JobStatusOfOwner does
+// (no manifests, no remediation): what a sweep looks at for executions that died. Each bucket
+// answers the intersection of its Progressing index with the hub's (SINTER walks the smaller
+// set, the Progressing jobs), so the hub's Finished jobs cost the query nothing.
+func (s *Store) ProgressingJobStatusOfOwner(ctx context.Context, owner string) ([]model.Job, error) {
+	if fe := checkOwner(owner, "owner_id"); fe != nil {
+		return nil, invalid("list jobs", fe)
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, 0, len(s.buckets))
+	for _, b := range s.buckets {
+		cmds = append(cmds, pipe.SInter(ctx, indexKey(b, "state:"+strconv.Itoa(int(model.Progressing))), indexKey(b, "owner:"+owner)))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading the Progressing jobs of %s: %w", owner, err)
+	}
+	return s.fetchJobStatus(ctx, union(cmds))
 }
 
 // ExecutableJobs lists what a hub may promote for an orchestrator, by the ICOS rules: Created

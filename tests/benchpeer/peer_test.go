@@ -3,6 +3,8 @@ package benchpeer
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,24 +49,53 @@ func BenchmarkVersusAsynq(b *testing.B) {
 	if err := s.LoadScripts(ctx); err != nil {
 		b.Fatal(err)
 	}
+	fmt.Printf("BenchmarkVersusAsynq: load average at start %s\n", servers.LoadAverage())
+	defer func() { fmt.Printf("BenchmarkVersusAsynq: load average at end %s\n", servers.LoadAverage()) }()
 	for _, n := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("concurrency=%d", n), func(b *testing.B) {
-			var pf, e2e, aq float64
+			var pf, e2e, aq, e2eCPU, aqCPU float64
 			for i := 0; i < b.N; i++ {
 				pf += promoteFinishRate(b, s, n)
+				cpu0 := redisCPU(b, c)
 				e2e += endToEndRate(b, s, n)
+				cpu1 := redisCPU(b, c)
 				aq += asynqRate(b, r.Addr, n)
+				e2eCPU += (cpu1 - cpu0) / batch
+				aqCPU += (redisCPU(b, c) - cpu1) / batch
 			}
-			pf, e2e, aq = pf/float64(b.N), e2e/float64(b.N), aq/float64(b.N)
+			k := float64(b.N)
+			pf, e2e, aq, e2eCPU, aqCPU = pf/k, e2e/k, aq/k, e2eCPU/k, aqCPU/k
 			b.ReportMetric(pf, "jobs/s(promote+finish)")
 			b.ReportMetric(e2e, "jobs/s(create+promote+finish)")
 			b.ReportMetric(aq, "tasks/s(asynq)")
 			b.ReportMetric(pf/aq, "ratio(promote+finish/asynq)")
 			b.ReportMetric(e2e/aq, "ratio(create+promote+finish/asynq)")
-			b.Logf("concurrency %d: ocm-jobs promote+finish %.0f jobs/s, create+promote+finish %.0f jobs/s; asynq enqueue+process %.0f tasks/s; ratios %.2f and %.2f",
-				n, pf, e2e, aq, pf/aq, e2e/aq)
+			fmt.Printf("RATIO store/asynq, concurrency %d: create+promote+finish %.0f jobs/s / asynq enqueue+process %.0f tasks/s = %.2fx (goal ≥ 1.5x); promote+finish alone %.0f jobs/s = %.2fx; redis-server CPU per job %.0fµs, per asynq task %.0fµs (%.2fx)\n",
+				n, e2e, aq, e2e/aq, pf, pf/aq, e2eCPU*1e6, aqCPU*1e6, e2eCPU/aqCPU)
 		})
 	}
+}
+
+// redisCPU is the CPU time the redis-server has used so far (INFO cpu, user + system), in
+// seconds: what a job's life costs the server, whatever the machine's load.
+func redisCPU(b *testing.B, c *redis.Client) float64 {
+	b.Helper()
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s=%q: %v", k, v, err)
+			}
+			sum += f
+		}
+	}
+	return sum
 }
 
 func newJobs(n int) []model.Job {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -309,6 +310,9 @@ func deliver(t testing.TB, url, eventID string, j model.Job) int {
 		if err != nil {
 			return 0
 		}
+		// Read to the end: a body closed unread takes its connection with it, and every
+		// delivery would pay a new one (a broker's dispatcher reuses them).
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode < 500 {
 			return resp.StatusCode
