@@ -24,16 +24,7 @@ components:
     manifests: [{name: web}]
     targets: [` + strings.Join(ts, ", ") + `]
 manifests:
-  - apiVersion: apps/v1
-    kind: Deployment
-    metadata: {name: web}
-    spec:
-      replicas: 1
-      selector: {matchLabels: {app: web}}
-      template:
-        metadata: {labels: {app: web}}
-        spec: {containers: [{name: web, image: nginx:1.27}]}
-`
+` + webDeployment("nginx:1.27")
 }
 
 // TestComponentOnSeveralClusters: a component whose targets are a list runs on each cluster
@@ -94,4 +85,19 @@ func TestComponentOnSeveralClusters(t *testing.T) {
 	if spokeDeployment(t, "cluster2", "multi1", "web") == nil {
 		t.Error("the kept cluster lost the workload")
 	}
+}
+
+// webDeployment is the manifest entry (descriptor YAML, under `manifests:`) of the one-replica
+// Deployment "web" running image that the several-cluster, restart, rollout and tenancy tests deploy.
+func webDeployment(image string) string {
+	return `  - apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: web}
+    spec:
+      replicas: 1
+      selector: {matchLabels: {app: web}}
+      template:
+        metadata: {labels: {app: web}}
+        spec: {containers: [{name: web, image: ` + image + `}]}
+`
 }

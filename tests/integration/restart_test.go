@@ -29,16 +29,7 @@ components:
     manifests: [{name: settings}]
     targets: {cluster_name: cluster2, orchestrator: ocm}
 manifests:
-  - apiVersion: apps/v1
-    kind: Deployment
-    metadata: {name: web}
-    spec:
-      replicas: 1
-      selector: {matchLabels: {app: web}}
-      template:
-        metadata: {labels: {app: web}}
-        spec: {containers: [{name: web, image: nginx:1.27}]}
-  - apiVersion: v1
+` + webDeployment("nginx:1.27") + `  - apiVersion: v1
     kind: Service
     metadata: {name: web-svc}
     spec: {selector: {app: web}, ports: [{port: 80}]}

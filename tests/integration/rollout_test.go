@@ -25,16 +25,7 @@ components:
     manifests: [{name: web}` + map[bool]string{true: ", {name: web-svc}"}[headless] + `]
     targets: [{cluster_name: cluster1, orchestrator: ocm}, {cluster_name: cluster2, orchestrator: ocm}]
 manifests:
-  - apiVersion: apps/v1
-    kind: Deployment
-    metadata: {name: web}
-    spec:
-      replicas: 1
-      selector: {matchLabels: {app: web}}
-      template:
-        metadata: {labels: {app: web}}
-        spec: {containers: [{name: web, image: "` + image + `"}]}
-`
+` + webDeployment(image)
 	if headless {
 		d += `  - apiVersion: v1
     kind: Service

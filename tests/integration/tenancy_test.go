@@ -25,16 +25,7 @@ components:
     manifests: [{name: web}, {name: web-config}` + extraRefs(extra) + `]
     targets: {cluster_name: cluster1, orchestrator: ocm}
 manifests:
-  - apiVersion: apps/v1
-    kind: Deployment
-    metadata: {name: web}
-    spec:
-      replicas: 1
-      selector: {matchLabels: {app: web}}
-      template:
-        metadata: {labels: {app: web}}
-        spec: {containers: [{name: web, image: nginx:1.27}]}
-  - apiVersion: v1
+` + webDeployment("nginx:1.27") + `  - apiVersion: v1
     kind: ConfigMap
     metadata: {name: web-config}
     data: {mode: demo}
