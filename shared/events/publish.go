@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -30,12 +31,17 @@ type Publisher interface {
 // token for its audience; the SinkBinding mounts one at /oidc/token (SINK_TOKEN_FILE) and the
 // kubelet renews it in place. TokenFile names that file: its token is sent as a bearer token,
 // read again whenever the file changes; while there is no such file no token is sent.
+//
+// An attempt that gets no answer within AttemptTimeout (a broker's ingress stuck behind a
+// synchronous channel, say) is abandoned and retried like a transient failure, so a publish
+// never hangs for good; the receivers deduplicate by event id, so a late first copy is harmless.
 type SinkPublisher struct {
-	Sink      string
-	Retries   int
-	Backoff   time.Duration
-	TokenFile string
-	client    cloudevents.Client
+	Sink           string
+	Retries        int
+	Backoff        time.Duration
+	TokenFile      string
+	AttemptTimeout time.Duration
+	client         cloudevents.Client
 
 	mu    sync.Mutex
 	token sinkToken
@@ -50,19 +56,58 @@ type sinkToken struct {
 
 // NewSinkPublisher returns a publisher to sink.
 func NewSinkPublisher(sink string, retries int, backoff time.Duration) (*SinkPublisher, error) {
+	if backoff <= 0 {
+		backoff = 100 * time.Millisecond
+	}
+	sp := &SinkPublisher{Sink: sink, Retries: retries, Backoff: backoff, AttemptTimeout: DefaultAttemptTimeout}
 	p, err := cloudevents.NewHTTP(cloudevents.WithTarget(sink),
+		cehttp.WithRoundTripper(boundedAttempts{p: sp, next: http.DefaultTransport}),
 		cehttp.WithIsRetriableFunc(func(status int) bool { return IsTransient(status) || status == http.StatusNotFound }))
 	if err != nil {
 		return nil, fmt.Errorf("sink %q: %w", sink, err)
 	}
-	c, err := cloudevents.NewClient(p, cloudevents.WithTimeNow())
-	if err != nil {
+	if sp.client, err = cloudevents.NewClient(p, cloudevents.WithTimeNow()); err != nil {
 		return nil, err
 	}
-	if backoff <= 0 {
-		backoff = 100 * time.Millisecond
+	return sp, nil
+}
+
+// DefaultAttemptTimeout is how long one publish attempt waits for the sink's answer.
+const DefaultAttemptTimeout = 30 * time.Second
+
+// boundedAttempts ends an attempt whose answer has not begun within the publisher's
+// AttemptTimeout; the error is a transport error, which the SDK retries.
+type boundedAttempts struct {
+	p    *SinkPublisher
+	next http.RoundTripper
+}
+
+func (b boundedAttempts) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b.p.AttemptTimeout <= 0 {
+		return b.next.RoundTrip(req)
 	}
-	return &SinkPublisher{Sink: sink, Retries: retries, Backoff: backoff, client: c}, nil
+	ctx, cancel := context.WithCancel(req.Context())
+	timer := time.AfterFunc(b.p.AttemptTimeout, cancel)
+	resp, err := b.next.RoundTrip(req.WithContext(ctx))
+	timer.Stop()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose releases an attempt's context once its answer has been read.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // Publish sends e, the SDK retrying transient failures; it returns the last error when retries

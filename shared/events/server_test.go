@@ -561,3 +561,40 @@ func TestPublisherPresentsTheSinkBindingToken(t *testing.T) {
 		t.Errorf("Authorization the sink got (-want +got):\n%s", diff)
 	}
 }
+
+// TestPublisherBoundsAnAttempt: a sink that never answers (a broker ingress stuck behind a
+// synchronous channel) must not hold a publish forever: the attempt ends after AttemptTimeout
+// and the event is sent again.
+func TestPublisherBoundsAnAttempt(t *testing.T) {
+	var attempts atomic.Int32
+	release := make(chan struct{})
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if attempts.Add(1) == 1 {
+			select { // the first attempt hangs until the sender gives up on it
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer sink.Close()
+	defer close(release)
+	p, err := events.NewSinkPublisher(sink.URL, 3, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.AttemptTimeout = 200 * time.Millisecond
+	e := event.New()
+	e.SetID("pub-hang")
+	e.SetSource("/tests")
+	e.SetType(events.JobCreated)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Publish(ctx, e); err != nil {
+		t.Fatalf("publish with a hanging first attempt: %v (want the second attempt accepted)", err)
+	}
+	if got := attempts.Load(); got != 2 {
+		t.Errorf("attempts = %d, want 2 (the hanging one, then the accepted one)", got)
+	}
+}
