@@ -97,15 +97,7 @@ func TestCanaryRolloutOrdersWaves(t *testing.T) {
 	if created := w2.CreationTimestamp.Time; created.Before(avail1.Add(minSuccess).Add(-time.Second)) {
 		t.Errorf("wave 2's ManifestWork created at %s, before wave 1 was Available (%s) for %s", created, avail1, minSuccess)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	var got model.JobGroup
-	for time.Now().Before(deadline) {
-		s.rest(t, http.MethodGet, "/jobmanager/groups/"+g.ID, nil, s.token).decode(t, &got)
-		if got.Rollout != nil && got.Rollout.Phase == model.RolloutComplete {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	got := waitRolloutPhase(t, s, g.ID, model.RolloutComplete, 30*time.Second)
 	if got.Rollout == nil || got.Rollout.Phase != model.RolloutComplete || strings.Join(got.Rollout.Done, ",") != "cluster1,cluster2" || len(got.Rollout.Pending) != 0 {
 		t.Fatalf("rollout at the end: %+v", got.Rollout)
 	}
@@ -151,15 +143,7 @@ func TestRolloutHaltsAndRollsBack(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("update: %d %s", r.status, r.body)
 	}
-	deadline := time.Now().Add(120 * time.Second)
-	var got model.JobGroup
-	for time.Now().Before(deadline) {
-		s.rest(t, http.MethodGet, "/jobmanager/groups/"+g.ID, nil, s.token).decode(t, &got)
-		if got.Rollout != nil && got.Rollout.Phase == model.RolloutRolledBack {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	got := waitRolloutPhase(t, s, g.ID, model.RolloutRolledBack, 120*time.Second)
 	ro := got.Rollout
 	if ro == nil || ro.Phase != model.RolloutRolledBack || strings.Join(ro.Failed, ",") != "cluster2" ||
 		strings.Join(ro.Done, ",") != "cluster1" || strings.Join(ro.RolledBack, ",") != "cluster1" {
@@ -173,7 +157,7 @@ func TestRolloutHaltsAndRollsBack(t *testing.T) {
 		return j.Type == model.ReplaceDeployment && j.State == model.Finished && len(j.Manifests) == 1 &&
 			strings.Contains(j.Manifests[0].YamlString, "nginx:1.27")
 	})
-	deadline = time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	image := ""
 	for time.Now().Before(deadline) {
 		if d := spokeDeployment(t, "cluster1", "rollback1", "web"); d != nil {
@@ -214,4 +198,18 @@ func TestRolloutStrategyRefused(t *testing.T) {
 	if len(gs) != 0 {
 		t.Errorf("groups stored: %+v", gs)
 	}
+}
+
+// waitRolloutPhase reads the group until its rollout reaches phase or timeout passes, and
+// returns the group as last read (the caller checks it).
+func waitRolloutPhase(t *testing.T, s *e2e, groupID string, phase string, timeout time.Duration) model.JobGroup {
+	t.Helper()
+	var got model.JobGroup
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		s.rest(t, http.MethodGet, "/jobmanager/groups/"+groupID, nil, s.token).decode(t, &got)
+		if got.Rollout != nil && got.Rollout.Phase == phase {
+			break
+		}
+	}
+	return got
 }
