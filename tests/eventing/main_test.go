@@ -59,24 +59,7 @@ func broker(t testing.TB) {
 		if brokerErr = env.Hub.EnsureNamespace(ctx, ns); brokerErr != nil {
 			return
 		}
-		brokerErr = env.Knative.Apply(ctx, `
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata:
-  name: default
-  namespace: `+ns+`
-  annotations:
-    eventing.knative.dev/broker.class: MTChannelBasedBroker
-spec:
-  config:
-    apiVersion: v1
-    kind: ConfigMap
-    name: config-br-default-channel
-    namespace: knative-eventing
-`)
-		if brokerErr == nil {
-			brokerErr = waitReady(ctx, brokers, "default")
-		}
+		brokerErr = applyBroker(ctx, "default", "")
 	})
 	if brokerErr != nil {
 		t.Fatalf("broker: %v", brokerErr)
@@ -249,4 +232,29 @@ func tailOf(path string, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// applyBroker creates the in-memory-channel Broker name in the suite's namespace with the
+// extra annotations given (YAML lines under annotations, each ending in a newline) and waits
+// until it is Ready. The objects carry what Knative's webhook (not run here) would default.
+func applyBroker(ctx context.Context, name, annotations string) error {
+	err := env.Knative.Apply(ctx, `
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: `+name+`
+  namespace: `+ns+`
+  annotations:
+    eventing.knative.dev/broker.class: MTChannelBasedBroker
+`+annotations+`spec:
+  config:
+    apiVersion: v1
+    kind: ConfigMap
+    name: config-br-default-channel
+    namespace: knative-eventing
+`)
+	if err != nil {
+		return err
+	}
+	return waitReady(ctx, brokers, name)
 }

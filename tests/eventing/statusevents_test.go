@@ -139,25 +139,7 @@ func statusBroker(t testing.TB) {
 	statusBrokerOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		statusBrokerErr = env.Knative.Apply(ctx, `
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata:
-  name: `+worksBroker+`
-  namespace: `+ns+`
-  annotations:
-    eventing.knative.dev/broker.class: MTChannelBasedBroker
-    messaging.knative.dev/async-handler: "true"
-spec:
-  config:
-    apiVersion: v1
-    kind: ConfigMap
-    name: config-br-default-channel
-    namespace: knative-eventing
-`)
-		if statusBrokerErr == nil {
-			statusBrokerErr = waitReady(ctx, brokers, worksBroker)
-		}
+		statusBrokerErr = applyBroker(ctx, worksBroker, "    messaging.knative.dev/async-handler: \"true\"\n")
 	})
 	if statusBrokerErr != nil {
 		t.Fatalf("broker %s: %v", worksBroker, statusBrokerErr)
