@@ -261,7 +261,11 @@ func (h *Hub) RestartAPIServer(ctx context.Context, down time.Duration) error {
 		return err
 	}
 	h.apiserver = p
-	return waitFor(ctx, p, 2*time.Minute, func(ctx context.Context) error {
+	// Each probe is bounded: on a loaded machine one /readyz can hang until the API server's own
+	// request timeout (60 s, then a reset stream), which would eat the whole wait.
+	return waitFor(ctx, p, 3*time.Minute, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		_, err := h.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err
 	})

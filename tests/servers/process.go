@@ -262,11 +262,10 @@ func waitFor(ctx context.Context, p *Process, timeout time.Duration, ready func(
 		}
 		select {
 		case <-ctx.Done():
-			name := "server"
-			if p != nil {
-				name = p.Name
+			if p == nil {
+				return errors.Join(fmt.Errorf("server not ready after %s", timeout), last)
 			}
-			return errors.Join(fmt.Errorf("%s not ready after %s", name, timeout), last)
+			return errors.Join(fmt.Errorf("%s not ready after %s; log %s:\n%s", p.Name, timeout, p.Log, p.tail()), last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
