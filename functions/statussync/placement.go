@@ -32,19 +32,25 @@ func (p placementStep) acts() bool { return len(p.add) > 0 || len(p.drop) > 0 ||
 // followPlacement compares a component's jobs with the clusters its Placement decided (known:
 // the Placement has PlacementDecisions; an unknown decision changes nothing). It is pure: the
 // tick writes what it says. A job counts as deployed on its cluster unless it is a
-// DeleteDeployment; a component whose jobs are all DeleteDeployments is stopped (and left
+// DeleteDeployment (a cluster whose job is still being undeployed gets no new one until that
+// ends); a component whose jobs are all DeleteDeployments is stopped (and left
 // alone) unless every one of them was dropped by its Placement (dropped).
 func followPlacement(jobs []model.Job, dropped map[string]bool, decided []string, known bool) placementStep {
 	var step placementStep
 	if !known || len(jobs) == 0 {
 		return step
 	}
-	live := map[string]bool{}
+	live, undeploying := map[string]bool{}, map[string]bool{}
 	deployed := false
 	var awaiting *model.Job
 	for i := range jobs {
 		j := &jobs[i]
 		if j.Type == model.DeleteDeployment {
+			if j.Targets != nil && j.State != model.Finished && j.State != model.Degraded {
+				// Still being undeployed: a new job there waits until its work is gone, so
+				// two works never apply the same objects.
+				undeploying[j.Targets.ClusterName] = true
+			}
 			continue
 		}
 		deployed = true
@@ -69,7 +75,7 @@ func followPlacement(jobs []model.Job, dropped map[string]bool, decided []string
 		live[decided[0]] = true
 	}
 	for _, c := range decided {
-		if !live[c] {
+		if !live[c] && !undeploying[c] {
 			step.add = append(step.add, c)
 		}
 	}
