@@ -267,15 +267,15 @@ func (f *Function) followGroup(ctx context.Context, groupID string, st *store.Pl
 			}
 		}
 		for _, id := range step.drop {
-			var fence uint64
+			ro := store.Reopen{Type: model.DeleteDeployment, By: Name, Why: "its cluster left the decision of placement " + placement}
 			for _, j := range byComponent[comp] {
-				if j.ID == id {
-					fence = j.Fence
+				if j.ID == id && (j.State == model.Finished || j.State == model.Degraded) {
+					// Named, so a tick that read the job before this one re-opened it does
+					// not re-open it twice (a Created job just takes the newest order).
+					ro.Order = fmt.Sprintf("placement-drop/%d", j.Fence)
 				}
 			}
-			_, err := f.store.Reopen(ctx, id, store.Reopen{Type: model.DeleteDeployment, By: Name,
-				Why:   "its cluster left the decision of placement " + placement,
-				Order: fmt.Sprintf("placement-drop/%d", fence)})
+			_, err := f.store.Reopen(ctx, id, ro)
 			switch {
 			case errors.Is(err, store.ErrOrderSeen), errors.Is(err, store.ErrNotFound):
 			case errors.Is(err, store.ErrWrongState):
