@@ -3,6 +3,7 @@ package integration
 import (
 	"net/http"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,5 +191,24 @@ manifests:
 	}
 	if len(cur.Jobs) != 3 {
 		t.Errorf("%d jobs, want 3 (cluster1, cluster2's undeployed one and its new one)", len(cur.Jobs))
+	}
+	s.rest(t, http.MethodGet, "/jobmanager/groups/"+g.ID+"/report", nil, s.token).decode(t, &rep)
+	if len(rep.Components) != 1 || len(rep.Components[0].Instances) != 3 {
+		t.Errorf("report after cluster2 rejoined: %+v, want its 3 jobs under the component", rep)
+	}
+
+	// An update replaces the manifests on every cluster the Placement decided, keeping each
+	// job on its cluster (not falling back to one cluster).
+	r = s.rest(t, http.MethodPut, "/jobmanager/groups/"+g.ID, strings.Replace(app, "nginx:1.27", "nginx:1.28", 1), s.token)
+	if r.status != http.StatusOK {
+		t.Fatalf("update: %d %s", r.status, r.body)
+	}
+	for _, id := range []string{byCluster["cluster1"].ID, back.ID} {
+		j := waitJob(t, s.store, id, 90*time.Second, "replaced", func(j *model.Job) bool {
+			return j.Type == model.ReplaceDeployment && j.State == model.Finished
+		})
+		if c := j.Targets.ClusterName; spokeDeployment(t, c, "placed2", "web").Spec.Template.Spec.Containers[0].Image != "nginx:1.28" {
+			t.Errorf("%s still runs the old image", c)
+		}
 	}
 }
