@@ -263,3 +263,38 @@ func TestPlacementWaitsForRollout(t *testing.T) {
 		t.Errorf("cluster3 after the rollout: %v", js)
 	}
 }
+
+// TestPlacementTickCost: a tick over many groups following one Placement, with nothing to
+// change, costs one PlacementDecision LIST and, in Redis, one round trip for the index plus
+// two per bound group (its binding with its job ids, then its jobs without manifests); the
+// groups without a Placement cost nothing; it writes nothing. Counts, not times: the figures
+// are logged.
+func TestPlacementTickCost(t *testing.T) {
+	p := newPlacementSuite(t)
+	const bound, plain = 40, 40
+	p.decide("many", "cluster1", "cluster2")
+	for range bound {
+		p.group("many", nil, "cluster1", "cluster2")
+	}
+	for range plain {
+		p.group("", nil, "cluster1")
+	}
+	// The first tick warms the client's connections; the second is measured.
+	if _, err := p.fn.Placements(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lists, trips, writes := p.lists.n.Load(), p.cmds.roundTrips.Load(), p.cmds.writes()
+	rep, err := p.fn.Placements(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists, trips, writes = p.lists.n.Load()-lists, p.cmds.roundTrips.Load()-trips, p.cmds.writes()-writes
+	t.Logf("placement tick over %d bound groups (+%d without a Placement): %d PlacementDecision LIST, %d Redis round trips, %d writes; %s",
+		bound, plain, lists, trips, writes, rep)
+	if lists != 1 || rep.Groups != bound {
+		t.Errorf("%d LISTs over %d groups, want 1 over %d", lists, rep.Groups, bound)
+	}
+	if trips != 1+2*bound || writes != 0 {
+		t.Errorf("%d round trips and %d writes, want %d and 0", trips, writes, 1+2*bound)
+	}
+}
