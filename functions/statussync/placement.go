@@ -161,19 +161,21 @@ func (f *Function) Placements(ctx context.Context) (PlacementReport, error) {
 		known    bool
 	}
 	decisions := map[string]decision{}
+	var errs []error
 	for p := range refs {
 		ref, err := ocm.ParsePlacementRef(p, "")
 		if err != nil {
 			continue // bound by the jobs function as namespace/name: never happens
 		}
 		cs, known, err := f.hub.PlacementDecided(ctx, ref)
+		rep.Placements++
 		if err != nil {
-			return rep, err
+			// Its components are left as they are (an unknown decision); the others go on.
+			errs = append(errs, err)
+			continue
 		}
 		decisions[p] = decision{cs, known}
-		rep.Placements++
 	}
-	var errs []error
 	for id, st := range states {
 		rep.Groups++
 		if st.Rolling {
