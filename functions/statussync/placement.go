@@ -140,18 +140,15 @@ func (f *Function) Placements(ctx context.Context) (PlacementReport, error) {
 	if err != nil || len(ids) == 0 {
 		return rep, err
 	}
-	states := map[string]*store.PlacementState{}
+	states, gone, err := f.store.PlacementsFollowed(ctx, ids)
+	if err != nil {
+		return rep, err
+	}
+	for _, id := range gone {
+		_ = f.store.ForgetPlacementGroup(ctx, id)
+	}
 	refs := map[string]bool{}
-	for _, id := range ids {
-		st, err := f.store.PlacementFollowed(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			_ = f.store.ForgetPlacementGroup(ctx, id)
-			continue
-		}
-		if err != nil {
-			return rep, err
-		}
-		states[id] = st
+	for _, st := range states {
 		for _, p := range st.Read.Binding.Bound {
 			refs[p] = true
 		}

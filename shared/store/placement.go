@@ -66,8 +66,8 @@ type PlacementRead struct {
 	raw     string
 }
 
-// PlacementState is what the tick needs of a bound group, read in two round trips: its
-// binding, whether a rollout is rolling, and its jobs without their manifests.
+// PlacementState is what the tick needs of a bound group: its binding, whether a rollout is
+// rolling, and its jobs without their manifests.
 type PlacementState struct {
 	Read PlacementRead
 	// Rolling: the group's rollout is rolling (the tick leaves the group alone until it ends).
@@ -104,38 +104,62 @@ func (s *Store) GetPlacement(ctx context.Context, groupID string) (PlacementRead
 	return PlacementRead{GroupID: groupID, Binding: b, raw: raw}, err
 }
 
-// PlacementFollowed reads a bound group as the tick needs it (ErrNotFound for a deleted one).
-func (s *Store) PlacementFollowed(ctx context.Context, groupID string) (*PlacementState, error) {
-	if err := invalid("read placement", checkID(groupID, "id")); err != nil {
-		return nil, err
+// PlacementsFollowed reads the bound groups listed as the tick needs them, in two round trips
+// whatever their number (their bindings and job ids, then their jobs without manifests); gone
+// lists those deleted meanwhile.
+func (s *Store) PlacementsFollowed(ctx context.Context, groupIDs []string) (states map[string]*PlacementState, gone []string, err error) {
+	const op = "read placements"
+	for _, id := range groupIDs {
+		if err := invalid(op, checkID(id, "id")); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(groupIDs) == 0 {
+		return map[string]*PlacementState{}, nil, nil
 	}
 	pipe := s.rdb.Pipeline()
-	gc := pipe.HMGet(ctx, s.groupKey(groupID), "doc", "deleted_at", "rollout", "placement")
-	jc := pipe.SMembers(ctx, s.groupJobsKey(groupID))
+	gcs := make([]*redis.SliceCmd, len(groupIDs))
+	jcs := make([]*redis.StringSliceCmd, len(groupIDs))
+	for i, id := range groupIDs {
+		gcs[i] = pipe.HMGet(ctx, s.groupKey(id), "doc", "deleted_at", "rollout", "placement")
+		jcs[i] = pipe.SMembers(ctx, s.groupJobsKey(id))
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read placement of group %s: %w", groupID, err)
+		return nil, nil, fmt.Errorf("%s of %d groups: %w", op, len(groupIDs), err)
 	}
-	v := gc.Val()
-	if doc, _ := v[0].(string); doc == "" || v[1] != nil {
-		return nil, &GuardError{Op: "read placement", Kind: "group", ID: groupID, Guard: GuardExists, Want: "group", Got: "none"}
-	}
-	st := &PlacementState{Read: PlacementRead{GroupID: groupID}}
-	if raw, _ := v[2].(string); raw != "" {
-		r, err := decodeRollout(raw)
-		if err != nil {
-			return nil, err
+	states = map[string]*PlacementState{}
+	var jobIDs []string
+	for i, id := range groupIDs {
+		v := gcs[i].Val()
+		if doc, _ := v[0].(string); doc == "" || v[1] != nil {
+			gone = append(gone, id)
+			continue
 		}
-		st.Rolling = r.Active()
+		st := &PlacementState{Read: PlacementRead{GroupID: id}}
+		if raw, _ := v[2].(string); raw != "" {
+			r, err := decodeRollout(raw)
+			if err != nil {
+				return nil, nil, err
+			}
+			st.Rolling = r.Active()
+		}
+		st.Read.raw, _ = v[3].(string)
+		if st.Read.Binding, err = decodeBinding(st.Read.raw); err != nil {
+			return nil, nil, err
+		}
+		states[id] = st
+		jobIDs = append(jobIDs, jcs[i].Val()...)
 	}
-	st.Read.raw, _ = v[3].(string)
-	var err error
-	if st.Read.Binding, err = decodeBinding(st.Read.raw); err != nil {
-		return nil, err
+	jobs, err := s.fetchJobStatus(ctx, jobIDs)
+	if err != nil {
+		return nil, nil, err
 	}
-	if st.Jobs, err = s.fetchJobStatus(ctx, jc.Val()); err != nil {
-		return nil, err
+	for _, j := range jobs {
+		if st := states[j.JobGroupID]; st != nil {
+			st.Jobs = append(st.Jobs, j)
+		}
 	}
-	return st, nil
+	return states, gone, nil
 }
 
 // WritePlacement writes next as the group's binding if it is still the one read
