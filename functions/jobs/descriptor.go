@@ -39,6 +39,9 @@ type Component struct {
 	// component runs on each, one job (and ManifestWork) per cluster.
 	MoreTargets []*model.Target
 	Placement   string
+	// Bound is the Placement ("namespace/name") the component's clusters come from, when one
+	// chose them: the status sync tick follows its decisions (statussync/placement.go).
+	Bound string
 }
 
 // AllTargets are the clusters the descriptor names for the component (none: a Placement or

@@ -107,12 +107,18 @@ func (s *service) createGroupRolledOut(ctx context.Context, descriptor []byte, i
 			// Made by an earlier delivery of the same event.
 			if existing, gerr := s.store.GetGroup(ctx, id); gerr == nil {
 				s.announce(ctx, id)
+				if fl := s.bindPlacements(ctx, id, app, nil); fl != nil {
+					return nil, fl
+				}
 				return existing, nil
 			}
 		}
 		return nil, failureOf(err)
 	}
 	s.announce(ctx, g.ID)
+	if fl := s.bindPlacements(ctx, g.ID, app, nil); fl != nil {
+		return nil, fl
+	}
 	// CreateGroup filled in what the store decides (group fields, timestamps): g is the group
 	// as stored, with no need to read it back.
 	return g, nil
@@ -327,8 +333,13 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		return nil, failureOf(err)
 	}
 	byComponent := map[string][]model.Job{}
+	hasJobs := map[string]bool{}
 	for _, j := range g.Jobs {
 		byComponent[j.Component] = append(byComponent[j.Component], j)
+		hasJobs[j.Component] = true
+	}
+	if fl := s.resolveExisting(ctx, app, hasJobs, descriptor); fl != nil {
+		return nil, fl
 	}
 	var added []Component
 	var placed []model.Job // new jobs of components on several clusters: their targets are known
@@ -404,6 +415,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if err != nil {
 			return nil, fail(http.StatusServiceUnavailable, "resolving targets: %v", err)
 		}
+		copyBound(app, sub)
 		var jobs []model.Job
 		for _, c := range sub.Components {
 			js, fl := newJobs(id, app, c, missing)
@@ -415,6 +427,9 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		if err := s.store.AddJobs(ctx, id, jobs, by); err != nil {
 			return nil, failureOf(err)
 		}
+	}
+	if fl := s.bindPlacements(ctx, id, app, goneComponents(app, hasJobs)); fl != nil {
+		return nil, fl
 	}
 	after, err := s.store.GetGroup(ctx, id)
 	if err != nil {

@@ -39,15 +39,21 @@ func (t *Targeter) Resolve(ctx context.Context, app *Application, descriptor []b
 	for i := range app.Components {
 		c := &app.Components[i]
 		if c.Targets != nil {
+			c.Bound = ""
 			continue
 		}
 		placement := firstNonEmpty(c.Placement, app.Placement, t.DefaultPlacement)
 		if placement != "" && t.Hub != nil {
 			clusters, err := t.placement(ctx, placement)
+			if ref, rerr := ocm.ParsePlacementRef(placement, t.PlacementNamespace); rerr == nil {
+				// The component follows its Placement from now on (statussync/placement.go).
+				c.Bound = ref.String()
+			}
 			switch {
 			case err == nil:
-				// Spread the components over the chosen clusters, in decision order.
-				c.Targets = &model.Target{ClusterName: clusters[i%len(clusters)], Orchestrator: model.OCM}
+				// One job per cluster the Placement chose (OCM's numberOfClusters), in
+				// decision order.
+				c.Targets, c.MoreTargets = placedTargets(clusters)
 				continue
 			case errors.Is(err, ErrTargetUnavailable):
 				return nil, err
@@ -68,7 +74,7 @@ func (t *Targeter) Resolve(ctx context.Context, app *Application, descriptor []b
 			c := &app.Components[i]
 			if c.Targets == nil {
 				if tg, ok := found[c.Name]; ok {
-					c.Targets = tg
+					c.Targets, c.Bound = tg, ""
 					delete(missing, c.Name)
 				} else {
 					missing[c.Name] = "the matchmaker chose no target"
@@ -156,4 +162,14 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// placedTargets are the targets of a component on the clusters a Placement chose: the first,
+// and the rest (one job each).
+func placedTargets(clusters []string) (*model.Target, []*model.Target) {
+	var more []*model.Target
+	for _, c := range clusters[1:] {
+		more = append(more, &model.Target{ClusterName: c, Orchestrator: model.OCM})
+	}
+	return &model.Target{ClusterName: clusters[0], Orchestrator: model.OCM}, more
 }

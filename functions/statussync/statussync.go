@@ -87,6 +87,8 @@ type Function struct {
 	store *store.Store
 	hubID string
 	works *ocm.Works
+	// hub reads the PlacementDecisions of the Placements groups follow (placement.go).
+	hub *ocm.Hub
 	// noHub says why there is no hub (no kubeconfig, not in a cluster): every event is
 	// answered 503 until the function is deployed where a hub is.
 	noHub error
@@ -107,6 +109,7 @@ func New(ctx context.Context, cfg Config, p platform.Platform) (*Function, error
 		logging.FromContext(ctx).Warnw("no hub API server: status sync answers 503 until it has one", "error", f.noHub)
 		return f, nil
 	}
+	f.hub = p.Hub
 	var err error
 	f.works, err = ocm.NewWorks(p.Hub, p.HubID, ocm.WorksOptions{PageSize: cfg.ListPageSize, Compress: cfg.HubCompression})
 	if err != nil {
@@ -135,6 +138,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		// Then the rollouts, on the states the sync just wrote.
 		if _, err := f.Rollouts(ctx); err != nil {
 			return nil, events.Unavailable("rollouts: %v", err)
+		}
+		// Then the Placements components follow (a cluster decided or no longer decided).
+		if _, err := f.Placements(ctx); err != nil {
+			return nil, events.Unavailable("placements: %v", err)
 		}
 		return nil, events.Done("%s", r)
 	case events.JobProgressing:

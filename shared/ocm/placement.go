@@ -40,11 +40,26 @@ var ErrNoDecision = fmt.Errorf("the placement has not chosen any cluster")
 // PlacementDecisions (label cluster.open-cluster-management.io/placement=<name>), in order,
 // without local-cluster and without duplicates.
 func (h *Hub) PlacementClusters(ctx context.Context, p PlacementRef) ([]string, error) {
+	out, _, err := h.PlacementDecided(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w", p, ErrNoDecision)
+	}
+	return out, nil
+}
+
+// PlacementDecided reads a Placement's decision with one LIST of its PlacementDecisions:
+// the clusters chosen, in order, without local-cluster and without duplicates; decided is
+// false when the Placement has no PlacementDecision at all (not evaluated yet, or gone), which
+// is not the same as a decision of no cluster.
+func (h *Hub) PlacementDecided(ctx context.Context, p PlacementRef) (clusters []string, decided bool, err error) {
 	list, err := h.Cluster.ClusterV1beta1().PlacementDecisions(p.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: clusterv1beta1.PlacementLabel + "=" + p.Name,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing PlacementDecisions of %s: %w", p, err)
+		return nil, false, fmt.Errorf("listing PlacementDecisions of %s: %w", p, err)
 	}
 	decisions := list.Items
 	// Large decisions are split over objects named <placement>-decision-<n>: keep their
@@ -67,8 +82,5 @@ func (h *Hub) PlacementClusters(ctx context.Context, p PlacementRef) ([]string, 
 			out = append(out, c.ClusterName)
 		}
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: %w", p, ErrNoDecision)
-	}
-	return out, nil
+	return out, len(decisions) > 0, nil
 }

@@ -79,6 +79,9 @@ func (s *Store) CheckConsistency(ctx context.Context) ([]string, error) {
 				if r, _ := decodeRollout(h["rollout"]); r.Active() {
 					add(indexKey(bp, "rollouts"), strings.TrimPrefix(rest, "group:"), "")
 				}
+				if pb, _ := decodeBinding(h["placement"]); len(pb.Bound) > 0 {
+					add(indexKey(bp, "placements"), strings.TrimPrefix(rest, "group:"), "")
+				}
 			}
 		case strings.HasPrefix(rest, "job:"):
 			h, err := s.rdb.HGetAll(ctx, k).Result()

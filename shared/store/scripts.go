@@ -240,6 +240,7 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SREM', idx('groups'), ARGV[2])
 redis.call('SREM', idx('rollouts'), ARGV[2])
+redis.call('SREM', idx('placements'), ARGV[2])
 lifecycle(ARGV[2], 'delete', '', now)
 return {'ok', '1'}
 `

@@ -105,9 +105,12 @@ func (s *Stack) Run(ctx context.Context) error {
 
 	s.Log.Info("starting the local hub: kube-apiserver + etcd with OCM CRDs, cluster1 (the hub as spoke) and cluster2 (a second API server), each with a real OCM work agent; " +
 		"Knative Eventing " + servers.KnativeVersion + " with OIDC sender identity on")
-	s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2, Eventing: true, OIDC: true,
+	s.env, err = servers.Start(ctx, servers.Need{Hub: true, Clusters: 2, Eventing: true, OIDC: true, Placement: true,
 		Brokers: []string{brokerNamespace + "/" + brokerName, brokerNamespace + "/" + workEventsBroker}})
 	if err != nil {
+		return err
+	}
+	if err := s.startPlacements(ctx); err != nil {
 		return err
 	}
 	s.Log.Infow("Knative Eventing runs", "components", s.env.Knative.Components())

@@ -127,11 +127,14 @@ func TestRBACLeastPrivilege(t *testing.T) {
 				{"list ManifestWorks everywhere", list(manifestWorks, "")},
 				{"watch ManifestWorks", watch(manifestWorks, "")},
 				{"get ManifestWork", getCluster(manifestWorks, clusterNS, "seeded")},
+				// The tick follows the Placements components are bound to (issue 18).
+				{"list PlacementDecisions", list(placementDecisions, appNS)},
 			},
 			denied: append([]action{
 				{"create ManifestWork", create(manifestWorks, clusterNS, work("sneaky"))},
 				{"delete ManifestWork", deleteObj(manifestWorks, clusterNS, "seeded")},
-				{"list PlacementDecisions", list(placementDecisions, appNS)},
+				{"delete PlacementDecision", deleteObj(placementDecisions, appNS, "p1-decision-1")},
+				{"list Placements", list(placements, appNS)},
 			}, common...),
 		},
 		"jobs": {

@@ -30,6 +30,8 @@ type Need struct {
 	// cluster1 and hub B (Env.HubB) manages cluster2, each the spoke of its own cluster with
 	// its own real work agent. Clusters is ignored.
 	TwoHubs bool
+	// Placement runs OCM's placement controller against the hub (placement.go). Implies Hub.
+	Placement bool
 }
 
 // S3Bucket is the bucket the suite's object store starts with.
@@ -47,6 +49,8 @@ type Env struct {
 	S3 *S3
 	// Knative is the Knative Eventing stack, when Need.Eventing.
 	Knative *Knative
+	// Placement is OCM's placement controller, when Need.Placement.
+	Placement *PlacementController
 	// HubB is the second hub, when Need.TwoHubs.
 	HubB *Hub
 	// hubOf is the hub that manages each cluster.
@@ -74,7 +78,7 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 	if need.TwoHubs {
 		return env, env.startTwoHubs(ctx)
 	}
-	if need.Hub || need.Clusters > 0 || need.Eventing {
+	if need.Hub || need.Clusters > 0 || need.Eventing || need.Placement {
 		if env.Hub, err = StartHub(HubOptions{Knative: need.Knative || need.Eventing}); err != nil {
 			return nil, fmt.Errorf("hub: %w", err)
 		}
@@ -99,6 +103,11 @@ func Start(ctx context.Context, need Need) (env *Env, err error) {
 		}
 		env.Agents[name] = a
 		env.hubOf[name] = env.Hub
+	}
+	if need.Placement {
+		if env.Placement, err = StartPlacement(ctx, env.Hub); err != nil {
+			return nil, fmt.Errorf("placement controller: %w", err)
+		}
 	}
 	return env, nil
 }
@@ -144,6 +153,7 @@ func (e *Env) Stop() {
 		return
 	}
 	e.Knative.Stop()
+	e.Placement.Stop()
 	for _, a := range e.Agents {
 		a.Stop()
 	}

@@ -42,6 +42,9 @@ var ocmCRDFiles = []string{
 	"cluster/v1beta1/0000_02_clusters.open-cluster-management.io_placements.crd.yaml",
 	"cluster/v1beta1/0000_03_clusters.open-cluster-management.io_placementdecisions.crd.yaml",
 	"cluster/v1alpha1/0000_05_clusters.open-cluster-management.io_addonplacementscores.crd.yaml",
+	// Cluster sets and their bindings: what a Placement chooses from (tests/servers/placement.go).
+	"cluster/v1beta2/0000_00_clusters.open-cluster-management.io_managedclustersets.crd.yaml",
+	"cluster/v1beta2/0000_01_clusters.open-cluster-management.io_managedclustersetbindings.crd.yaml",
 	"operator/v1/0000_01_operator.open-cluster-management.io_clustermanagers.crd.yaml",
 }
 

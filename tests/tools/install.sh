@@ -2,13 +2,13 @@
 # Builds or installs the real servers ocm-jobs tests and `make run` start, into a cache outside
 # the work tree keyed by version, so a second run takes seconds:
 #
-#   $OCM_JOBS_TOOLS/bin/{kube-apiserver,kubectl,etcd,redis-server,redis-cli,work,versitygw}
+#   $OCM_JOBS_TOOLS/bin/{kube-apiserver,kubectl,etcd,redis-server,redis-cli,work,placement,versitygw}
 #   $OCM_JOBS_TOOLS/knative-eventing-$KNATIVE_VERSION/{bin/*,config/}   (step knative)
 #
 # kube-apiserver/kubectl come from the k8s.io/kubernetes module, the work agent from
 # open-cluster-management.io/ocm, versitygw from its module; etcd, redis and chromium (the web
 # UI's browser test) from Debian.
-# Usage: install.sh [all|apt|kube|agent|s3|func|knative]...
+# Usage: install.sh [all|apt|kube|agent|placement|s3|func|knative]...
 set -euo pipefail
 
 TOOLS=${OCM_JOBS_TOOLS:-$HOME/.cache/ocm-jobs}
@@ -120,6 +120,19 @@ install_agent() {
   link work "$dir/work"
 }
 
+# install_placement builds OCM's placement controller from the same module and version as the
+# work agent (cmd/placement), so a Placement's predicates and numberOfClusters are decided by
+# OCM itself; tests/servers runs it against the hub (Need.Placement).
+install_placement() {
+  local dir=$TOOLS/ocm-$OCM_VERSION
+  if [ ! -x "$dir/placement" ]; then
+    local t0; t0=$(now); mkdir -p "$dir"
+    build_with_own_sum open-cluster-management.io/ocm "$OCM_VERSION" open-cluster-management.io/ocm/cmd/placement "$dir/placement"
+    log "OCM placement controller $OCM_VERSION built in $(( $(now) - t0 ))s"
+  fi
+  link placement "$dir/placement"
+}
+
 install_s3() {
   local dir=$TOOLS/versitygw-$VERSITYGW_VERSION
   if [ ! -x "$dir/versitygw" ]; then
@@ -184,10 +197,11 @@ for step in "$@"; do
     apt) install_apt ;;
     kube) install_kube ;;
     agent) install_agent ;;
+    placement) install_placement ;;
     s3) install_s3 ;;
     func) install_func ;;
     knative) install_knative ;;
-    all) install_apt; install_kube; install_agent; install_s3 ;;
+    all) install_apt; install_kube; install_agent; install_placement; install_s3 ;;
     *) echo "install.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done
