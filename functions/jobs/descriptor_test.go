@@ -352,3 +352,31 @@ func TestParseShellLayouts(t *testing.T) {
 		t.Errorf("layout B error: %v", ferr)
 	}
 }
+
+// TestStrictRollout: the REST update's rollout field and the update event's rollout extension
+// are read strictly: a wrong type or an unknown field is a 422 naming its path.
+func TestStrictRollout(t *testing.T) {
+	for name, tc := range map[string]struct {
+		raw, want string
+		status    int
+	}{
+		"absent":        {raw: "", status: 0},
+		"canary":        {raw: `{"strategy":"canary","canary":"cluster1","minSuccessTime":"5s"}`, status: 0},
+		"percentage":    {raw: `{"strategy":"progressive","maxConcurrency":"50%"}`, status: 0},
+		"wrong type":    {raw: `{"strategy":"canary","rollbackOnFailure":"yes"}`, want: "rollout.rollbackOnFailure", status: 422},
+		"unknown field": {raw: `{"strategy":"canary","canaries":["cluster1"]}`, want: "rollout.canaries", status: 422},
+		"not an object": {raw: `[1]`, want: "rollout", status: 422},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rs, fl := strictRollout([]byte(tc.raw))
+			switch {
+			case tc.status == 0 && fl != nil:
+				t.Fatalf("refused: %v", fl)
+			case tc.status == 0 && tc.raw != "" && rs == nil:
+				t.Fatal("no strategy read")
+			case tc.status != 0 && (fl == nil || fl.Status != tc.status || !strings.Contains(fl.Message, tc.want)):
+				t.Fatalf("got %+v, want %d naming %s", fl, tc.status, tc.want)
+			}
+		})
+	}
+}

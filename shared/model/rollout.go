@@ -254,3 +254,50 @@ func (r *Rollout) clustersFrom(i int) []string {
 	}
 	return out
 }
+
+// PlanRollout plans the waves of a change over the jobs it touches (those with a target
+// cluster), each with its fence now: nil when the strategy does not hold clusters back or the
+// jobs span fewer than two clusters (all at once). It does not validate the strategy.
+func PlanRollout(id, change string, s *RolloutStrategy, jobs []Job) *Rollout {
+	if !s.Waved() {
+		return nil
+	}
+	jobCluster, fences := map[string]string{}, map[string]uint64{}
+	clusters := map[string]bool{}
+	for _, j := range jobs {
+		if j.Targets == nil || j.Targets.ClusterName == "" {
+			continue
+		}
+		jobCluster[j.ID], fences[j.ID] = j.Targets.ClusterName, j.Fence
+		clusters[j.Targets.ClusterName] = true
+	}
+	if len(clusters) < 2 {
+		return nil
+	}
+	plan := *s
+	if plan.Strategy == RolloutCanary && !clusters[plan.Canary] {
+		// The change does not touch the canary (a remediation of a component that does not
+		// run there): the first of its clusters, by name, goes first instead.
+		names := make([]string, 0, len(clusters))
+		for c := range clusters {
+			names = append(names, c)
+		}
+		sort.Strings(names)
+		plan.Canary = names[0]
+	}
+	return NewRollout(id, change, plan, jobCluster, fences)
+}
+
+// HeldBy says whether the rollout holds the job at its start (the job is in a wave after the
+// first).
+func (r *Rollout) HeldBy(jobID string) bool {
+	if r == nil {
+		return false
+	}
+	for _, id := range r.Held() {
+		if id == jobID {
+			return true
+		}
+	}
+	return false
+}
