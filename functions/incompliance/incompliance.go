@@ -181,13 +181,17 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 // resolve decides what a recorded, pending incompliance becomes (see intake) and settles it.
 func (f *Function) resolve(ctx context.Context, inc *model.Incompliance, by string) answer {
 	in := *inc
-	job, why := f.findJob(ctx, &in)
-	if job == nil {
+	sj, why := f.findJobs(ctx, &in)
+	if len(sj.jobs) == 0 {
 		if why.status == http.StatusServiceUnavailable {
 			return why
 		}
 		return f.settle(ctx, &in, model.OutcomeRejected, why.msg, "")
 	}
+	if len(sj.jobs) > 1 {
+		return f.resolveEvery(ctx, &in, sj, by)
+	}
+	job := sj.jobs[0]
 	in.JobID = job.ID
 	switch {
 	case in.Remediation == model.RemediationNone:
@@ -324,6 +328,9 @@ func answerFor(in *model.Incompliance) answer {
 	case in.Reason != "":
 		return answer{status: http.StatusAccepted, msg: in.Reason, inc: in}
 	default:
+		if len(in.JobIDs) > 1 {
+			return answer{status: http.StatusOK, msg: "remediation jobs " + strings.Join(in.JobIDs, ", ") + " opened", inc: in}
+		}
 		return answer{status: http.StatusOK, msg: "remediation job " + in.JobID + " opened", inc: in}
 	}
 }
