@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
 )
 
 func componentsOf(app *Application) map[string][]string {
@@ -378,5 +381,22 @@ func TestStrictRollout(t *testing.T) {
 				t.Fatalf("got %+v, want %d naming %s", fl, tc.status, tc.want)
 			}
 		})
+	}
+}
+
+// TestRolloutExtension: the create and update events' rollout extension is read as the REST
+// update's rollout field is: a bad one is a 422 naming its path.
+func TestRolloutExtension(t *testing.T) {
+	e := event.New()
+	if rs, fl := rolloutOf(e); rs != nil || fl != nil {
+		t.Fatalf("no extension: %+v %v", rs, fl)
+	}
+	e.SetExtension(ExtRollout, `{"strategy":"progressive","maxConcurrency":1,"minSuccessTime":"2s"}`)
+	if rs, fl := rolloutOf(e); fl != nil || rs == nil || rs.Strategy != model.RolloutProgressive || rs.MaxConcurrency.IntValue() != 1 {
+		t.Fatalf("a good extension: %+v %v", rs, fl)
+	}
+	e.SetExtension(ExtRollout, `{"strategy":"canary","canary":1}`)
+	if _, fl := rolloutOf(e); fl == nil || fl.Status != 422 || !strings.Contains(fl.Message, "rollout.canary") {
+		t.Fatalf("a bad extension: %v", fl)
 	}
 }

@@ -54,3 +54,44 @@ func TestRolloutValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanRollout: a change is planned in waves only under a waved strategy and over two
+// clusters or more; a canary the change does not touch (a remediation of a component that
+// does not run there) gives way to the first of its clusters.
+func TestPlanRollout(t *testing.T) {
+	on := func(id, cluster string) Job {
+		return Job{ID: id, Targets: &Target{ClusterName: cluster}}
+	}
+	canary := &RolloutStrategy{Strategy: RolloutCanary, Canary: "cluster1"}
+	for name, tc := range map[string]struct {
+		s     *RolloutStrategy
+		jobs  []Job
+		waves string
+	}{
+		"no strategy":      {jobs: []Job{on("a", "cluster1"), on("b", "cluster2")}},
+		"all":              {s: &RolloutStrategy{Strategy: RolloutAll}, jobs: []Job{on("a", "cluster1"), on("b", "cluster2")}},
+		"one cluster":      {s: canary, jobs: []Job{on("a", "cluster1")}},
+		"canary first":     {s: canary, jobs: []Job{on("b", "cluster2"), on("a", "cluster1"), on("c", "cluster3")}, waves: "[a] [b c]"},
+		"canary untouched": {s: canary, jobs: []Job{on("c", "cluster3"), on("b", "cluster2")}, waves: "[b] [c]"},
+		"no target":        {s: canary, jobs: []Job{on("a", "cluster1"), {ID: "x"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := PlanRollout("r", "remediation", tc.s, tc.jobs)
+			got := ""
+			if p != nil {
+				for i, w := range p.Waves {
+					if i > 0 {
+						got += " "
+					}
+					got += fmt.Sprint(w.Jobs)
+				}
+				if tc.s.Canary != "cluster1" {
+					t.Errorf("planning changed the group's strategy: %+v", tc.s)
+				}
+			}
+			if got != tc.waves {
+				t.Errorf("waves %q, want %q", got, tc.waves)
+			}
+		})
+	}
+}
