@@ -64,6 +64,9 @@ func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) 
 func (f *Function) Routes() map[string]http.Handler {
 	h := f.verifier.Require(auth.RolePolicyManager)(http.HandlerFunc(f.post))
 	return map[string]http.Handler{
+		// The record as stored: what became of it, and every job it covers (job_ids).
+		"GET /jobmanager/policies/incompliance/{id}": f.verifier.Require(auth.RolePolicyManager, auth.RoleUser,
+			auth.RoleDeploymentManager, auth.RoleReader)(http.HandlerFunc(f.get)),
 		"POST /jobmanager/policies/incompliance": h,
 		// The callback path ICOS registers with the Policy Manager (policy-manager.md).
 		"POST /jobmanager/policies/incompliance/create": h,
@@ -132,6 +135,21 @@ func (f *Function) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, a.status, a.inc)
+}
+
+// get is GET /jobmanager/policies/incompliance/{id}: the record, 404 when unknown or expired.
+func (f *Function) get(w http.ResponseWriter, r *http.Request) {
+	in, err := f.store.GetIncompliance(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no incompliance " + r.PathValue("id") + " (unknown, or expired)"})
+	case errors.Is(err, store.ErrInvalid):
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "state store unavailable: " + err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, in)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

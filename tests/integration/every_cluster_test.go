@@ -85,6 +85,11 @@ func TestEveryClusterInWaves(t *testing.T) {
 		if strings.Join(sorted(rec.JobIDs), ",") != strings.Join(sorted([]string{j1, j2}), ",") {
 			t.Fatalf("the incompliance covers %v, want both clusters' jobs %s, %s", rec.JobIDs, j1, j2)
 		}
+		var view model.Incompliance
+		s.rest(t, http.MethodGet, "/jobmanager/policies/incompliance/"+rec.ID, nil, s.token).decode(t, &view)
+		if len(view.JobIDs) != 2 || view.Outcome != model.OutcomeApplied {
+			t.Errorf("GET incompliance: %+v", view)
+		}
 		// cluster2 is held: its remediation is open, in the report, before it runs.
 		var rep jobs.GroupReport
 		s.rest(t, http.MethodGet, "/jobmanager/groups/"+g.ID+"/report", nil, s.token).decode(t, &rep)
