@@ -151,8 +151,9 @@ end
 // A new group registered with the Policy Manager gets its registration (created) too.
 // KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
 // then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource; then
-// register (1 or ”), the descriptor; the rollout (” for none), the number of held jobs, their
-// ids, the hold (the rollout's id); emitter.
+// register (1 or ”), the descriptor; the rollout (” for none, and when adding jobs under a
+// rollout StartRollout wrote), the number of held jobs, their ids, the hold (the rollout's
+// id); emitter.
 const createGroupLua = prelude + lifecycleLua + holdLua + `
 local adding = ARGV[3] == ''
 if adding then

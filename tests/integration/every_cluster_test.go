@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"net/http"
 	"sort"
 	"strings"
@@ -195,6 +196,15 @@ func TestEveryClusterInWaves(t *testing.T) {
 			"rollout": map[string]any{"strategy": "canary", "canary": "cluster9"}}
 		if r := s.rest(t, http.MethodPut, "/jobmanager/groups", bad, s.token); r.status != http.StatusUnprocessableEntity || !strings.Contains(string(r.body), "rollout.canary") {
 			t.Fatalf("update with a bad rollout: %d %s", r.status, r.body)
+		}
+		// So is one in the update event's rollout extension.
+		body, _ := json.Marshal(map[string]string{"id": g2.ID, "descriptor": rolloutApp("waves2", "nginx:1.28", "", false)})
+		if r := s.eventWith(t, "eu.icos.jobgroup.update.v1", "waves2-bad", map[string]string{"Content-Type": "application/json",
+			"Ce-Rollout": `{"strategy":"canary","canary":"cluster9"}`}, body); r.status != http.StatusUnprocessableEntity || !strings.Contains(string(r.body), "rollout.canary") {
+			t.Fatalf("update event with a bad rollout extension: %d %s", r.status, r.body)
+		}
+		if j, _ := s.store.GetJob(t.Context(), first.ID); j.Type != model.CreateDeployment || j.State != model.Finished {
+			t.Fatalf("a refused update changed the job: %+v", j)
 		}
 		// Both clusters, a new image, a canary rollout from the update's own field.
 		up := map[string]any{"id": g2.ID, "descriptor": rolloutApp("waves2", "nginx:1.28", "", false),
