@@ -150,6 +150,42 @@ func TestEveryClusterInWaves(t *testing.T) {
 		if n := reopens(t, s.store, j1); n != before1 {
 			t.Errorf("cluster1's job was re-opened by an incompliance naming cluster2's job (%d -> %d)", before1, n)
 		}
+
+		// The component, measured on one cluster (extraLabels.cluster): that cluster only.
+		before2 := reopens(t, s.store, j2)
+		measured := map[string]any{"policyName": "disk-waves1", "remediation": "scale-out", "extraLabels": map[string]string{"cluster": "cluster1"},
+			"subject": map[string]string{"type": "app", "appInstance": g.ID, "appComponent": "web"}}
+		r = s.rest(t, http.MethodPost, "/jobmanager/policies/incompliance", measured, s.token)
+		if r.status != http.StatusOK {
+			t.Fatalf("incompliance measured on cluster1: %d %s", r.status, r.body)
+		}
+		r.decode(t, &rec)
+		if strings.Join(rec.JobIDs, ",") != j1 {
+			t.Errorf("the incompliance measured on cluster1 covers %v, want %s", rec.JobIDs, j1)
+		}
+		waitJob(t, s.store, j1, 90*time.Second, "remediated on cluster1", func(j *model.Job) bool {
+			return remediated(j) && j.Remediation != nil && j.Remediation.IncomplianceID == rec.ID
+		})
+		if n := reopens(t, s.store, j2); n != before2 {
+			t.Errorf("cluster2's job was re-opened by an incompliance measured on cluster1 (%d -> %d)", before2, n)
+		}
+
+		// One job named as its component (subject.type component): every cluster again.
+		whole := map[string]any{"policyName": "net-waves1", "remediation": "scale-in", "subject": map[string]string{"type": "component", "resourceId": j1}}
+		r = s.rest(t, http.MethodPost, "/jobmanager/policies/incompliance", whole, s.token)
+		if r.status != http.StatusOK {
+			t.Fatalf("incompliance naming job %s as its component: %d %s", j1, r.status, r.body)
+		}
+		r.decode(t, &rec)
+		if len(rec.JobIDs) != 2 {
+			t.Errorf("the incompliance naming job %s as its component covers %v, want both clusters", j1, rec.JobIDs)
+		}
+		for _, id := range []string{j1, j2} {
+			waitJob(t, s.store, id, 90*time.Second, "scaled in", func(j *model.Job) bool {
+				return j.SubType == model.ScaleIn && j.State == model.Finished
+			})
+		}
+		waitRolloutPhase(t, s, g.ID, model.RolloutComplete, 30*time.Second)
 	})
 
 	t.Run("restart", func(t *testing.T) {
