@@ -151,6 +151,7 @@ func (f *Function) resolveEvery(ctx context.Context, in *model.Incompliance, sj 
 	rem.IncomplianceID = in.ID
 	rem.Action = rem.Action.Canonical()
 	why := fmt.Sprintf("incompliance %s: policy %s", in.ID, in.PolicyName)
+	var notTaken []string // jobs of the rollout that did not take the remediation
 	for _, j := range eligible {
 		ro := store.Reopen{Type: model.UpdateDeployment, SubType: in.Remediation.Canonical(), Remediation: &rem, IfFence: j.Fence, By: by, Why: why}
 		if plan != nil {
@@ -169,11 +170,19 @@ func (f *Function) resolveEvery(ctx context.Context, in *model.Incompliance, sj 
 				continue
 			}
 			skipped[j.ID], busy = fmt.Sprintf("changed meanwhile (%v)", err), true
+			notTaken = append(notTaken, j.ID)
 		case errors.Is(err, store.ErrInvalid):
 			endCooldowns([]string{j.ID})
 			skipped[j.ID] = err.Error()
+			notTaken = append(notTaken, j.ID)
 		default:
 			endCooldowns([]string{j.ID})
+			return storeFailure(err, in)
+		}
+	}
+	if plan != nil && len(notTaken) > 0 {
+		// The rollout waits only for the jobs that took the remediation.
+		if err := f.store.DropFromRollout(ctx, eligible[0].JobGroupID, plan.ID, notTaken); err != nil {
 			return storeFailure(err, in)
 		}
 	}

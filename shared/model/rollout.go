@@ -301,3 +301,46 @@ func (r *Rollout) HeldBy(jobID string) bool {
 	}
 	return false
 }
+
+// Without is the rollout without the jobs given (jobs of a change that did not take it: the
+// rollout must not wait for them). A wave left with no job loses its clusters too (they are
+// no longer pending), and is dropped when it is after the current one. A rollout left with no
+// job is complete.
+func (r *Rollout) Without(jobIDs []string) *Rollout {
+	drop := map[string]bool{}
+	for _, id := range jobIDs {
+		drop[id] = true
+	}
+	n := *r
+	n.Fences, n.Waves = map[string]uint64{}, nil
+	var gone []string
+	jobs := 0
+	for i, w := range r.Waves {
+		kept := RolloutWave{Clusters: w.Clusters, Jobs: []string{}}
+		for _, id := range w.Jobs {
+			if !drop[id] {
+				kept.Jobs = append(kept.Jobs, id)
+				n.Fences[id] = r.Fences[id]
+			}
+		}
+		jobs += len(kept.Jobs)
+		if len(kept.Jobs) == 0 && len(w.Jobs) > 0 {
+			gone = append(gone, w.Clusters...)
+			if i > r.Wave {
+				continue
+			}
+			kept.Clusters = []string{}
+		}
+		n.Waves = append(n.Waves, kept)
+	}
+	n.Pending = []string{}
+	for _, c := range r.Pending {
+		if !contains(gone, c) {
+			n.Pending = append(n.Pending, c)
+		}
+	}
+	if jobs == 0 {
+		n.Phase, n.Pending, n.Why = RolloutComplete, []string{}, "no job took the change"
+	}
+	return &n
+}

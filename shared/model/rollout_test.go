@@ -95,3 +95,27 @@ func TestPlanRollout(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloutWithout: a change's jobs that did not take it leave its rollout, which never
+// waits for them; a wave left empty loses its clusters (dropped when it is a later one); a
+// rollout left with no job is complete.
+func TestRolloutWithout(t *testing.T) {
+	one := intstr.FromInt32(1)
+	s := RolloutStrategy{Strategy: RolloutProgressive, MaxConcurrency: &one}
+	r := NewRollout("r", "restart", s, map[string]string{"a": "c1", "b": "c2", "c": "c3"}, map[string]uint64{"a": 1, "b": 2, "c": 3})
+	got := r.Without([]string{"b"})
+	if len(got.Waves) != 2 || got.Waves[1].Jobs[0] != "c" || strings.Join(got.Pending, ",") != "c1,c3" || got.Fences["b"] != 0 || got.Phase != RolloutRolling {
+		t.Errorf("without a later wave's job: %+v", got)
+	}
+	got = r.Without([]string{"a"})
+	if len(got.Waves) != 3 || len(got.Waves[0].Jobs) != 0 || len(got.Waves[0].Clusters) != 0 || got.Phase != RolloutRolling {
+		t.Errorf("without the current wave's job: %+v", got)
+	}
+	got = r.Without([]string{"a", "b", "c"})
+	if got.Phase != RolloutComplete || len(got.Pending) != 0 || got.Active() {
+		t.Errorf("without every job: %+v", got)
+	}
+	if len(r.Waves) != 3 || r.Phase != RolloutRolling || len(r.Waves[1].Jobs) != 1 {
+		t.Errorf("Without changed the rollout it was called on: %+v", r)
+	}
+}

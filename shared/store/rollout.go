@@ -232,3 +232,19 @@ func (s *Store) StartRollout(ctx context.Context, groupID string, plan *model.Ro
 func (s *Store) AddHeldJobs(ctx context.Context, groupID string, jobs []model.Job, by string, r *model.Rollout) error {
 	return s.addJobs(ctx, groupID, jobs, by, r)
 }
+
+// DropFromRollout takes the jobs given out of the group's rollout rolloutID while it rolls
+// (model.Rollout.Without): the jobs of a change that did not take it, so that the rollout the
+// change started never waits for them. Another rollout, or one that ended, is left alone.
+func (s *Store) DropFromRollout(ctx context.Context, groupID, rolloutID string, jobIDs []string) error {
+	for {
+		read, err := s.GetRollout(ctx, groupID)
+		if err != nil || read.Rollout == nil || read.Rollout.ID != rolloutID || !read.Rollout.Active() {
+			return err
+		}
+		_, err = s.AdvanceRollout(ctx, read, read.Rollout.Without(jobIDs), nil)
+		if !errors.Is(err, ErrRolloutChanged) {
+			return err
+		}
+	}
+}

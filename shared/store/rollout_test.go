@@ -147,3 +147,44 @@ func TestIncomplianceCoversJobs(t *testing.T) {
 		}
 	})
 }
+
+// TestDropFromRollout: the jobs of a change that did not take it leave the rollout it
+// started; a rollout left with no job is complete and leaves the rolling index, so it never
+// blocks the group's next change; another rollout is left alone.
+func TestDropFromRollout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, store.Options{})
+		a, c := newJob("web", true), newJob("web", true)
+		c.Targets = &model.Target{ClusterName: "zz-cluster", Orchestrator: model.OCM}
+		g := newGroup(a, c)
+		g.ID = model.NewID()
+		g.Jobs[0].ID, g.Jobs[1].ID = model.NewJobID(g.ID), model.NewJobID(g.ID)
+		if err := s.CreateGroup(ctx, g, "test"); err != nil {
+			t.Fatal(err)
+		}
+		strategy := &model.RolloutStrategy{Strategy: model.RolloutCanary, Canary: g.Jobs[0].Targets.ClusterName}
+		plan := model.PlanRollout("restart-1", "restart", strategy, g.Jobs)
+		if _, ok, err := s.StartRollout(ctx, g.ID, plan); err != nil || !ok {
+			t.Fatalf("start: %v %v", ok, err)
+		}
+		if err := s.DropFromRollout(ctx, g.ID, "another", []string{g.Jobs[0].ID}); err != nil {
+			t.Fatal(err)
+		}
+		if r := must(s.GetRollout(ctx, g.ID)).in(t).Rollout; len(r.Waves[0].Jobs) != 1 {
+			t.Errorf("dropping from another rollout changed this one: %+v", r)
+		}
+		if err := s.DropFromRollout(ctx, g.ID, "restart-1", []string{g.Jobs[0].ID, g.Jobs[1].ID}); err != nil {
+			t.Fatal(err)
+		}
+		if r := must(s.GetRollout(ctx, g.ID)).in(t).Rollout; r.Phase != model.RolloutComplete || r.Active() {
+			t.Errorf("a rollout no job took: %+v", r)
+		}
+		if ids := must(s.RollingGroups(ctx)).in(t); len(ids) != 0 {
+			t.Errorf("rolling groups %v", ids)
+		}
+		next := model.PlanRollout("update-2", "update", strategy, g.Jobs)
+		if _, ok, err := s.StartRollout(ctx, g.ID, next); err != nil || !ok {
+			t.Errorf("the next change's rollout: %v %v", ok, err)
+		}
+	})
+}
