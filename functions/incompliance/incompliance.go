@@ -64,6 +64,9 @@ func New(_ context.Context, cfg Config, p platform.Platform) (*Function, error) 
 func (f *Function) Routes() map[string]http.Handler {
 	h := f.verifier.Require(auth.RolePolicyManager)(http.HandlerFunc(f.post))
 	return map[string]http.Handler{
+		// The record as stored: what became of it, and every job it covers (job_ids).
+		"GET /jobmanager/policies/incompliance/{id}": f.verifier.Require(auth.RolePolicyManager, auth.RoleUser,
+			auth.RoleDeploymentManager, auth.RoleReader)(http.HandlerFunc(f.get)),
 		"POST /jobmanager/policies/incompliance": h,
 		// The callback path ICOS registers with the Policy Manager (policy-manager.md).
 		"POST /jobmanager/policies/incompliance/create": h,
@@ -134,6 +137,21 @@ func (f *Function) post(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, a.status, a.inc)
 }
 
+// get is GET /jobmanager/policies/incompliance/{id}: the record, 404 when unknown or expired.
+func (f *Function) get(w http.ResponseWriter, r *http.Request) {
+	in, err := f.store.GetIncompliance(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no incompliance " + r.PathValue("id") + " (unknown, or expired)"})
+	case errors.Is(err, store.ErrInvalid):
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "state store unavailable: " + err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, in)
+	}
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -181,13 +199,17 @@ func (f *Function) intake(ctx context.Context, body []byte, by string) answer {
 // resolve decides what a recorded, pending incompliance becomes (see intake) and settles it.
 func (f *Function) resolve(ctx context.Context, inc *model.Incompliance, by string) answer {
 	in := *inc
-	job, why := f.findJob(ctx, &in)
-	if job == nil {
+	sj, why := f.findJobs(ctx, &in)
+	if len(sj.jobs) == 0 {
 		if why.status == http.StatusServiceUnavailable {
 			return why
 		}
 		return f.settle(ctx, &in, model.OutcomeRejected, why.msg, "")
 	}
+	if len(sj.jobs) > 1 {
+		return f.resolveEvery(ctx, &in, sj, by)
+	}
+	job := sj.jobs[0]
 	in.JobID = job.ID
 	switch {
 	case in.Remediation == model.RemediationNone:
@@ -324,6 +346,9 @@ func answerFor(in *model.Incompliance) answer {
 	case in.Reason != "":
 		return answer{status: http.StatusAccepted, msg: in.Reason, inc: in}
 	default:
+		if len(in.JobIDs) > 1 {
+			return answer{status: http.StatusOK, msg: "remediation jobs " + strings.Join(in.JobIDs, ", ") + " opened", inc: in}
+		}
 		return answer{status: http.StatusOK, msg: "remediation job " + in.JobID + " opened", inc: in}
 	}
 }

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ocm-jobs/ocm-jobs/shared/model"
 )
 
 func componentsOf(app *Application) map[string][]string {
@@ -350,5 +353,50 @@ func TestParseShellLayouts(t *testing.T) {
 	_, ferr := ParseDescriptor([]byte("name: x\ncomponents: [{name: c, manifests: [{name: m}]}]\nmanifests: [{name: m, manifest: {kind: ConfigMap, metadata: {name: m}}}]\n"))
 	if ferr == nil || !strings.Contains(ferr.Error(), "manifests[0].manifest.apiVersion") {
 		t.Errorf("layout B error: %v", ferr)
+	}
+}
+
+// TestStrictRollout: the REST update's rollout field and the update event's rollout extension
+// are read strictly: a wrong type or an unknown field is a 422 naming its path.
+func TestStrictRollout(t *testing.T) {
+	for name, tc := range map[string]struct {
+		raw, want string
+		status    int
+	}{
+		"absent":        {raw: "", status: 0},
+		"canary":        {raw: `{"strategy":"canary","canary":"cluster1","minSuccessTime":"5s"}`, status: 0},
+		"percentage":    {raw: `{"strategy":"progressive","maxConcurrency":"50%"}`, status: 0},
+		"wrong type":    {raw: `{"strategy":"canary","rollbackOnFailure":"yes"}`, want: "rollout.rollbackOnFailure", status: 422},
+		"unknown field": {raw: `{"strategy":"canary","canaries":["cluster1"]}`, want: "rollout.canaries", status: 422},
+		"not an object": {raw: `[1]`, want: "rollout", status: 422},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rs, fl := strictRollout([]byte(tc.raw))
+			switch {
+			case tc.status == 0 && fl != nil:
+				t.Fatalf("refused: %v", fl)
+			case tc.status == 0 && tc.raw != "" && rs == nil:
+				t.Fatal("no strategy read")
+			case tc.status != 0 && (fl == nil || fl.Status != tc.status || !strings.Contains(fl.Message, tc.want)):
+				t.Fatalf("got %+v, want %d naming %s", fl, tc.status, tc.want)
+			}
+		})
+	}
+}
+
+// TestRolloutExtension: the create and update events' rollout extension is read as the REST
+// update's rollout field is: a bad one is a 422 naming its path.
+func TestRolloutExtension(t *testing.T) {
+	e := event.New()
+	if rs, fl := rolloutOf(e); rs != nil || fl != nil {
+		t.Fatalf("no extension: %+v %v", rs, fl)
+	}
+	e.SetExtension(ExtRollout, `{"strategy":"progressive","maxConcurrency":1,"minSuccessTime":"2s"}`)
+	if rs, fl := rolloutOf(e); fl != nil || rs == nil || rs.Strategy != model.RolloutProgressive || rs.MaxConcurrency.IntValue() != 1 {
+		t.Fatalf("a good extension: %+v %v", rs, fl)
+	}
+	e.SetExtension(ExtRollout, `{"strategy":"canary","canary":1}`)
+	if _, fl := rolloutOf(e); fl == nil || fl.Status != 422 || !strings.Contains(fl.Message, "rollout.canary") {
+		t.Fatalf("a bad extension: %v", fl)
 	}
 }

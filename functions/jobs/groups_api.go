@@ -156,7 +156,8 @@ func (f *Function) createGroup(w http.ResponseWriter, r *http.Request) {
 	answer(w, http.StatusCreated, g, fl, false)
 }
 
-// updateGroup is PUT /groups: {"id": …, "descriptor": …}.
+// updateGroup is PUT /groups: {"id": …, "descriptor": …, "rollout": <optional strategy, wins
+// over the descriptor's>}.
 func (f *Function) updateGroup(w http.ResponseWriter, r *http.Request) {
 	body, ok := readBody(w, r)
 	if !ok {
@@ -165,6 +166,7 @@ func (f *Function) updateGroup(w http.ResponseWriter, r *http.Request) {
 	var u struct {
 		ID         string          `json:"id"`
 		Descriptor json.RawMessage `json:"descriptor"`
+		Rollout    json.RawMessage `json:"rollout"`
 	}
 	if err := json.Unmarshal(body, &u); err != nil || u.ID == "" || len(u.Descriptor) == 0 {
 		writeError(w, fail(http.StatusUnprocessableEntity, `want {"id": "<group id>", "descriptor": <application descriptor, as YAML text or JSON>}`))
@@ -175,7 +177,12 @@ func (f *Function) updateGroup(w http.ResponseWriter, r *http.Request) {
 	if json.Unmarshal(u.Descriptor, &s) == nil {
 		desc = []byte(s)
 	}
-	g, fl := f.svc.updateGroup(r.Context(), u.ID, desc, caller(r))
+	rollout, fl := strictRollout(u.Rollout)
+	if fl != nil {
+		writeError(w, fl)
+		return
+	}
+	g, fl := f.svc.updateGroupRolledOut(r.Context(), u.ID, desc, caller(r), rollout)
 	answer(w, http.StatusOK, g, fl, g != nil)
 }
 

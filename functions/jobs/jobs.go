@@ -143,7 +143,11 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		if res != nil {
 			return nil, res
 		}
-		g, fail = f.svc.updateGroup(ctx, id, data, by)
+		rollout, fl := rolloutOf(e)
+		if fl != nil {
+			return nil, events.Unprocessable("%s", fl.Message)
+		}
+		g, fail = f.svc.updateGroupRolledOut(ctx, id, data, by, rollout)
 	case events.JobGroupRestart:
 		id, component, err := restartRef(e)
 		if err != nil {

@@ -202,7 +202,7 @@ func instanceReport(j model.Job, hist []model.HistoryEntry, incs []model.Incompl
 		}
 	}
 	for _, in := range incs {
-		if in.JobID != j.ID || !openIncompliance(in, j) {
+		if !in.Covers(j.ID) || !openIncompliance(in, j) {
 			continue
 		}
 		r.Incompliances = append(r.Incompliances, IncomplianceReport{ID: in.ID, PolicyName: in.PolicyName,

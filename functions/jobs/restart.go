@@ -36,6 +36,7 @@ func (s *service) restartGroup(ctx context.Context, id, component, order, by str
 	rem := &model.Remediation{Action: model.Restart, RestartedAt: now.UTC().Format(time.RFC3339Nano), Order: order}
 	var refused []string
 	found, restarted := false, 0
+	var running []model.Job
 	for _, j := range g.Jobs {
 		if component != "" && j.Component != component {
 			continue
@@ -44,14 +45,40 @@ func (s *service) restartGroup(ctx context.Context, id, component, order, by str
 		if j.Type == model.DeleteDeployment || j.Fence == 0 {
 			continue // stopped, or never deployed: nothing runs
 		}
-		_, err := s.store.Reopen(ctx, j.ID, store.Reopen{Type: model.UpdateDeployment, SubType: model.Restart,
-			Remediation: rem, Order: order, By: by, Why: "restart ordered"})
+		running = append(running, j)
+	}
+	plan, fresh, fl := s.restartRollout(ctx, g, order, running)
+	if fl != nil {
+		return nil, fl
+	}
+	var notTaken []string // jobs of the rollout that did not take the order now
+	for _, j := range running {
+		ro := store.Reopen{Type: model.UpdateDeployment, SubType: model.Restart,
+			Remediation: rem, Order: order, By: by, Why: "restart ordered"}
+		if plan != nil {
+			ro.KeepPrevious, ro.Why = true, "restart ordered (rollout "+plan.ID+")"
+			if plan.HeldBy(j.ID) {
+				ro.Hold = plan.ID
+			}
+		}
+		_, err := s.store.Reopen(ctx, j.ID, ro)
+		if err != nil && (fresh || !errors.Is(err, store.ErrOrderSeen)) {
+			// A rollout this order started now waits only for the jobs that took it now: one
+			// that took it before (an order redelivered after another change) or refused it
+			// would never count, and the rollout would wait for it for ever.
+			notTaken = append(notTaken, j.ID)
+		}
 		switch {
 		case err == nil, errors.Is(err, store.ErrOrderSeen):
 			restarted++
 		case errors.Is(err, store.ErrWrongState):
 			refused = append(refused, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
 		default:
+			return nil, failureOf(err)
+		}
+	}
+	if plan != nil && len(notTaken) > 0 {
+		if err := s.store.DropFromRollout(ctx, id, plan.ID, notTaken); err != nil {
 			return nil, failureOf(err)
 		}
 	}
@@ -71,6 +98,42 @@ func (s *service) restartGroup(ctx context.Context, id, component, order, by str
 		return after, fail(http.StatusConflict, "group %s has no deployed workload to restart (stopped, or not deployed yet)", id)
 	}
 	return after, nil
+}
+
+// restartRollout plans a restart's waves when the group rolls changes out in waves (its last
+// rollout's strategy) and the running jobs span several clusters, and starts the rollout (nil:
+// all at once; fresh: this call started it). The rollout is named after the order, so a
+// redelivered order goes on with the rollout its first delivery started. As for an update, a job being executed would never take
+// the order and the rollout would wait for it forever: the restart is refused whole (409), as
+// it is while another rollout is rolling.
+func (s *service) restartRollout(ctx context.Context, g *model.JobGroup, order string, running []model.Job) (r *model.Rollout, fresh bool, fl *Failure) {
+	if g.Rollout == nil {
+		return nil, false, nil
+	}
+	id := "restart-" + uuid.NewSHA1(uuid.NameSpaceURL, []byte("ocm-jobs/rollout/"+order)).String()
+	plan := model.PlanRollout(id, "restart", &g.Rollout.Strategy, running)
+	if plan == nil {
+		return nil, false, nil
+	}
+	if g.Rollout.ID != plan.ID {
+		var busy []string
+		for _, j := range running {
+			if j.State != model.Finished && j.State != model.Degraded {
+				busy = append(busy, fmt.Sprintf("%s (%s, %s)", j.ID, j.Type, j.State))
+			}
+		}
+		if len(busy) > 0 {
+			return nil, false, fail(http.StatusConflict, "group %s: jobs being executed: %s (retry the restart in waves when they end)", g.ID, list(busy))
+		}
+	}
+	r, ok, err := s.store.StartRollout(ctx, g.ID, plan)
+	if err != nil {
+		return nil, false, failureOf(err)
+	}
+	if !ok {
+		return nil, false, fail(http.StatusConflict, "group %s: rollout %s is still %s (wave %d of %d); restart when it ends", g.ID, r.ID, r.Phase, r.Wave+1, len(r.Waves))
+	}
+	return r, r == plan, nil
 }
 
 // restartRef reads a restart order: {"id": <group>, "component": <optional>} (YAML or JSON),

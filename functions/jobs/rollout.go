@@ -1,12 +1,14 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
-
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
@@ -26,9 +28,36 @@ func rolloutOf(e event.Event) (*model.RolloutStrategy, *Failure) {
 	if !ok {
 		return nil, nil
 	}
+	rs, fl := strictRollout(json.RawMessage(fmt.Sprint(v)))
+	if fl != nil {
+		fl.Message = fmt.Sprintf("the %s extension: %s", ExtRollout, fl.Message)
+		return nil, fl
+	}
+	if rs == nil {
+		return nil, fail(http.StatusUnprocessableEntity, "the %s extension: the rollout strategy is not valid: rollout: want a JSON object, got null", ExtRollout)
+	}
+	return rs, nil
+}
+
+// strictRollout reads a rollout strategy given as JSON (nil when absent or null): a field it
+// does not know, or a value of the wrong type, is a 422 naming its path under rollout.
+func strictRollout(raw json.RawMessage) (*model.RolloutStrategy, *Failure) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
 	var rs model.RolloutStrategy
-	if err := json.Unmarshal([]byte(fmt.Sprint(v)), &rs); err != nil {
-		return nil, fail(http.StatusUnprocessableEntity, "the %s extension is not a rollout strategy as JSON: %v", ExtRollout, err)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rs); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return nil, fail(http.StatusUnprocessableEntity, "the rollout strategy is not valid: rollout.%s: want a %s, got a JSON %s", te.Field, te.Type, te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return nil, fail(http.StatusUnprocessableEntity, "the rollout strategy is not valid: rollout.%s: not a field of a rollout strategy (strategy, canary, maxConcurrency, minSuccessTime, rollbackOnFailure)",
+				strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`))
+		}
+		return nil, fail(http.StatusUnprocessableEntity, "the rollout strategy is not valid: rollout: %v", err)
 	}
 	return &rs, nil
 }
@@ -73,15 +102,17 @@ type replace struct {
 // strategy holds clusters back and they span several, in waves: the rollout is written first
 // (refused with 409 while another one is rolling), then the jobs of the first wave are
 // re-opened and those of the later waves re-opened held; each keeps the manifests it ran
-// with, for a rollback.
-func (s *service) replaceRolledOut(ctx context.Context, g *model.JobGroup, strategy *model.RolloutStrategy, rs []replace, by string, refused *[]string) *Failure {
-	jobs := make([]model.Job, 0, len(rs))
+// with, for a rollback. The new jobs of clusters the update adds (placed) join the waves:
+// it returns the plan, with which the caller stores them (those of later waves held).
+func (s *service) replaceRolledOut(ctx context.Context, g *model.JobGroup, strategy *model.RolloutStrategy, rs []replace, placed []model.Job, by string, refused *[]string) (*model.Rollout, *Failure) {
+	jobs := make([]model.Job, 0, len(rs)+len(placed))
 	for _, r := range rs {
 		jobs = append(jobs, r.job)
 	}
+	jobs = append(jobs, placed...)
 	plan, fl := planRollout(strategy, "update", jobs)
 	if fl != nil {
-		return fl
+		return nil, fl
 	}
 	held := map[string]bool{}
 	if plan != nil {
@@ -94,17 +125,17 @@ func (s *service) replaceRolledOut(ctx context.Context, g *model.JobGroup, strat
 			}
 		}
 		if len(busy) > 0 {
-			return fail(http.StatusConflict, "group %s: jobs being executed: %s (retry the rolled-out update when they finish)", g.ID, list(busy))
+			return nil, fail(http.StatusConflict, "group %s: jobs being executed: %s (retry the rolled-out update when they finish)", g.ID, list(busy))
 		}
 		read, err := s.store.GetRollout(ctx, g.ID)
 		if err != nil {
-			return failureOf(err)
+			return nil, failureOf(err)
 		}
 		if read.Rollout.Active() {
-			return fail(http.StatusConflict, "group %s: rollout %s is still %s (wave %d of %d); update it when it ends", g.ID, read.Rollout.ID, read.Rollout.Phase, read.Rollout.Wave+1, len(read.Rollout.Waves))
+			return nil, fail(http.StatusConflict, "group %s: rollout %s is still %s (wave %d of %d); update it when it ends", g.ID, read.Rollout.ID, read.Rollout.Phase, read.Rollout.Wave+1, len(read.Rollout.Waves))
 		}
 		if _, err := s.store.AdvanceRollout(ctx, read, plan, nil); err != nil {
-			return failureOf(err)
+			return nil, failureOf(err)
 		}
 		for _, id := range plan.Held() {
 			held[id] = true
@@ -120,8 +151,8 @@ func (s *service) replaceRolledOut(ctx context.Context, g *model.JobGroup, strat
 			}
 		}
 		if fl := s.reopen(ctx, refused, r.job, ro); fl != nil {
-			return fl
+			return nil, fl
 		}
 	}
-	return nil
+	return plan, nil
 }

@@ -324,9 +324,22 @@ func list(ids []string) string {
 // manifests replaced (a ReplaceDeployment when the job ran), new components become new jobs,
 // and jobs whose component is gone are undeployed.
 func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte, by string) (*model.JobGroup, *Failure) {
+	return s.updateGroupRolledOut(ctx, id, descriptor, by, nil)
+}
+
+// updateGroupRolledOut is updateGroup with the rollout strategy of the order (the update
+// event's `rollout` extension, the REST update's `rollout` field; nil: the descriptor's),
+// checked as the descriptor's is: a bad one is a 422 naming each path, nothing changed.
+func (s *service) updateGroupRolledOut(ctx context.Context, id string, descriptor []byte, by string, rollout *model.RolloutStrategy) (*model.JobGroup, *Failure) {
 	app, fl := s.parse(descriptor)
 	if fl != nil {
 		return nil, fl
+	}
+	if rollout != nil {
+		if ferr := rollout.Validate(namedClusters(app.Components)).ViaField("rollout"); ferr != nil {
+			return nil, fail(http.StatusUnprocessableEntity, "the rollout strategy is not valid: %v", ferr)
+		}
+		app.Rollout = rollout
 	}
 	g, err := s.store.GetGroup(ctx, id)
 	if err != nil {
@@ -393,7 +406,8 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 			replaces = append(replaces, replace{j, ms})
 		}
 	}
-	if fl := s.replaceRolledOut(ctx, g, app.Rollout, replaces, by, &refused); fl != nil {
+	plan, fl := s.replaceRolledOut(ctx, g, app.Rollout, replaces, placed, by, &refused)
+	if fl != nil {
 		return nil, fl
 	}
 	for _, j := range g.Jobs {
@@ -405,7 +419,7 @@ func (s *service) updateGroup(ctx context.Context, id string, descriptor []byte,
 		}
 	}
 	if len(placed) > 0 {
-		if err := s.store.AddJobs(ctx, id, placed, by); err != nil {
+		if err := s.store.AddHeldJobs(ctx, id, placed, by, plan); err != nil {
 			return nil, failureOf(err)
 		}
 	}

@@ -22,8 +22,12 @@ type Incompliance struct {
 	Subject            Subject           `json:"subject"`
 	Remediation        SubType           `json:"remediation"`
 
-	// JobID is the job the incompliance was found to be about.
+	// JobID is the job the incompliance was found to be about (the first, when it covers
+	// several).
 	JobID string `json:"job_id,omitempty"`
+	// JobIDs are every job it covers: one, or every cluster's job of a component on several
+	// clusters (an addition to ICOS).
+	JobIDs []string `json:"job_ids,omitempty"`
 	// Outcome says what became of it; Reason says why (always set for rejected).
 	Outcome Outcome `json:"outcome,omitempty"`
 	Reason  string  `json:"reason,omitempty"`
@@ -89,4 +93,17 @@ func scalar(v json.RawMessage, field string) *apis.FieldError {
 		return nil
 	}
 	return apis.ErrInvalidValue(string(v), field, "want a number or a string")
+}
+
+// Covers says whether the incompliance is about the job (one of those it covers).
+func (in *Incompliance) Covers(jobID string) bool {
+	if in.JobID == jobID {
+		return true
+	}
+	for _, id := range in.JobIDs {
+		if id == jobID {
+			return true
+		}
+	}
+	return false
 }

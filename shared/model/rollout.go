@@ -254,3 +254,93 @@ func (r *Rollout) clustersFrom(i int) []string {
 	}
 	return out
 }
+
+// PlanRollout plans the waves of a change over the jobs it touches (those with a target
+// cluster), each with its fence now: nil when the strategy does not hold clusters back or the
+// jobs span fewer than two clusters (all at once). It does not validate the strategy.
+func PlanRollout(id, change string, s *RolloutStrategy, jobs []Job) *Rollout {
+	if !s.Waved() {
+		return nil
+	}
+	jobCluster, fences := map[string]string{}, map[string]uint64{}
+	clusters := map[string]bool{}
+	for _, j := range jobs {
+		if j.Targets == nil || j.Targets.ClusterName == "" {
+			continue
+		}
+		jobCluster[j.ID], fences[j.ID] = j.Targets.ClusterName, j.Fence
+		clusters[j.Targets.ClusterName] = true
+	}
+	if len(clusters) < 2 {
+		return nil
+	}
+	plan := *s
+	if plan.Strategy == RolloutCanary && !clusters[plan.Canary] {
+		// The change does not touch the canary (a remediation of a component that does not
+		// run there): the first of its clusters, by name, goes first instead.
+		names := make([]string, 0, len(clusters))
+		for c := range clusters {
+			names = append(names, c)
+		}
+		sort.Strings(names)
+		plan.Canary = names[0]
+	}
+	return NewRollout(id, change, plan, jobCluster, fences)
+}
+
+// HeldBy says whether the rollout holds the job at its start (the job is in a wave after the
+// first).
+func (r *Rollout) HeldBy(jobID string) bool {
+	if r == nil {
+		return false
+	}
+	for _, id := range r.Held() {
+		if id == jobID {
+			return true
+		}
+	}
+	return false
+}
+
+// Without is the rollout without the jobs given (jobs of a change that did not take it: the
+// rollout must not wait for them). A wave left with no job loses its clusters too (they are
+// no longer pending), and is dropped when it is after the current one. A rollout left with no
+// job is complete.
+func (r *Rollout) Without(jobIDs []string) *Rollout {
+	drop := map[string]bool{}
+	for _, id := range jobIDs {
+		drop[id] = true
+	}
+	n := *r
+	n.Fences, n.Waves = map[string]uint64{}, nil
+	var gone []string
+	jobs := 0
+	for i, w := range r.Waves {
+		kept := RolloutWave{Clusters: w.Clusters, Jobs: []string{}}
+		for _, id := range w.Jobs {
+			if !drop[id] {
+				kept.Jobs = append(kept.Jobs, id)
+				n.Fences[id] = r.Fences[id]
+			}
+		}
+		jobs += len(kept.Jobs)
+		if len(kept.Jobs) == 0 && len(w.Jobs) > 0 {
+			gone = append(gone, w.Clusters...)
+			if i > r.Wave {
+				continue
+			}
+			kept.Clusters = []string{}
+		}
+		n.Waves = append(n.Waves, kept)
+	}
+	n.Pending = []string{}
+	for _, c := range r.Pending {
+		if !contains(gone, c) {
+			n.Pending = append(n.Pending, c)
+		}
+	}
+	if jobs == 0 {
+		n.Phase, n.Pending, n.Why = RolloutComplete, []string{}, "no job took the change"
+	}
+	return &n
+}

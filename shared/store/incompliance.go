@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,7 +32,7 @@ func (s *Store) RecordIncompliance(ctx context.Context, in *model.Incompliance) 
 		return false, err
 	}
 	doc := *in
-	doc.JobID, doc.Outcome, doc.Reason, doc.ReceivedAt = "", "", "", nil
+	doc.JobID, doc.JobIDs, doc.Outcome, doc.Reason, doc.ReceivedAt = "", nil, "", "", nil
 	b, err := json.Marshal(&doc)
 	if err != nil {
 		return false, fmt.Errorf("record incompliance %s: %w", in.ID, err)
@@ -94,6 +95,32 @@ func (s *Store) SetIncomplianceOutcome(ctx context.Context, id string, o model.O
 	return out[1] == "1", nil
 }
 
+// SetIncomplianceOutcomeJobs is SetIncomplianceOutcome for an incompliance that covers
+// several jobs (every cluster of a component): the record names them all (job_ids), the
+// first as its job_id.
+func (s *Store) SetIncomplianceOutcomeJobs(ctx context.Context, id string, o model.Outcome, reason string, jobIDs []string) (bool, error) {
+	if len(jobIDs) < 2 {
+		return s.SetIncomplianceOutcome(ctx, id, o, reason, strings.Join(jobIDs, ""))
+	}
+	const op = "settle"
+	errs := checkID(id, "id")
+	if o != model.OutcomeApplied && o != model.OutcomeRejected {
+		errs = errs.Also(apis.ErrInvalidValue(string(o), "outcome", "settle as applied or rejected"))
+	}
+	for i, j := range jobIDs {
+		errs = errs.Also(checkID(j, fmt.Sprintf("job_ids[%d]", i)))
+	}
+	if err := invalid(op+" incompliance", errs); err != nil {
+		return false, err
+	}
+	out, err := s.runScript(ctx, incomplianceOutcomeScript, op, "incompliance", id, []string{s.incKey(id), s.pendingIncKey(id)},
+		string(o), clip(reason), jobIDs[0], id, strings.Join(jobIDs, ","))
+	if err != nil {
+		return false, err
+	}
+	return out[1] == "1", nil
+}
+
 // GetIncompliance reads an incompliance with its outcome.
 func (s *Store) GetIncompliance(ctx context.Context, id string) (*model.Incompliance, error) {
 	if fe := checkID(id, "id"); fe != nil {
@@ -117,6 +144,12 @@ func decodeIncompliance(id string, h map[string]string) (*model.Incompliance, er
 		return nil, fmt.Errorf("decoding incompliance %s: %w", id, err)
 	}
 	in.JobID, in.Outcome, in.Reason = h["job_id"], model.Outcome(h["outcome"]), h["reason"]
+	switch {
+	case h["job_ids"] != "":
+		in.JobIDs = strings.Split(h["job_ids"], ",")
+	case in.JobID != "":
+		in.JobIDs = []string{in.JobID}
+	}
 	at := msTime(h["received_at"])
 	in.ReceivedAt = &at
 	if p := h["payload"]; p != "" {

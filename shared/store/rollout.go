@@ -180,9 +180,11 @@ func (s *Store) readManifestsField(ctx context.Context, raw string) ([]model.Pla
 	return ms, nil
 }
 
-// rolloutArgs appends the create script's rollout arguments: the rollout, the number of jobs
-// it holds, their ids, the hold (its id). A group created without one holds nothing.
-func rolloutArgs(args []any, r *model.Rollout) ([]any, error) {
+// rolloutArgs appends the create script's rollout arguments: the rollout (written when write
+// is set: a new group's; jobs added to a group were planned by StartRollout, which wrote it),
+// the number of jobs it holds, their ids, the hold (its id). A group created without one holds
+// nothing.
+func rolloutArgs(args []any, r *model.Rollout, write bool) ([]any, error) {
 	if r == nil {
 		return append(args, "", 0, ""), nil
 	}
@@ -190,10 +192,59 @@ func rolloutArgs(args []any, r *model.Rollout) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !write {
+		b = nil
+	}
 	held := r.Held()
 	args = append(args, string(b), len(held))
 	for _, id := range held {
 		args = append(args, id)
 	}
 	return append(args, r.ID), nil
+}
+
+// StartRollout writes plan as the group's rollout unless another one is rolling. It returns
+// the rollout in force: plan, or the stored one when it has plan's id (a redelivered order
+// goes on with what its first delivery planned, fences included). ok is false when another
+// rollout is rolling: the returned one, which keeps plan from starting.
+func (s *Store) StartRollout(ctx context.Context, groupID string, plan *model.Rollout) (*model.Rollout, bool, error) {
+	for {
+		read, err := s.GetRollout(ctx, groupID)
+		if err != nil {
+			return nil, false, err
+		}
+		switch {
+		case read.Rollout != nil && read.Rollout.ID == plan.ID:
+			return read.Rollout, true, nil
+		case read.Rollout.Active():
+			return read.Rollout, false, nil
+		}
+		_, err = s.AdvanceRollout(ctx, read, plan, nil)
+		if errors.Is(err, ErrRolloutChanged) {
+			continue // another order started one meanwhile: look again
+		}
+		return plan, err == nil, err
+	}
+}
+
+// AddHeldJobs is AddJobs for jobs a rollout (started by StartRollout) plans: those of its
+// later waves are stored held, in the same step; the others are announced.
+func (s *Store) AddHeldJobs(ctx context.Context, groupID string, jobs []model.Job, by string, r *model.Rollout) error {
+	return s.addJobs(ctx, groupID, jobs, by, r)
+}
+
+// DropFromRollout takes the jobs given out of the group's rollout rolloutID while it rolls
+// (model.Rollout.Without): the jobs of a change that did not take it, so that the rollout the
+// change started never waits for them. Another rollout, or one that ended, is left alone.
+func (s *Store) DropFromRollout(ctx context.Context, groupID, rolloutID string, jobIDs []string) error {
+	for {
+		read, err := s.GetRollout(ctx, groupID)
+		if err != nil || read.Rollout == nil || read.Rollout.ID != rolloutID || !read.Rollout.Active() {
+			return err
+		}
+		_, err = s.AdvanceRollout(ctx, read, read.Rollout.Without(jobIDs), nil)
+		if !errors.Is(err, ErrRolloutChanged) {
+			return err
+		}
+	}
 }

@@ -151,8 +151,9 @@ end
 // A new group registered with the Policy Manager gets its registration (created) too.
 // KEYS: group, group's job set. ARGV: prefix, group id, group doc, history cap, by, why, n,
 // then 8 values per job: id, doc, type, sub_type, orch, targets, manifests, resource; then
-// register (1 or ”), the descriptor; the rollout (” for none), the number of held jobs, their
-// ids, the hold (the rollout's id); emitter.
+// register (1 or ”), the descriptor; the rollout (” for none, and when adding jobs under a
+// rollout StartRollout wrote), the number of held jobs, their ids, the hold (the rollout's
+// id); emitter.
 const createGroupLua = prelude + lifecycleLua + holdLua + `
 local adding = ARGV[3] == ''
 if adding then
@@ -485,7 +486,7 @@ return {'ok', '1', string.format('%d', now)}
 // incomplianceOutcomeLua settles a pending incompliance as applied or rejected (and takes it
 // out of the pending index); settling it again the same way changes nothing.
 // KEYS: incompliance, the bucket's pending index. ARGV: outcome, reason, job id (” keeps it),
-// incompliance id.
+// incompliance id, optionally the ids of every job it covers (comma-separated).
 const incomplianceOutcomeLua = `
 local f = redis.call('HMGET', KEYS[1], 'outcome', 'reason')
 if not f[1] then
@@ -496,6 +497,7 @@ if f[1] == ARGV[1] and (f[2] or '') == ARGV[2] then return {'ok', '0'} end
 if f[1] ~= 'pending' then return {'guard', 'state', 'pending', f[1]} end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'reason', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'job_id', ARGV[3]) end
+if ARGV[5] and ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'job_ids', ARGV[5]) end
 redis.call('ZREM', KEYS[2], ARGV[4])
 return {'ok', '1'}
 `

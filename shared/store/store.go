@@ -249,6 +249,11 @@ func (s *Store) CreateGroup(ctx context.Context, g *model.JobGroup, by string) e
 // them in as CreateGroup does. A deleted or unknown group is ErrNotFound; a job id that exists
 // already is ErrExists.
 func (s *Store) AddJobs(ctx context.Context, groupID string, jobs []model.Job, by string) error {
+	return s.addJobs(ctx, groupID, jobs, by, nil)
+}
+
+// addJobs is AddJobs; the jobs that held holds (rollout.go) are stored held.
+func (s *Store) addJobs(ctx context.Context, groupID string, jobs []model.Job, by string, held *model.Rollout) error {
 	const op = "add jobs to"
 	if fe := checkID(groupID, "id"); fe != nil {
 		return invalid(op+" group", fe)
@@ -268,6 +273,7 @@ func (s *Store) AddJobs(ctx context.Context, groupID string, jobs []model.Job, b
 		return err
 	}
 	g.Jobs = jobs // shares the caller's slice, so the caller sees the ids and times filled in
+	g.Rollout = held
 	return s.writeJobs(ctx, op, g, "", by, nil)
 }
 
@@ -360,7 +366,7 @@ func (s *Store) writeJobs(ctx context.Context, op string, g *model.JobGroup, doc
 	} else {
 		args = append(args, "", "")
 	}
-	args, rerr := rolloutArgs(args, g.Rollout)
+	args, rerr := rolloutArgs(args, g.Rollout, doc != "")
 	if rerr != nil {
 		return fmt.Errorf("%s group %s: %w", op, g.ID, rerr)
 	}
