@@ -143,22 +143,27 @@ local function emit(key, v)
   v = v or redis.call('HMGET', key, unpack(EVENT_READ))
   if v[2] == '1' and not v[8] then return end
   local f = {'event', EVENT_OF[v[2]], 'source', SRC}
-  local tp = trace_of(v[#EVENT_READ])
-  if tp ~= '' then table.insert(f, 'traceparent'); table.insert(f, tp) end
-  for i, name in ipairs(EVENT_FIELDS) do
-    if v[i] then table.insert(f, name); table.insert(f, v[i]) end
+  local n = 4
+  local tp = trace_of(v[13])
+  if tp ~= '' then f[5] = 'traceparent'; f[6] = tp; n = 6 end
+  for i = 1, 12 do
+    local x = v[i]
+    if x then f[n + 1] = EVENT_FIELDS[i]; f[n + 2] = x; n = n + 2 end
   end
-  local eid = redis.call('XADD', P .. ':outbox', '*', unpack(f))
-  table.insert(OUT, eid)
-  table.insert(OUT, #f)
-  for _, x in ipairs(f) do table.insert(OUT, x) end
+  OUT[#OUT + 1] = {redis.call('XADD', P .. ':outbox', '*', unpack(f, 1, n)), n, f}
 end
 
 -- reply is a script's answer with the outbox entries it appended.
 local function reply(t)
   if #OUT == 0 then return t end
-  table.insert(t, '#outbox')
-  for _, x in ipairs(OUT) do table.insert(t, x) end
+  local k = #t + 1
+  t[k] = '#outbox'
+  for _, e in ipairs(OUT) do
+    local n, f = e[2], e[3]
+    t[k + 1] = e[1]; t[k + 2] = n
+    for i = 1, n do t[k + 2 + i] = f[i] end
+    k = k + 2 + n
+  end
   return t
 end
 `
@@ -406,19 +411,18 @@ return {'ok', string.format('%d', lu)}
 const releaseLua = prelude + ownerGuards + `
 if j.holder ~= ARGV[5] then return guard('lease', ARGV[5], j.holder) end
 local now = now_ms()
-local changed = '0'
+-- One HSET for the lease's end and the execution's result.
+local h = {}
 if j.lu > now then
-  redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
+  h = {'lease_until', string.format('%d', now)}
   if j.state == '2' and j.type == '5' and iorch(j) ~= '' then
     redis.call('ZADD', idx('lease:' .. iorch(j)), now, ARGV[2])
   end
-  changed = '1'
 end
-if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'applied', ARGV[4])
-  changed = '1'
-end
-return {'ok', changed}
+if ARGV[6] == '1' then table.insert(h, 'applied'); table.insert(h, ARGV[4]) end
+if #h == 0 then return {'ok', '0'} end
+redis.call('HSET', KEYS[1], unpack(h))
+return {'ok', '1'}
 `
 
 // reopenLua turns a Finished or Degraded job (or a re-opened one nobody promoted yet: the
