@@ -179,16 +179,21 @@ end
 const createGroupLua = prelude + lifecycleLua + holdLua + `
 local adding = ARGV[3] == ''
 local n = tonumber(ARGV[7])
--- One EXISTS for the group (when new) and every job; which one exists is looked up only then.
-local keys = {}
+-- One EXISTS for the group (when new) and every job (per 1,000 keys: Lua unpacks at most
+-- 8,000 values); which one exists is looked up only then.
+local keys, found = {}, 0
 if adding then
   local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
   if not g[1] or g[2] then return guard('exists', 'group ' .. ARGV[2], 'none') end
 else
   keys[1] = KEYS[1]
 end
-for i = 0, n - 1 do table.insert(keys, job_key(ARGV[8 + i * 8])) end
-if #keys > 0 and redis.call('EXISTS', unpack(keys)) > 0 then
+for i = 0, n - 1 do
+  keys[#keys + 1] = job_key(ARGV[8 + i * 8])
+  if #keys == 1000 then found = found + redis.call('EXISTS', unpack(keys)); keys = {} end
+end
+if #keys > 0 then found = found + redis.call('EXISTS', unpack(keys)) end
+if found > 0 then
   if not adding and redis.call('EXISTS', KEYS[1]) == 1 then
     return guard('absent', 'no group ' .. ARGV[2], 'exists')
   end
