@@ -298,3 +298,54 @@ func TestPromoteJob(t *testing.T) {
 		}
 	})
 }
+
+// TestOutboxEntryIsTheStoredJob: create, promote and a change of state announce the job
+// without reading it again (they patch what they wrote); the entry's fields are exactly the
+// job's as stored right after the change, a move a finish cleared included.
+func TestOutboxEntryIsTheStoredJob(t *testing.T) {
+	fields := []string{"doc", "state", "type", "sub_type", "owner", "fence", "orch", "targets", "resource",
+		"move", "created_at", "updated_at"}
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, store.Options{})
+		var id string
+		var c store.Claim
+		status := model.Resource{ManifestWorkName: "w", Conditions: []model.Condition{{Type: "Applied", Status: "True", Reason: "r"}}}
+		steps := []struct {
+			name   string
+			change func(ctx context.Context) error
+		}{
+			{"create", func(ctx context.Context) error { id = oneJob(t, s); return nil }},
+			{"promote", func(ctx context.Context) (err error) { c, err = s.Promote(ctx, id, hubA, "e1"); return err }},
+			{"degrade with a resource and a move", func(ctx context.Context) error {
+				if _, err := s.WriteResourceStatus(ctx, c, model.Resource{ManifestWorkName: "w"}); err != nil {
+					return err
+				}
+				m := &model.Move{From: "cluster1", To: "cluster2", Phase: model.MoveApply, Deadline: time.Now().Add(time.Minute).UTC().Truncate(time.Second)}
+				if _, err := s.Record(ctx, c, store.Record{Move: m}); err != nil {
+					return err
+				}
+				_, err := s.Apply(ctx, c, store.Change{To: model.Degraded, Why: "failed", Resource: &status})
+				return err
+			}},
+			{"finish", func(ctx context.Context) error { _, err := s.Finish(ctx, c, "recovered"); return err }},
+		}
+		for _, st := range steps {
+			if err := st.change(ctx); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			bucket := fmt.Sprintf("%s:{b:%02x}", s.Options().Prefix, model.Bucket(id))
+			last := must(b.client.XRevRangeN(ctx, bucket+":outbox", "+", "-", 1).Result()).in(t)
+			if len(last) != 1 {
+				t.Fatalf("%s: no outbox entry", st.name)
+			}
+			stored := must(b.client.HMGet(ctx, bucket+":job:"+id, fields...).Result()).in(t)
+			for i, f := range fields {
+				got, inEntry := last[0].Values[f]
+				want, _ := stored[i].(string)
+				if inEntry != (stored[i] != nil) || (inEntry && got != want) {
+					t.Errorf("%s: the entry's %s is %v (present %v), the job's %q (present %v)", st.name, f, got, inEntry, want, stored[i] != nil)
+				}
+			}
+		}
+	})
+}

@@ -43,6 +43,22 @@ local function load(key)
     orch = f[5] or '', targets = f[6] or '', holder = f[7] or '', lu = tonumber(f[8] or '0')}
 end
 
+-- load_ev is load that also reads, in the same command, the fields of the job's event (in
+-- EVENT_READ's order, as j.ev: a script that changes a few of them patches them and emits
+-- without reading the job again) and the extra fields named (as j.x).
+local function load_ev(key, ...)
+  local extra = {...}
+  local f = redis.call('HMGET', key, 'state', 'type', 'owner', 'fence', 'orch', 'targets',
+    'lease_holder', 'lease_until', 'deleted_at', 'doc', 'sub_type', 'resource', 'move', 'created_at',
+    'updated_at', 'trace', unpack(extra))
+  if not f[1] or f[9] then return nil end
+  local j = {state = f[1], type = f[2], owner = f[3] or '', fence = tonumber(f[4] or '0'),
+    orch = f[5] or '', targets = f[6] or '', holder = f[7] or '', lu = tonumber(f[8] or '0'), x = {}}
+  j.ev = {f[10], f[1], f[2], f[11], f[3], f[4], f[5], f[6], f[12], f[13], f[14], f[15], f[16]}
+  for i = 1, #extra do j.x[extra[i]] = f[16 + i] end
+  return j
+end
+
 -- iorch is the orchestrator a job is indexed under: none until it has a target.
 local function iorch(j)
   if j.targets == '' then return '' end
@@ -66,11 +82,11 @@ local function memberships(st, ty, owner, orch, lu)
 end
 
 -- reindex moves a job between indexes, touching only those that change. A job entering
--- Created also enters idx:created-since, scored by when (the age of the oldest waiting job is
--- its head), and leaves it with Created.
-local function reindex(id, old, new)
+-- Created also enters idx:created-since, scored by when (at, else the Redis clock now: the
+-- age of the oldest waiting job is its head), and leaves it with Created.
+local function reindex(id, old, new, at)
   if new['state:1'] and not old['state:1'] then
-    redis.call('ZADD', idx('created-since'), now_ms(), id)
+    redis.call('ZADD', idx('created-since'), at or now_ms(), id)
   elseif old['state:1'] and not new['state:1'] then
     redis.call('ZREM', idx('created-since'), id)
   end
@@ -121,26 +137,33 @@ local function trace_of(kept)
   if TP ~= '' and string.sub(TP, 4, 35) == string.sub(kept, 4, 35) then return TP end
   return kept
 end
-local function emit(key)
-  local v = redis.call('HMGET', key, unpack(EVENT_READ))
+-- v, when given, is the job's event fields as the change left them (in EVENT_READ's order,
+-- see load_ev), so the job is not read again.
+local function emit(key, v)
+  v = v or redis.call('HMGET', key, unpack(EVENT_READ))
   if v[2] == '1' and not v[8] then return end
   local f = {'event', EVENT_OF[v[2]], 'source', SRC}
-  local tp = trace_of(v[#EVENT_READ])
-  if tp ~= '' then table.insert(f, 'traceparent'); table.insert(f, tp) end
-  for i, name in ipairs(EVENT_FIELDS) do
-    if v[i] then table.insert(f, name); table.insert(f, v[i]) end
+  local n = 4
+  local tp = trace_of(v[13])
+  if tp ~= '' then f[5] = 'traceparent'; f[6] = tp; n = 6 end
+  for i = 1, 12 do
+    local x = v[i]
+    if x then f[n + 1] = EVENT_FIELDS[i]; f[n + 2] = x; n = n + 2 end
   end
-  local eid = redis.call('XADD', P .. ':outbox', '*', unpack(f))
-  table.insert(OUT, eid)
-  table.insert(OUT, #f)
-  for _, x in ipairs(f) do table.insert(OUT, x) end
+  OUT[#OUT + 1] = {redis.call('XADD', P .. ':outbox', '*', unpack(f, 1, n)), n, f}
 end
 
 -- reply is a script's answer with the outbox entries it appended.
 local function reply(t)
   if #OUT == 0 then return t end
-  table.insert(t, '#outbox')
-  for _, x in ipairs(OUT) do table.insert(t, x) end
+  local k = #t + 1
+  t[k] = '#outbox'
+  for _, e in ipairs(OUT) do
+    local n, f = e[2], e[3]
+    t[k + 1] = e[1]; t[k + 2] = n
+    for i = 1, n do t[k + 2 + i] = f[i] end
+    k = k + 2 + n
+  end
   return t
 end
 `
@@ -156,22 +179,36 @@ end
 // id); emitter.
 const createGroupLua = prelude + lifecycleLua + holdLua + `
 local adding = ARGV[3] == ''
+local n = tonumber(ARGV[7])
+-- One EXISTS for the group (when new) and every job (per 1,000 keys: Lua unpacks at most
+-- 8,000 values); which one exists is looked up only then.
+local keys, found = {}, 0
 if adding then
   local g = redis.call('HMGET', KEYS[1], 'doc', 'deleted_at')
   if not g[1] or g[2] then return guard('exists', 'group ' .. ARGV[2], 'none') end
-elseif redis.call('EXISTS', KEYS[1]) == 1 then
-  return guard('absent', 'no group ' .. ARGV[2], 'exists')
+else
+  keys[1] = KEYS[1]
 end
-local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
-  local id = ARGV[8 + i * 8]
-  if redis.call('EXISTS', job_key(id)) == 1 then return guard('absent', 'no job ' .. id, 'exists') end
+  keys[#keys + 1] = job_key(ARGV[8 + i * 8])
+  if #keys == 1000 then found = found + redis.call('EXISTS', unpack(keys)); keys = {} end
+end
+if #keys > 0 then found = found + redis.call('EXISTS', unpack(keys)) end
+if found > 0 then
+  if not adding and redis.call('EXISTS', KEYS[1]) == 1 then
+    return guard('absent', 'no group ' .. ARGV[2], 'exists')
+  end
+  for i = 0, n - 1 do
+    local id = ARGV[8 + i * 8]
+    if redis.call('EXISTS', job_key(id)) == 1 then return guard('absent', 'no job ' .. id, 'exists') end
+  end
 end
 -- A rollout in waves: its plan, and the jobs of the later waves held (rollout.go).
 local rb = 8 + n * 8
 local rollout, held = ARGV[rb + 2], {}
 for i = rb + 4, rb + 3 + tonumber(ARGV[rb + 3]) do held[ARGV[i]] = ARGV[rb + 4 + tonumber(ARGV[rb + 3])] end
-local now = string.format('%d', now_ms())
+local now_n = now_ms()
+local now = string.format('%d', now_n)
 if adding then
   redis.call('HSET', KEYS[1], 'updated_at', now)
 else
@@ -183,18 +220,20 @@ for i = 0, n - 1 do
   local id, ty, orch, targets = ARGV[b], ARGV[b + 2], ARGV[b + 4], ARGV[b + 5]
   local f = {'doc', ARGV[b + 1], 'state', '1', 'type', ty, 'manifests', ARGV[b + 6],
     'created_at', now, 'updated_at', now}
-  if ARGV[b + 3] ~= '' then table.insert(f, 'sub_type'); table.insert(f, ARGV[b + 3]) end
-  if orch ~= '' then table.insert(f, 'orch'); table.insert(f, orch) end
-  if targets ~= '' then table.insert(f, 'targets'); table.insert(f, targets) end
-  if ARGV[b + 7] ~= '' then table.insert(f, 'resource'); table.insert(f, ARGV[b + 7]) end
-  if TP ~= '' then table.insert(f, 'trace'); table.insert(f, TP) end
+  -- The job's event fields, as written (EVENT_READ's order): emit needs no read.
+  local ev = {ARGV[b + 1], '1', ty, nil, nil, nil, nil, nil, nil, nil, now, now, nil}
+  if ARGV[b + 3] ~= '' then table.insert(f, 'sub_type'); table.insert(f, ARGV[b + 3]); ev[4] = ARGV[b + 3] end
+  if orch ~= '' then table.insert(f, 'orch'); table.insert(f, orch); ev[7] = orch end
+  if targets ~= '' then table.insert(f, 'targets'); table.insert(f, targets); ev[8] = targets end
+  if ARGV[b + 7] ~= '' then table.insert(f, 'resource'); table.insert(f, ARGV[b + 7]); ev[9] = ARGV[b + 7] end
+  if TP ~= '' then table.insert(f, 'trace'); table.insert(f, TP); ev[13] = TP end
   redis.call('HSET', job_key(id), unpack(f))
   redis.call('SADD', KEYS[2], id)
   local io = ''
   if targets ~= '' then io = orch end
-  reindex(id, {}, memberships('1', ty, '', io, 0))
-  history(id, ARGV[4], tonumber(now), ARGV[5], 'create', 0, 1, ARGV[6], 0)
-  if held[id] then hold(id, io, held[id]) else emit(job_key(id)) end
+  reindex(id, {}, memberships('1', ty, '', io, 0), now_n)
+  history(id, ARGV[4], now_n, ARGV[5], 'create', 0, 1, ARGV[6], 0)
+  if held[id] then hold(id, io, held[id]) else emit(job_key(id), ev) end
 end
 if rollout ~= '' then
   redis.call('HSET', KEYS[1], 'rollout', rollout)
@@ -253,7 +292,7 @@ return {'ok', '1'}
 // promote, and the job is announced as Progressing.
 // KEYS: job. ARGV: prefix, id, owner, holder, lease ms, takeover ms, history cap, by, why, emitter.
 const promoteLua = prelude + `
-local j = load(KEYS[1])
+local j = load_ev(KEYS[1], 'hold')
 if not j then return guard('exists', 'job', 'none') end
 local now = now_ms()
 local action = 'promote'
@@ -272,17 +311,18 @@ else
   return guard('state', '1', j.state)
 end
 if j.targets == '' then return guard('target', 'a target', 'none') end
-if j.state == '1' then
-  local h = redis.call('HGET', KEYS[1], 'hold')
-  if h then return guard('hold', 'no rollout hold', 'held by rollout ' .. h) end
+if j.state == '1' and j.x.hold then
+  return guard('hold', 'no rollout hold', 'held by rollout ' .. j.x.hold)
 end
 local fence = j.fence + 1
 local lu = now + tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', string.format('%d', fence),
-  'lease_holder', ARGV[4], 'lease_until', string.format('%d', lu), 'updated_at', string.format('%d', now))
+local sfence, snow = string.format('%d', fence), string.format('%d', now)
+redis.call('HSET', KEYS[1], 'state', '2', 'owner', ARGV[3], 'fence', sfence,
+  'lease_holder', ARGV[4], 'lease_until', string.format('%d', lu), 'updated_at', snow)
 reindex(ARGV[2], was(j), memberships('2', j.type, ARGV[3], iorch(j), lu))
 history(ARGV[2], ARGV[7], now, ARGV[8], action, j.state, 2, ARGV[9], fence)
-emit(KEYS[1])
+j.ev[2], j.ev[5], j.ev[6], j.ev[12] = '2', ARGV[3], sfence, snow
+emit(KEYS[1], j.ev)
 local out = {'ok', string.format('%d', fence), string.format('%d', lu), j.owner, j.state}
 if ARGV[10] == '1' then
   -- The promoted job, whole, for the execution that follows (saves it a read).
@@ -312,12 +352,17 @@ if j.owner ~= ARGV[3] then return guard('owner', ARGV[3], j.owner) end
 // KEYS: job. ARGV: prefix, id, owner, fence, to (” keeps the state), allowed from (",2,4,"),
 // release lease (1/0), history cap, by, why, action, resource (” keeps it), compare (1/0),
 // the resource read (” for none), emitter.
-const changeLua = prelude + ownerGuards + `
+const changeLua = prelude + `
+local j = load_ev(KEYS[1])
+if not j then return guard('exists', 'job', 'none') end
+if j.fence ~= tonumber(ARGV[4]) then return guard('fence', ARGV[4], string.format('%d', j.fence)) end
+if j.owner ~= ARGV[3] then return guard('owner', ARGV[3], j.owner) end
+local ev = j.ev
 local to = ARGV[5]
 local res = ARGV[12]
 local write_res = false
 if res ~= '' then
-  local cur = redis.call('HGET', KEYS[1], 'resource') or ''
+  local cur = ev[9] or ''
   if cur ~= res then
     if ARGV[13] == '1' and cur ~= ARGV[14] then return guard('resource', 'the resource read', 'another') end
     write_res = true
@@ -327,16 +372,23 @@ local changes_state = to ~= "" and j.state ~= to
 if changes_state and not string.find(ARGV[6], ',' .. j.state .. ',', 1, true) then return guard('state', ARGV[6], j.state) end
 if not changes_state and not write_res then return {'ok', '0', '0'} end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'updated_at', string.format('%d', now))
-if write_res then redis.call('HSET', KEYS[1], 'resource', res) end
+local snow = string.format('%d', now)
+-- One HSET for everything the change writes.
+local h = {'updated_at', snow}
+if write_res then table.insert(h, 'resource'); table.insert(h, res); ev[9] = res end
+local lu = j.lu
 if changes_state then
-  local lu = j.lu
   if ARGV[7] == '1' and lu > now then lu = now end
-  redis.call('HSET', KEYS[1], 'state', to, 'lease_until', string.format('%d', lu))
-  if to == '3' or to == '4' then redis.call('HDEL', KEYS[1], 'move') end
+  table.insert(h, 'state'); table.insert(h, to)
+  table.insert(h, 'lease_until'); table.insert(h, string.format('%d', lu))
+end
+redis.call('HSET', KEYS[1], unpack(h))
+if changes_state then
+  if (to == '3' or to == '4') and ev[10] then redis.call('HDEL', KEYS[1], 'move'); ev[10] = nil end
   reindex(ARGV[2], was(j), memberships(to, j.type, j.owner, iorch(j), lu))
   history(ARGV[2], ARGV[8], now, ARGV[9], ARGV[11], j.state, to, ARGV[10], j.fence)
-  emit(KEYS[1])
+  ev[2], ev[12] = to, snow
+  emit(KEYS[1], ev)
 end
 local m, r = '0', '0'
 if changes_state then m = '1' end
@@ -366,19 +418,18 @@ return {'ok', string.format('%d', lu)}
 const releaseLua = prelude + ownerGuards + `
 if j.holder ~= ARGV[5] then return guard('lease', ARGV[5], j.holder) end
 local now = now_ms()
-local changed = '0'
+-- One HSET for the lease's end and the execution's result.
+local h = {}
 if j.lu > now then
-  redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
+  h = {'lease_until', string.format('%d', now)}
   if j.state == '2' and j.type == '5' and iorch(j) ~= '' then
     redis.call('ZADD', idx('lease:' .. iorch(j)), now, ARGV[2])
   end
-  changed = '1'
 end
-if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'applied', ARGV[4])
-  changed = '1'
-end
-return {'ok', changed}
+if ARGV[6] == '1' then table.insert(h, 'applied'); table.insert(h, ARGV[4]) end
+if #h == 0 then return {'ok', '0'} end
+redis.call('HSET', KEYS[1], unpack(h))
+return {'ok', '1'}
 `
 
 // reopenLua turns a Finished or Degraded job (or a re-opened one nobody promoted yet: the

@@ -1085,3 +1085,29 @@ func TestTerminalJobsAreNeverPromoted(t *testing.T) {
 		}
 	})
 }
+
+// TestCreateLargeGroup: a group of more jobs than Lua can unpack at once (8,000) is created
+// whole, and a job id that exists already is still found among them.
+func TestCreateLargeGroup(t *testing.T) {
+	b := backends[0]
+	s := newStore(t, b, store.Options{})
+	jobs := make([]model.Job, 8200)
+	for i := range jobs {
+		jobs[i] = newJob(fmt.Sprintf("c%d", i), false)
+	}
+	g := newGroup(jobs...)
+	if err := s.CreateGroup(ctx, g, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := getJob(t, s, g.Jobs[8199].ID); got.State != model.Created {
+		t.Errorf("the last job is %s", got.State)
+	}
+	more := make([]model.Job, 8200)
+	for i := range more {
+		more[i] = newJob(fmt.Sprintf("d%d", i), false)
+	}
+	more[8100].ID = g.Jobs[5].ID
+	if err := s.AddJobs(ctx, g.ID, more, "test"); !errors.Is(err, store.ErrExists) {
+		t.Errorf("adding a job that exists: %v", err)
+	}
+}
