@@ -33,7 +33,7 @@ func (p placementStep) acts() bool { return len(p.add) > 0 || len(p.drop) > 0 ||
 // the Placement has PlacementDecisions; an unknown decision changes nothing). It is pure: the
 // tick writes what it says. A job counts as deployed on its cluster unless it is a
 // DeleteDeployment (a cluster whose job is still being undeployed gets no new one until that
-// ends); a component whose jobs are all DeleteDeployments is stopped (and left
+// ends, and one whose job was undeployed by anything but its Placement none at all); a component whose jobs are all DeleteDeployments is stopped (and left
 // alone) unless every one of them was dropped by its Placement (dropped).
 func followPlacement(jobs []model.Job, dropped map[string]bool, decided []string, known bool) placementStep {
 	var step placementStep
@@ -46,9 +46,17 @@ func followPlacement(jobs []model.Job, dropped map[string]bool, decided []string
 	for i := range jobs {
 		j := &jobs[i]
 		if j.Type == model.DeleteDeployment {
-			if j.Targets != nil && j.State != model.Finished && j.State != model.Degraded {
+			switch {
+			case j.Targets == nil:
+			case j.State != model.Finished && j.State != model.Degraded:
 				// Still being undeployed: a new job there waits until its work is gone, so
 				// two works never apply the same objects.
+				undeploying[j.Targets.ClusterName] = true
+			case !dropped[j.ID]:
+				// Undeployed by a stop, an update or a user, not by the Placement: that
+				// cluster's job is re-opened by a start or an update, never replaced by the
+				// tick (which would deploy again what a stop, still going on over the
+				// component's other jobs, has just taken away).
 				undeploying[j.Targets.ClusterName] = true
 			}
 			continue
@@ -262,6 +270,8 @@ func (f *Function) followGroup(ctx context.Context, groupID string, st *store.Pl
 					return err
 				default:
 					rep.Added++
+					logging.FromContext(ctx).Infow("placement added a job", "group", groupID, "component", comp,
+						"cluster", j.Targets.ClusterName, "job", j.ID, "placement", placement)
 				}
 			}
 		}
@@ -284,6 +294,8 @@ func (f *Function) followGroup(ctx context.Context, groupID string, st *store.Pl
 				return err
 			default:
 				rep.Dropped++
+				logging.FromContext(ctx).Infow("placement dropped a job", "group", groupID, "component", comp,
+					"job", id, "placement", placement)
 			}
 		}
 	}

@@ -61,6 +61,10 @@ func TestFollowPlacement(t *testing.T) {
 			jobs:    []model.Job{placedJob("a", create, model.Finished, "c1"), placedJob("b", del, model.Finished, "c2")},
 			dropped: []string{"b"}, decided: []string{"c1", "c2"}, known: true, add: []string{"c2"},
 		},
+		"a cluster a stop undeployed gets no new job while the stop goes on": {
+			jobs:    []model.Job{placedJob("a", create, model.Finished, "c1"), placedJob("b", del, model.Finished, "c2")},
+			decided: []string{"c1", "c2"}, known: true,
+		},
 		"a stopped component is left alone": {
 			jobs:    []model.Job{placedJob("a", del, model.Finished, "c1"), placedJob("b", del, model.Finished, "c2")},
 			dropped: []string{"b"}, decided: []string{"c1", "c2", "c3"}, known: true,

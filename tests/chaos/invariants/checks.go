@@ -147,12 +147,19 @@ func checkOneWork(s Snapshot, r *Result) {
 			}
 		}
 	}
-	// What a deleted group, or an undeployed component, leaves on the spokes.
-	undeployed := map[[2]string]string{}
+	// What a deleted group, or an undeployed component, leaves on the spokes. A component may
+	// run on several clusters, one job each: what counts is whether the component is undeployed
+	// on the object's cluster (a job there undeployed, none there that may have a work).
+	undeployed := map[[3]string]string{}
 	for i := range s.Jobs {
 		j := &s.Jobs[i]
 		if !j.Deleted && j.Type == model.DeleteDeployment && j.State == model.Finished {
-			undeployed[[2]string{j.JobGroupID, j.Component}] = j.ID
+			undeployed[[3]string{j.JobGroupID, j.Component, cluster(j)}] = j.ID
+		}
+	}
+	for i := range s.Jobs {
+		if j := &s.Jobs[i]; mayHaveWork(j) {
+			delete(undeployed, [3]string{j.JobGroupID, j.Component, cluster(j)})
 		}
 	}
 	for _, o := range s.SpokeObjects {
@@ -162,7 +169,7 @@ func checkOneWork(s Snapshot, r *Result) {
 		}
 		if g, ok := s.Groups[o.Instance]; ok && g.Deleted {
 			r.add(OneWork, "left on a spoke after its group was deleted", o.Instance, "%s", where)
-		} else if id, ok := undeployed[[2]string{o.Instance, o.Component}]; ok && o.Kind != "Namespace" {
+		} else if id, ok := undeployed[[3]string{o.Instance, o.Component, o.Cluster}]; ok && o.Kind != "Namespace" {
 			r.add(OneWork, "left on a spoke after undeploy", id, "%s (component %s stopped or removed)", where, o.Component)
 		}
 	}

@@ -127,6 +127,10 @@ func TestCheck(t *testing.T) {
 			s.Groups[groupID] = Group{ID: groupID, Deleted: true, Jobs: []string{jobID}}
 			s.Works = nil
 		}, OneWork, "left on a spoke after its group was deleted"},
+		"2 undeployed component left on a spoke": {func(s *Snapshot) {
+			job(s).Type = model.DeleteDeployment
+			s.Works = nil
+		}, OneWork, "left on a spoke after undeploy"},
 		"3 remediation applied twice on the spoke": {func(s *Snapshot) { s.SpokeObjects[0].Spec.Replicas = 4 }, ExactlyOnce, "spoke differs from the remediations that ran"},
 		"3 stored manifests applied twice": {func(s *Snapshot) {
 			twice := base
@@ -194,6 +198,27 @@ func TestLegitimateStates(t *testing.T) {
 	s.Jobs = append(s.Jobs, waiting)
 	g := s.Groups[groupID]
 	g.Jobs = append(g.Jobs, waiting.ID)
+	s.Groups[groupID] = g
+	// The same component undeployed from cluster2 (a cluster its Placement dropped) while it
+	// runs on cluster1.
+	const droppedID = "ab000000-0000-0000-0000-0000000000j3"
+	dropped := Job{Job: model.Job{ID: droppedID, JobGroupID: groupID, OwnerID: hubB, Type: model.DeleteDeployment, State: model.Finished, Fence: 1,
+		Component: "web", Targets: &model.Target{ClusterName: "cluster2", Orchestrator: model.OCM}},
+		History: []model.HistoryEntry{
+			{At: at(0), By: "api", Action: "create", From: 0, To: 1},
+			{At: at(1), By: hubB, Action: "promote", From: 1, To: 2, Fence: 1},
+			{At: at(2), By: hubB, Action: "finish", From: 2, To: 3, Fence: 1},
+		}}
+	s.Jobs = append(s.Jobs, dropped)
+	for _, e := range []struct {
+		typ   string
+		fence uint64
+		st    model.JobState
+	}{{"eu.icos.job.created.v1", 0, 1}, {"eu.icos.job.progressing.v1", 1, 2}, {"eu.icos.job.finished.v1", 1, 3}} {
+		s.Events = append(s.Events, Event{ID: droppedID + e.typ, Source: "/ocm-jobs/hubs/hub-b/x", Type: e.typ, JobID: droppedID, Fence: e.fence, State: e.st})
+	}
+	g = s.Groups[groupID]
+	g.Jobs = append(g.Jobs, dropped.ID)
 	s.Groups[groupID] = g
 	s.SpokeObjects[0].Spec.Replicas = 7
 	s.Drift = []Drift{{Cluster: "cluster1", Namespace: "app", Name: "web", At: at(12), Replicas: 7}}
