@@ -80,9 +80,9 @@ var (
 // knBroker is a test's own Broker on the real Knative Eventing.
 type knBroker struct {
 	name      string
-	url       string // the ingress, as this machine reaches it
-	tokenFile string // the functions' token for the ingress (SINK_TOKEN_FILE)
-	ticker    *events.SinkPublisher
+	url       string                // the ingress, as this machine reaches it
+	tokenFile string                // the functions' token for the ingress (SINK_TOKEN_FILE)
+	publisher *events.SinkPublisher // to the ingress, with the functions' token
 }
 
 // takeBroker takes the next broker of the pool and writes the functions' token for its
@@ -106,27 +106,38 @@ func takeBroker(t *testing.T) *knBroker {
 	if err := os.WriteFile(b.tokenFile, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if b.ticker, err = events.NewSinkPublisher(b.url, 5, 200*time.Millisecond); err != nil {
+	if b.publisher, err = events.NewSinkPublisher(b.url, 5, 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	b.ticker.TokenFile = b.tokenFile
+	b.publisher.TokenFile = b.tokenFile
 	return b
 }
 
-// run creates the broker and k8s/base's Triggers on it, each subscriber the function at
-// subscriber (an address of this machine), waits until they are Ready and the channel
-// delivers, and deletes them when the test ends.
-func (b *knBroker) run(t *testing.T, subscriber string) {
+// route says where a Trigger of k8s/base delivers (its subscriber ref's name, e.g.
+// ocm-jobs-jobs, and its filter's type): the URL by which Knative reaches the function, or
+// false to leave the Trigger out.
+type route func(subscriber, filterType string) (string, bool)
+
+// expose gives a server of this machine (host:port of rawURL) an address Knative's
+// components reach, and returns it.
+func expose(t *testing.T, name, rawURL string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	fnURL, err := env.Knative.Expose(b.name+".functions.test", subscriber)
+	u, err := env.Knative.Expose(name+".functions.test", hostPort(rawURL))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return u
+}
+
+// run creates the broker and k8s/base's Triggers on it, delivering as route says, waits
+// until they are Ready and the channel delivers, and deletes them when the test ends.
+func (b *knBroker) run(t *testing.T, to route) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	dead := &receiver{}
 	deadURL := dead.serve(t, b.name+"-deadletter.functions.test")
-	manifest, names, err := brokerManifest(b.name, fnURL, deadURL)
+	manifest, names, err := brokerManifest(b.name, to, deadURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +182,7 @@ spec:
 		e.SetID(fmt.Sprintf("warmup-%s-%d", b.name, i))
 		e.SetType("eu.icos.test.warmup.v1")
 		e.SetSource("/ocm-jobs/tests/integration")
-		_ = b.ticker.Publish(ctx, e)
+		_ = b.publisher.Publish(ctx, e)
 		time.Sleep(250 * time.Millisecond)
 	}
 }
@@ -195,15 +206,15 @@ func (b *knBroker) tick() error {
 	e.SetType("dev.knative.sources.ping")
 	e.SetSource("/apis/v1/namespaces/" + knNamespace + "/pingsources/ocm-jobs-cron")
 	_ = e.SetData("application/json", []byte(`{"tick":"ocm-jobs"}`))
-	return b.ticker.Publish(context.Background(), e)
+	return b.publisher.Publish(context.Background(), e)
 }
 
 // brokerManifest is k8s/base's ocm-jobs Broker and its Triggers, renamed for broker name:
-// each Trigger's subscriber is fnURL (with its audience kept), every dead-letter sink
+// each Trigger's subscriber is where to routes it (with its audience kept), every dead-letter sink
 // deadURL, and the Broker carries what Knative's webhook (not run here) would default. It
 // returns the manifest and the Triggers' names. The Triggers of the ocm-jobs-work-events
 // broker are left out: only the ApiServerSource (not run here) publishes to it.
-func brokerManifest(name, fnURL, deadURL string) (string, []string, error) {
+func brokerManifest(name string, to route, deadURL string) (string, []string, error) {
 	raw, err := os.ReadFile(filepath.Join("..", "..", "k8s", "base", "eventing.yaml"))
 	if err != nil {
 		return "", nil, err
@@ -226,6 +237,12 @@ func brokerManifest(name, fnURL, deadURL string) (string, []string, error) {
 			spec["config"] = map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "name": "config-br-default-channel", "namespace": servers.KnativeNamespace}
 		case u.GetKind() == "Trigger" && spec["broker"] == "ocm-jobs":
 			sub, _ := spec["subscriber"].(map[string]any)
+			ref, _ := sub["ref"].(map[string]any)
+			typ, _, _ := unstructured.NestedString(spec, "filter", "attributes", "type")
+			fnURL, ok := to(fmt.Sprint(ref["name"]), typ)
+			if !ok {
+				continue
+			}
 			spec["subscriber"] = map[string]any{"uri": fnURL, "audience": sub["audience"]}
 			spec["broker"] = name
 			u.SetName(name + "-" + strings.TrimPrefix(u.GetName(), "ocm-jobs-"))

@@ -57,7 +57,8 @@ func startE2E(t *testing.T, extraEnv map[string]string) *e2e {
 	}
 	f := startFunctions(t, env)
 	f.sink = rec
-	b.run(t, hostPort(f.url))
+	fnURL := expose(t, b.name, f.url)
+	b.run(t, func(string, string) (string, bool) { return fnURL, true })
 	st, err := store.New(redis.NewClient(&redis.Options{Addr: envRedisAddr()}), store.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
