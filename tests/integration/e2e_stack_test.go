@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +40,11 @@ type e2e struct {
 func startE2E(t *testing.T, extraEnv map[string]string) *e2e {
 	t.Helper()
 	b := takeBroker(t)
+	// An event a test sends straight to the functions carries a token as the filter's does.
+	eventToken, err := env.Hub.Token(context.Background(), knNamespace, functionsAccount, "ocm-jobs-jobs", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec := newSink(t)
 	ingress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Record what is published, then hand it to the broker's ingress.
@@ -57,6 +63,7 @@ func startE2E(t *testing.T, extraEnv map[string]string) *e2e {
 	}
 	f := startFunctions(t, env)
 	f.sink = rec
+	f.eventToken = eventToken
 	fnURL := expose(t, b.name, f.url)
 	b.run(t, func(string, string) (string, bool) { return fnURL, true })
 	st, err := store.New(redis.NewClient(&redis.Options{Addr: envRedisAddr()}), store.Options{Prefix: prefix})
