@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -83,6 +84,7 @@ type knBroker struct {
 	url       string                // the ingress, as this machine reaches it
 	tokenFile string                // the functions' token for the ingress (SINK_TOKEN_FILE)
 	publisher *events.SinkPublisher // to the ingress, with the functions' token
+	ingress   *ingress              // the recording pass-through, when the functions publish through one
 }
 
 // takeBroker takes the next broker of the pool and writes the functions' token for its
@@ -185,6 +187,9 @@ spec:
 		_ = b.publisher.Publish(ctx, e)
 		time.Sleep(250 * time.Millisecond)
 	}
+	// Registered last, so run first when the test ends (after what the test itself registered,
+	// its ticks): nothing is taken down while events are on their way.
+	t.Cleanup(func() { b.settle(t) })
 }
 
 // remove deletes the broker's Triggers (the broker stays: a later test takes another).
@@ -359,8 +364,89 @@ func (r *receiver) count() int {
 	return r.n
 }
 
-// forward posts the request's body and headers to target and copies the answer back: the
-// recording ingress in front of the broker.
+// ingress is the recording pass-through in front of a test's broker (the functions' K_SINK):
+// it hands each request to record, posts it on to the broker's ingress and copies the answer
+// back. It counts the publishes on their way, for settle.
+type ingress struct {
+	srv    *httptest.Server
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	inFlight int
+	last     time.Time // when the last publish ended
+}
+
+// recordingIngress starts the broker's pass-through and returns its URL.
+func (b *knBroker) recordingIngress(t *testing.T, record func(r *http.Request, raw []byte)) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &ingress{cancel: cancel, last: time.Now()}
+	in.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in.mu.Lock()
+		in.inFlight++
+		in.mu.Unlock()
+		defer func() {
+			in.mu.Lock()
+			in.inFlight--
+			in.last = time.Now()
+			in.mu.Unlock()
+		}()
+		raw, _ := io.ReadAll(r.Body)
+		record(r, raw)
+		forward(w, r, raw, b.url)
+	}))
+	// Every request's context ends with ctx: once the test settled, a late publish is turned
+	// away (it stays in its outbox) instead of holding the server's Close.
+	in.srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
+	in.srv.Start()
+	t.Cleanup(func() { cancel(); in.srv.Close() })
+	b.ingress = in
+	return in.srv.URL
+}
+
+// settle waits, when the test ends, until nothing the functions published is on its way
+// (no publish in flight through the ingress for a second), before the teardown deletes the
+// broker's Triggers and stops the functions; later publishes are then turned away.
+//
+// Why (the hang of TestOakestraImport in a whole-suite run): the teardown deleted the
+// Triggers while a tick's delivery was still running the outbox drain, which publishes from
+// inside the delivery. The drain's publish went through this ingress to the broker, whose
+// in-memory channel is synchronous (as k8s/base's ocm-jobs broker: its answer means
+// delivered, which the outbox relies on) and fans out to every Subscription it still had;
+// the filter answered 404 ("Unable to find the Trigger") for the deleted ones, and Knative
+// retries a 404 with the Trigger's own backoff — job.created eight times from 1 s, 8.5 min,
+// each publish after the first meeting the same. The channel held the ingress's answer, the
+// pass-through (no deadline) held the drain, the drain held the tick's delivery, and the
+// functions' server waited in Close for that delivery. The pass-through alone with a deadline
+// (or the publisher's AttemptTimeout) only shortens each wait to its bound and loses nothing
+// of the cause; an asynchronous channel for these brokers would test another broker than the
+// one k8s/base declares; the drain inside the tick's delivery is what makes a tick's answer
+// mean "the outbox was published" in a cluster too. What was wrong is the order: parts of
+// the path were taken down while events were on it.
+func (b *knBroker) settle(t *testing.T) {
+	in := b.ingress
+	if in == nil {
+		return
+	}
+	defer in.cancel()
+	const quiet, bound = time.Second, 2 * time.Minute
+	deadline := time.Now().Add(bound)
+	for {
+		in.mu.Lock()
+		n, idle := in.inFlight, time.Since(in.last)
+		in.mu.Unlock()
+		if n == 0 && idle >= quiet {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("broker %s: %d publishes still on their way %s after the test ended\nKnative's pods:\n%s", b.name, n, bound, env.Knative.PodLogs(1500))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// forward posts the request's body and headers to target and copies the answer back.
 func forward(w http.ResponseWriter, r *http.Request, body []byte, target string) {
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, bytes.NewReader(body))
 	if err != nil {
@@ -388,4 +474,50 @@ func hostPort(raw string) string {
 		return raw
 	}
 	return u.Host
+}
+
+// TestE2ETeardownLeavesNoEventOnTheWay: a test that ends while its jobs' events are still on
+// their way through its broker (a group just created, the tick running) is torn down only
+// once they arrived, so no delivery meets a Trigger the teardown already deleted (no 404 of
+// the filter for its Triggers). The broker's
+// channel is synchronous, as k8s/base's ocm-jobs broker: a delivery to a deleted Trigger gets
+// the filter's 404, which Knative retries with the Trigger's own backoff (eight times from
+// 1 s for job.created, 8.5 min), and the publish that waits for it held the teardown.
+func TestE2ETeardownLeavesNoEventOnTheWay(t *testing.T) {
+	var broker string
+	t.Run("ends with events on the way", func(t *testing.T) {
+		s := startE2E(t, nil)
+		broker = s.broker.name
+		s.ticking(t, 200*time.Millisecond)
+		// The functions publish what an event's handling changed after their answer: the
+		// groups' jobs are on their way when the test ends.
+		for i := 1; i <= 3; i++ {
+			name := fmt.Sprintf("teardown%d", i)
+			if r := s.event(t, events.JobGroupCreate, name, "application/yaml", []byte(workloadApp(name))); r.status != http.StatusOK {
+				t.Fatalf("create event: %d %s", r.status, r.body)
+			}
+		}
+	})
+	if lines := deletedTriggerDeliveries(broker); len(lines) > 0 {
+		t.Errorf("%d deliveries on broker %s met a deleted Trigger (the filter's 404):\n%s", len(lines), broker, strings.Join(lines, "\n"))
+	}
+}
+
+// deletedTriggerDeliveries are the broker filter's log lines of deliveries to a Trigger of
+// broker that no longer existed.
+func deletedTriggerDeliveries(broker string) []string {
+	logs, _ := filepath.Glob(filepath.Join(env.Knative.Dir, "pods", "*mt-broker-filter*.log"))
+	var out []string
+	for _, l := range logs {
+		raw, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.Contains(line, "Unable to find the Trigger") && strings.Contains(line, `"triggerRef":"`+knNamespace+"/"+broker+"-") {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,17 +45,13 @@ func startE2E(t *testing.T, extraEnv map[string]string) *e2e {
 		t.Fatal(err)
 	}
 	rec := newSink(t)
-	ingress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Record what is published, then hand it to the broker's ingress.
-		raw, _ := io.ReadAll(r.Body)
+	sinkURL := b.recordingIngress(t, func(r *http.Request, raw []byte) {
 		rr := r.Clone(r.Context())
 		rr.Body = io.NopCloser(bytes.NewReader(raw))
 		rec.srv.Config.Handler.ServeHTTP(discard{}, rr)
-		forward(w, r, raw, b.url)
-	}))
-	t.Cleanup(ingress.Close)
+	})
 	prefix := "e" + uuid.NewString()[:8]
-	env := map[string]string{"K_SINK": ingress.URL, "SINK_TOKEN_FILE": b.tokenFile, "STORE_PREFIX": prefix, "LEASE_TTL": "3s",
+	env := map[string]string{"K_SINK": sinkURL, "SINK_TOKEN_FILE": b.tokenFile, "STORE_PREFIX": prefix, "LEASE_TTL": "3s",
 		"AUTH_CLOUDEVENTS": "true", "EVENTS_OIDC_ISSUER": "hub", "EVENTS_AUDIENCES": functionAudiences()}
 	for k, v := range extraEnv {
 		env[k] = v
@@ -87,22 +82,7 @@ func (s *e2e) tick(t *testing.T) {
 // ticking sends the cron tick every interval until the test ends, as the PingSource would
 // (the local run ticks every SYNC_INTERVAL).
 func (s *e2e) ticking(t *testing.T, interval time.Duration) {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tk := time.NewTicker(interval)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				_ = s.broker.tick()
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-done })
+	tickEvery(t, s.broker, interval)
 }
 
 // process is a function process started from the functions/serve binary.

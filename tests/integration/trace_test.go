@@ -171,23 +171,20 @@ func startTracedStack(t *testing.T, keep func(subscriber, filterType string) boo
 	recv := newOTLPReceiver(t)
 	b := takeBroker(t)
 	pub := &published{}
-	ingress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw, _ := io.ReadAll(r.Body)
+	sinkURL := b.recordingIngress(t, func(r *http.Request, raw []byte) {
 		probe := r.Clone(r.Context())
 		probe.Body = io.NopCloser(bytes.NewReader(raw))
 		if e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(probe)); err == nil {
 			pub.add(*e)
 		}
-		forward(w, r, raw, b.url)
-	}))
-	t.Cleanup(ingress.Close)
+	})
 
 	prefix := "tr" + uuid.NewString()[:8]
 	procs := map[string]*process{}
 	urls := map[string]string{}
 	for _, fn := range []string{"jobs", "incompliance", "executor", "statussync"} {
 		vars := baseEnv(prefix, fn)
-		vars["K_SINK"], vars["SINK_TOKEN_FILE"] = ingress.URL, b.tokenFile
+		vars["K_SINK"], vars["SINK_TOKEN_FILE"] = sinkURL, b.tokenFile
 		vars["AUTH_CLOUDEVENTS"], vars["EVENTS_OIDC_ISSUER"], vars["EVENTS_AUDIENCES"] = "true", "hub", "ocm-jobs-"+fn
 		vars["OTEL_EXPORTER_OTLP_ENDPOINT"] = recv.srv.URL
 		vars["OTEL_BSP_SCHEDULE_DELAY"] = "100"
