@@ -135,6 +135,7 @@ func expose(t *testing.T, name, rawURL string) string {
 // until they are Ready and the channel delivers, and deletes them when the test ends.
 func (b *knBroker) run(t *testing.T, to route) {
 	t.Helper()
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dead := &receiver{}
@@ -187,6 +188,7 @@ spec:
 		_ = b.publisher.Publish(ctx, e)
 		time.Sleep(250 * time.Millisecond)
 	}
+	t.Logf("broker %s: Broker and %d Triggers Ready and delivering in %s", b.name, len(names), time.Since(start).Round(10*time.Millisecond))
 	// Registered last, so run first when the test ends (after what the test itself registered,
 	// its ticks): nothing is taken down while events are on their way.
 	t.Cleanup(func() { b.settle(t) })
@@ -430,12 +432,14 @@ func (b *knBroker) settle(t *testing.T) {
 	}
 	defer in.cancel()
 	const quiet, bound = time.Second, 2 * time.Minute
-	deadline := time.Now().Add(bound)
+	start := time.Now()
+	deadline := start.Add(bound)
 	for {
 		in.mu.Lock()
 		n, idle := in.inFlight, time.Since(in.last)
 		in.mu.Unlock()
 		if n == 0 && idle >= quiet {
+			t.Logf("broker %s: nothing on its way after %s", b.name, time.Since(start).Round(10*time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
