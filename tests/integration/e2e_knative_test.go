@@ -419,11 +419,11 @@ func (b *knBroker) recordingIngress(t *testing.T, record func(r *http.Request, r
 // retries a 404 with the Trigger's own backoff — job.created eight times from 1 s, 8.5 min,
 // each publish after the first meeting the same. The channel held the ingress's answer, the
 // pass-through (no deadline) held the drain, the drain held the tick's delivery, and the
-// functions' server waited in Close for that delivery. The pass-through alone with a deadline
-// (or the publisher's AttemptTimeout) only shortens each wait to its bound and loses nothing
-// of the cause; an asynchronous channel for these brokers would test another broker than the
-// one k8s/base declares; the drain inside the tick's delivery is what makes a tick's answer
-// mean "the outbox was published" in a cluster too. What was wrong is the order: parts of
+// functions' server waited in Close for that delivery. A deadline on the pass-through (or the
+// publisher's AttemptTimeout) would only cut each wait at its bound and leave the cause in
+// place; an asynchronous channel for these brokers would test another broker than the one
+// k8s/base declares; and the drain inside the tick's delivery is what makes a tick's answer
+// mean "the outbox was published", in a cluster too. What was wrong is the order: parts of
 // the path were taken down while events were on it.
 func (b *knBroker) settle(t *testing.T) {
 	in := b.ingress
