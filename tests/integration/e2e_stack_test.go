@@ -1,118 +1,88 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/config"
 	"github.com/ocm-jobs/ocm-jobs/shared/store"
-	"github.com/ocm-jobs/ocm-jobs/tests/broker"
 	"github.com/ocm-jobs/ocm-jobs/tests/servers"
 )
 
-// e2e is the whole system in one test: the four functions (one process, FUNCTION unset), a
-// local broker routing by the Triggers of k8s/base — so a missing or misfiltered Trigger
-// breaks these tests — the suite's Redis and hub, and the real work agents of cluster1 and
-// cluster2.
+// e2e is the whole system in one test: the four functions (one process, FUNCTION unset),
+// the real Knative Eventing's broker with the Triggers of k8s/base (e2e_knative_test.go) — so
+// a missing or misfiltered Trigger breaks these tests — event authentication on as in a
+// cluster (the broker's filter presents a token the functions verify; the functions present
+// theirs to the broker's ingress), the suite's Redis and hub, and the real work agents of
+// cluster1 and cluster2. What the functions publish is recorded on its way to the broker.
 type e2e struct {
 	*functions
-	broker *broker.Broker
+	broker *knBroker
 	store  *store.Store
 	prefix string
 }
 
 func startE2E(t *testing.T, extraEnv map[string]string) *e2e {
 	t.Helper()
-	triggers, _, err := broker.Load(filepath.Join("..", "..", "k8s", "base"))
+	b := takeBroker(t)
+	// An event a test sends straight to the functions carries a token as the filter's does.
+	eventToken, err := env.Hub.Token(context.Background(), knNamespace, functionsAccount, "ocm-jobs-jobs", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var target string
-	b := &broker.Broker{Triggers: triggers, Resolve: func(sub string) (string, bool) {
-		return target, strings.HasPrefix(sub, "ocm-jobs-") && sub != "ocm-jobs-deadletter"
-	}}
 	rec := newSink(t)
-	ingress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Record what is published, then hand it to the broker.
-		body, _ := readAll(r)
+	sinkURL := b.recordingIngress(t, func(r *http.Request, raw []byte) {
 		rr := r.Clone(r.Context())
-		rr.Body = body()
+		rr.Body = io.NopCloser(bytes.NewReader(raw))
 		rec.srv.Config.Handler.ServeHTTP(discard{}, rr)
-		r.Body = body()
-		b.Handler().ServeHTTP(w, r)
-	}))
-	t.Cleanup(ingress.Close)
+	})
 	prefix := "e" + uuid.NewString()[:8]
-	env := map[string]string{"K_SINK": ingress.URL, "STORE_PREFIX": prefix, "LEASE_TTL": "3s"}
+	env := map[string]string{"K_SINK": sinkURL, "SINK_TOKEN_FILE": b.tokenFile, "STORE_PREFIX": prefix, "LEASE_TTL": "3s",
+		"AUTH_CLOUDEVENTS": "true", "EVENTS_OIDC_ISSUER": "hub", "EVENTS_AUDIENCES": functionAudiences()}
 	for k, v := range extraEnv {
 		env[k] = v
 	}
 	f := startFunctions(t, env)
 	f.sink = rec
-	target = f.url
+	f.eventToken = eventToken
+	fnURL := expose(t, b.name, f.url)
+	b.run(t, func(string, string) (string, bool) { return fnURL, true })
 	st, err := store.New(redis.NewClient(&redis.Options{Addr: envRedisAddr()}), store.Options{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Wait)
 	return &e2e{functions: f, broker: b, store: st, prefix: prefix}
 }
 
 func envRedisAddr() string { return env.Redis.Addr }
 
-// tick sends the cron tick through the broker, as the PingSource does.
+// tick sends the cron tick through the broker, as the PingSource does, and returns once it
+// is delivered.
 func (s *e2e) tick(t *testing.T) {
 	t.Helper()
-	e := event.New()
-	e.SetID(uuid.NewString())
-	e.SetType("dev.knative.sources.ping")
-	e.SetSource("/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron")
-	_ = e.SetData("application/json", []byte(`{}`))
-	if err := s.broker.Publish(context.Background(), e); err != nil {
+	if err := s.broker.tick(); err != nil {
 		t.Fatal(err)
 	}
-	s.broker.Wait()
 }
 
 // ticking sends the cron tick every interval until the test ends, as the PingSource would
 // (the local run ticks every SYNC_INTERVAL).
 func (s *e2e) ticking(t *testing.T, interval time.Duration) {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tk := time.NewTicker(interval)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				e := event.New()
-				e.SetID(uuid.NewString())
-				e.SetType("dev.knative.sources.ping")
-				e.SetSource("/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron")
-				_ = e.SetData("application/json", []byte(`{}`))
-				_ = s.broker.Publish(context.Background(), e)
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-done })
+	tickEvery(t, s.broker, interval)
 }
 
 // process is a function process started from the functions/serve binary.

@@ -12,5 +12,6 @@ import (
 var env *servers.Env
 
 func TestMain(m *testing.M) {
-	servers.Main(m, servers.Need{Redis: true, Hub: true, Clusters: 2, S3: true, Placement: true}, &env)
+	servers.Main(m, servers.Need{Redis: true, Hub: true, Clusters: 2, S3: true, Placement: true,
+		Eventing: true, OIDC: true, Brokers: suiteBrokers()}, &env)
 }

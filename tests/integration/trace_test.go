@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -26,7 +25,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ocm-jobs/ocm-jobs/shared/events"
-	"github.com/ocm-jobs/ocm-jobs/tests/broker"
 )
 
 // otlpReceiver is an in-process OTLP/HTTP receiver: it keeps every span the function
@@ -155,68 +153,50 @@ func (p *published) jobsOf(name string) []string {
 	return out
 }
 
-// tracedStack is the four functions as four processes behind the local broker, each
-// exporting OTLP to an in-process receiver, against the suite's Redis, hub and work agents,
-// with the cron tick every 2 s.
+// tracedStack is the four functions as four processes behind a broker of the real Knative
+// Eventing (e2e_knative_test.go, event authentication on), each exporting OTLP to an
+// in-process receiver, against the suite's Redis, hub and work agents, with the cron tick
+// every 2 s.
 type tracedStack struct {
 	recv  *otlpReceiver
-	b     *broker.Broker
+	b     *knBroker
 	pub   *published
 	procs map[string]*process
 }
 
-// startTracedStack starts it; keep says which Triggers of k8s/base the broker routes by.
-func startTracedStack(t *testing.T, keep func(broker.Trigger) bool) *tracedStack {
+// startTracedStack starts it; keep says which Triggers of k8s/base (by subscriber, e.g.
+// ocm-jobs-jobs, and filter type) the broker gets.
+func startTracedStack(t *testing.T, keep func(subscriber, filterType string) bool) *tracedStack {
 	t.Helper()
 	recv := newOTLPReceiver(t)
-	all, _, err := broker.Load(filepath.Join("..", "..", "k8s", "base"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var triggers []broker.Trigger
-	for _, tr := range all {
-		if keep(tr) {
-			triggers = append(triggers, tr)
-		}
-	}
-	var (
-		mu   sync.Mutex
-		urls = map[string]string{}
-	)
-	b := &broker.Broker{Triggers: triggers, Resolve: func(sub string) (string, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		u, ok := urls[sub]
-		return u, ok
-	}}
-	t.Cleanup(b.Wait)
+	b := takeBroker(t)
 	pub := &published{}
-	ingress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw, _ := io.ReadAll(r.Body)
+	sinkURL := b.recordingIngress(t, func(r *http.Request, raw []byte) {
 		probe := r.Clone(r.Context())
 		probe.Body = io.NopCloser(bytes.NewReader(raw))
 		if e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(probe)); err == nil {
 			pub.add(*e)
 		}
-		r.Body = io.NopCloser(bytes.NewReader(raw))
-		b.Handler().ServeHTTP(w, r)
-	}))
-	t.Cleanup(ingress.Close)
+	})
 
 	prefix := "tr" + uuid.NewString()[:8]
 	procs := map[string]*process{}
+	urls := map[string]string{}
 	for _, fn := range []string{"jobs", "incompliance", "executor", "statussync"} {
 		vars := baseEnv(prefix, fn)
-		vars["K_SINK"] = ingress.URL
+		vars["K_SINK"], vars["SINK_TOKEN_FILE"] = sinkURL, b.tokenFile
+		vars["AUTH_CLOUDEVENTS"], vars["EVENTS_OIDC_ISSUER"], vars["EVENTS_AUDIENCES"] = "true", "hub", "ocm-jobs-"+fn
 		vars["OTEL_EXPORTER_OTLP_ENDPOINT"] = recv.srv.URL
 		vars["OTEL_BSP_SCHEDULE_DELAY"] = "100"
 		vars["OTEL_METRIC_EXPORT_INTERVAL"] = "1000"
 		vars["LEASE_TTL"] = "3s"
 		procs[fn] = startProcess(t, vars)
-		mu.Lock()
-		urls["ocm-jobs-"+fn] = procs[fn].url
-		mu.Unlock()
+		urls["ocm-jobs-"+fn] = expose(t, b.name+"-"+fn, procs[fn].url)
 	}
+	b.run(t, func(subscriber, filterType string) (string, bool) {
+		u, ok := urls[subscriber]
+		return u, ok && keep(subscriber, filterType)
+	})
 	tickEvery(t, b, 2*time.Second)
 	return &tracedStack{recv: recv, b: b, pub: pub, procs: procs}
 }
@@ -234,7 +214,7 @@ func (s *tracedStack) createGroup(t *testing.T, name, traceID string) []string {
 	if err := create.SetData("application/yaml", []byte(descriptor)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.b.Publish(context.Background(), create); err != nil {
+	if err := s.b.publisher.Publish(context.Background(), create); err != nil {
 		t.Fatal(err)
 	}
 	var jobs []string
@@ -277,7 +257,7 @@ func newTraceID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") 
 // of the group carries it; and each process's /metrics serves its ocmjobs_ families (and
 // OTLP metric pushes arrive).
 func TestOneTraceAcrossTheFunctions(t *testing.T) {
-	s := startTracedStack(t, func(broker.Trigger) bool { return true })
+	s := startTracedStack(t, func(string, string) bool { return true })
 	traceID := newTraceID()
 	jobs := s.createGroup(t, "traced-"+uuid.NewString()[:8], traceID)
 
@@ -289,7 +269,7 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 	inc.SetExtension("traceparent", "00-"+traceID+"-"+traceID[16:]+"-01")
 	_ = inc.SetData("application/json", []byte(fmt.Sprintf(`{"id":%q,"policyName":"cpu","remediation":"scale-out","currentValue":95,"threshold":80,"subject":{"resourceId":%q}}`,
 		uuid.NewString(), jobs[0])))
-	if err := s.b.Publish(context.Background(), inc); err != nil {
+	if err := s.b.publisher.Publish(context.Background(), inc); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 90*time.Second, "the remediation finished", func() bool {
@@ -355,8 +335,8 @@ func TestOneTraceAcrossTheFunctions(t *testing.T) {
 // its cron tick — each tick a trace of its own — finishes the jobs, and job.finished is still
 // announced in the group's trace: status sync's publish spans are in it.
 func TestTickFinishesInTheGroupsTrace(t *testing.T) {
-	s := startTracedStack(t, func(tr broker.Trigger) bool {
-		return !(tr.Subscriber == "ocm-jobs-statussync" && tr.Filter["type"] == events.JobProgressing)
+	s := startTracedStack(t, func(subscriber, filterType string) bool {
+		return !(subscriber == "ocm-jobs-statussync" && filterType == events.JobProgressing)
 	})
 	traceID := newTraceID()
 	jobs := s.createGroup(t, "ticked-"+uuid.NewString()[:8], traceID)
@@ -394,7 +374,7 @@ func firstNames(names []string, n int) []string {
 }
 
 // tickEvery sends the cron tick through the broker every interval until the test ends.
-func tickEvery(t *testing.T, b *broker.Broker, interval time.Duration) {
+func tickEvery(t *testing.T, b *knBroker, interval time.Duration) {
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -405,12 +385,7 @@ func tickEvery(t *testing.T, b *broker.Broker, interval time.Duration) {
 			case <-stop:
 				return
 			case <-tk.C:
-				e := event.New()
-				e.SetID(uuid.NewString())
-				e.SetType(events.Ping)
-				e.SetSource("/apis/v1/namespaces/ocm-jobs/pingsources/ocm-jobs-cron")
-				_ = e.SetData("application/json", []byte(`{}`))
-				_ = b.Publish(context.Background(), e)
+				_ = b.tick()
 			}
 		}
 	}()
