@@ -215,15 +215,5 @@ func (f *Function) settleJobs(ctx context.Context, in *model.Incompliance, o mod
 		return f.settle(ctx, in, o, reason, strings.Join(jobIDs, ""))
 	}
 	changed, err := f.store.SetIncomplianceOutcomeJobs(ctx, in.ID, o, reason, jobIDs)
-	if err != nil && !errors.Is(err, store.ErrWrongState) {
-		return storeFailure(err, in)
-	}
-	if changed {
-		f.tel.Incompliance(ctx, string(in.Remediation), outcomeOf(o, reason))
-	}
-	stored, err := f.store.GetIncompliance(ctx, in.ID)
-	if err != nil {
-		return storeFailure(err, in)
-	}
-	return answerFor(stored)
+	return f.settled(ctx, in, o, reason, changed, err)
 }

@@ -312,6 +312,12 @@ func (f *Function) findJob(ctx context.Context, in *model.Incompliance) (*model.
 // settle stores the outcome and answers accordingly.
 func (f *Function) settle(ctx context.Context, in *model.Incompliance, o model.Outcome, reason, jobID string) answer {
 	changed, err := f.store.SetIncomplianceOutcome(ctx, in.ID, o, reason, jobID)
+	return f.settled(ctx, in, o, reason, changed, err)
+}
+
+// settled answers with the incompliance as stored once its outcome was set (changed: by this
+// call; ErrWrongState: it was settled before).
+func (f *Function) settled(ctx context.Context, in *model.Incompliance, o model.Outcome, reason string, changed bool, err error) answer {
 	if err != nil && !errors.Is(err, store.ErrWrongState) {
 		return storeFailure(err, in)
 	}

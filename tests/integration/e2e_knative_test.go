@@ -293,7 +293,7 @@ func waitKnReady(ctx context.Context, gvr schema.GroupVersionResource, names []s
 				waiting = append(waiting, n+": "+err.Error())
 				continue
 			}
-			if status, why := knReady(u); status != "True" {
+			if status, why := servers.ReadyCondition(u); status != "True" {
 				waiting = append(waiting, n+": "+why)
 			}
 		}
@@ -316,18 +316,6 @@ func waitKnReady(ctx context.Context, gvr schema.GroupVersionResource, names []s
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// knReady is an object's Ready condition: its status and, when not True, why.
-func knReady(u *unstructured.Unstructured) (string, string) {
-	cs, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range cs {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Ready" {
-			return fmt.Sprint(m["status"]), fmt.Sprintf("%v %v", m["reason"], m["message"])
-		}
-	}
-	return "", "no Ready condition"
 }
 
 // receiver counts the requests Knative delivers to it (a dead-letter sink, the warm-up

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -142,7 +141,7 @@ func (s *Stack) waitEventingReady(ctx context.Context, timeout time.Duration) ([
 			}
 			for _, u := range list.Items {
 				name := gvr.Resource + "/" + u.GetName()
-				if status, why := readyOf(&u); status == "True" {
+				if status, why := servers.ReadyCondition(&u); status == "True" {
 					ready = append(ready, name)
 					brokerReady = brokerReady || gvr.Resource == "brokers"
 				} else {
@@ -173,18 +172,6 @@ func (s *Stack) waitEventingReady(ctx context.Context, timeout time.Duration) ([
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-// readyOf is an object's Ready condition: its status and, when not True, why.
-func readyOf(u *unstructured.Unstructured) (string, string) {
-	cs, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range cs {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Ready" {
-			return fmt.Sprint(m["status"]), fmt.Sprintf("%v %v", m["reason"], m["message"])
-		}
-	}
-	return "", "no Ready condition"
 }
 
 // writeSinkToken writes a fresh token of the functions' account for the broker's audience,

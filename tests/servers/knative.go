@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -484,4 +485,16 @@ func (k *Knative) PodLogs(n int) string {
 		fmt.Fprintf(&b, "==> %s <==\n%s\n", filepath.Base(l), data)
 	}
 	return b.String()
+}
+
+// ReadyCondition is a Knative object's Ready condition: its status and, when not True, why.
+func ReadyCondition(u *unstructured.Unstructured) (status, why string) {
+	cs, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range cs {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Ready" {
+			return fmt.Sprint(m["status"]), fmt.Sprintf("%v %v", m["reason"], m["message"])
+		}
+	}
+	return "", "no Ready condition"
 }
