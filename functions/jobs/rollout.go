@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -69,27 +68,10 @@ func planRollout(s *model.RolloutStrategy, change string, jobs []model.Job) (*mo
 	if s == nil {
 		return nil, nil
 	}
-	jobCluster, fences := map[string]string{}, map[string]uint64{}
-	seen := map[string]bool{}
-	var clusters []string
-	for _, j := range jobs {
-		if j.Targets == nil || j.Targets.ClusterName == "" {
-			continue
-		}
-		jobCluster[j.ID], fences[j.ID] = j.Targets.ClusterName, j.Fence
-		if !seen[j.Targets.ClusterName] {
-			seen[j.Targets.ClusterName] = true
-			clusters = append(clusters, j.Targets.ClusterName)
-		}
-	}
-	sort.Strings(clusters)
-	if ferr := s.Validate(clusters); ferr != nil {
+	if ferr := s.Validate(model.ClustersOf(jobs)); ferr != nil {
 		return nil, fail(http.StatusUnprocessableEntity, "the rollout strategy is not valid: %v", ferr.ViaField("rollout"))
 	}
-	if !s.Waved() || len(clusters) < 2 {
-		return nil, nil
-	}
-	return model.NewRollout(change+"-"+uuid.NewString()[:8], change, *s, jobCluster, fences), nil
+	return model.PlanRollout(change+"-"+uuid.NewString()[:8], change, s, jobs), nil
 }
 
 // replace is a job an update gives new manifests.

@@ -262,30 +262,35 @@ func PlanRollout(id, change string, s *RolloutStrategy, jobs []Job) *Rollout {
 	if !s.Waved() {
 		return nil
 	}
-	jobCluster, fences := map[string]string{}, map[string]uint64{}
-	clusters := map[string]bool{}
-	for _, j := range jobs {
-		if j.Targets == nil || j.Targets.ClusterName == "" {
-			continue
-		}
-		jobCluster[j.ID], fences[j.ID] = j.Targets.ClusterName, j.Fence
-		clusters[j.Targets.ClusterName] = true
-	}
+	clusters := ClustersOf(jobs)
 	if len(clusters) < 2 {
 		return nil
 	}
+	jobCluster, fences := map[string]string{}, map[string]uint64{}
+	for _, j := range jobs {
+		if j.Targets != nil && j.Targets.ClusterName != "" {
+			jobCluster[j.ID], fences[j.ID] = j.Targets.ClusterName, j.Fence
+		}
+	}
 	plan := *s
-	if plan.Strategy == RolloutCanary && !clusters[plan.Canary] {
+	if plan.Strategy == RolloutCanary && !contains(clusters, plan.Canary) {
 		// The change does not touch the canary (a remediation of a component that does not
 		// run there): the first of its clusters, by name, goes first instead.
-		names := make([]string, 0, len(clusters))
-		for c := range clusters {
-			names = append(names, c)
-		}
-		sort.Strings(names)
-		plan.Canary = names[0]
+		plan.Canary = clusters[0]
 	}
 	return NewRollout(id, change, plan, jobCluster, fences)
+}
+
+// ClustersOf is the clusters jobs target, by name, each once.
+func ClustersOf(jobs []Job) []string {
+	var out []string
+	for _, j := range jobs {
+		if j.Targets != nil && j.Targets.ClusterName != "" && !contains(out, j.Targets.ClusterName) {
+			out = append(out, j.Targets.ClusterName)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // HeldBy says whether the rollout holds the job at its start (the job is in a wave after the
