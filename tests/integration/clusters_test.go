@@ -38,18 +38,7 @@ func TestComponentOnSeveralClusters(t *testing.T) {
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST /groups: %d %s", r.status, r.body)
 	}
-	var g model.JobGroup
-	r.decode(t, &g)
-	if len(g.Jobs) != 2 {
-		t.Fatalf("%d jobs, want one per cluster", len(g.Jobs))
-	}
-	byCluster := map[string]model.Job{}
-	for _, j := range g.Jobs {
-		if j.Component != "web" || j.Targets == nil {
-			t.Fatalf("job %+v", j)
-		}
-		byCluster[j.Targets.ClusterName] = *waitJob(t, s.store, j.ID, 90*time.Second, "finished", finished)
-	}
+	g, byCluster := s.finishedByCluster(t, r, "web", 2)
 	for _, c := range []string{"cluster1", "cluster2"} {
 		if spokeDeployment(t, c, "multi1", "web") == nil {
 			t.Errorf("no Deployment on %s", c)
@@ -100,4 +89,24 @@ func webDeployment(image string) string {
         metadata: {labels: {app: web}}
         spec: {containers: [{name: web, image: ` + image + `}]}
 `
+}
+
+// finishedByCluster reads the group a create answered (r) and waits until each of its jobs —
+// want of them, all of component, one per cluster — is Finished; it returns the group and its
+// jobs as Finished, by cluster.
+func (s *e2e) finishedByCluster(t *testing.T, r reply, component string, want int) (model.JobGroup, map[string]model.Job) {
+	t.Helper()
+	var g model.JobGroup
+	r.decode(t, &g)
+	if len(g.Jobs) != want {
+		t.Fatalf("%d jobs, want %d, one per cluster: %s", len(g.Jobs), want, r.body)
+	}
+	byCluster := map[string]model.Job{}
+	for _, j := range g.Jobs {
+		if j.Component != component || j.Targets == nil {
+			t.Fatalf("job %+v", j)
+		}
+		byCluster[j.Targets.ClusterName] = *waitJob(t, s.store, j.ID, 90*time.Second, "finished", finished)
+	}
+	return g, byCluster
 }

@@ -115,18 +115,7 @@ manifests:
 	if r.status != http.StatusCreated {
 		t.Fatalf("POST /groups: %d %s", r.status, r.body)
 	}
-	var g model.JobGroup
-	r.decode(t, &g)
-	if len(g.Jobs) != 2 {
-		t.Fatalf("%d jobs, want one per cluster the Placement decided: %s", len(g.Jobs), r.body)
-	}
-	byCluster := map[string]model.Job{}
-	for _, j := range g.Jobs {
-		if j.Component != "web" || j.Targets == nil {
-			t.Fatalf("job %+v", j)
-		}
-		byCluster[j.Targets.ClusterName] = *waitJob(t, s.store, j.ID, 90*time.Second, "finished", finished)
-	}
+	g, byCluster := s.finishedByCluster(t, r, "web", 2) // one per cluster the Placement decided
 	for _, c := range []string{"cluster1", "cluster2"} {
 		if worksOf(t, c, byCluster[c].ID) != 1 || spokeDeployment(t, c, "placed2", "web") == nil {
 			t.Fatalf("no ManifestWork or Deployment on %s", c)
