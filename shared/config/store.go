@@ -22,6 +22,7 @@ type Store struct {
 	MaxManifestBytes int           `envconfig:"MAX_MANIFEST_BYTES" default:"1048576" desc:"largest total size of one job's manifests"`
 	OffloadBytes     int           `envconfig:"MANIFEST_OFFLOAD_BYTES" default:"65536" desc:"with an object store (S3_BUCKET), a job's manifests larger than this (as JSON) are kept in the bucket under their SHA-256 and only referenced from Redis; 0 keeps them all in Redis"`
 	ManifestPrefix   string        `envconfig:"MANIFEST_PREFIX" default:"manifests" desc:"key prefix of offloaded manifests in S3_BUCKET: <prefix>/<sha256>"`
+	RoundTrips       int           `envconfig:"REDIS_ROUND_TRIPS" default:"4" desc:"round trips of store scripts one process keeps in flight at once; scripts called while they all are in flight go together in the next (one round trip for many saves Redis most of each call's cost); -1: every script call is its own round trip"`
 	// ObjectStore is here because every function reads jobs, and a job's manifests may be
 	// in the object store.
 	ObjectStore
@@ -74,5 +75,6 @@ func (s Store) Options() store.Options {
 	return store.Options{
 		Prefix: s.Prefix, LeaseTTL: s.LeaseTTL, TakeoverTTL: s.TakeoverTTL, HistoryCap: s.HistoryCap,
 		RetentionTTL: s.RetentionTTL, IncomplianceTTL: s.IncomplianceTTL, MaxManifestBytes: s.MaxManifestBytes,
+		RoundTrips: s.RoundTrips,
 	}
 }

@@ -31,6 +31,10 @@ type Options struct {
 	OffloadBytes int
 	// BlobPrefix starts the key of offloaded manifests.
 	BlobPrefix string
+	// RoundTrips is how many round trips of scripts the store keeps in flight at once; script
+	// calls made while they all are in flight wait and go together in the next one (see
+	// roundTrips). Default 4; negative: every call is its own round trip.
+	RoundTrips int
 }
 
 // Defaults of Options.
@@ -42,6 +46,7 @@ const (
 	DefaultRetentionTTL     = 24 * time.Hour
 	DefaultIncomplianceTTL  = 7 * 24 * time.Hour
 	DefaultMaxManifestBytes = 1 << 20
+	DefaultRoundTrips       = 4
 )
 
 // withDefaults fills every zero field with its default.
@@ -66,6 +71,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxManifestBytes == 0 {
 		o.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	if o.RoundTrips == 0 {
+		o.RoundTrips = DefaultRoundTrips
 	}
 	return o
 }

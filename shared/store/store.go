@@ -27,6 +27,8 @@ type Store struct {
 	buckets *[256]string
 	// emitter is the CloudEvents source of the events this store's changes announce.
 	emitter string
+	// trips sends the scripts, several per round trip when callers run at once.
+	trips *roundTrips
 }
 
 // New returns a store on rdb (a single server, a Sentinel-managed master or a Redis Cluster).
@@ -35,7 +37,8 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{rdb: rdb, opts: opts, cache: &blobCache{}, buckets: new([256]string), emitter: DefaultEmitter}
+	s := &Store{rdb: rdb, opts: opts, cache: &blobCache{}, buckets: new([256]string), emitter: DefaultEmitter,
+		trips: newRoundTrips(rdb, opts.RoundTrips)}
 	for i := range s.buckets {
 		s.buckets[i] = bucketOf(opts.Prefix, i)
 	}
@@ -55,6 +58,10 @@ func (s *Store) As(emitter string) *Store {
 
 // Emitter is the source of the events this store's changes announce.
 func (s *Store) Emitter() string { return s.emitter }
+
+// RoundTrips says how many round trips the store's scripts took so far and how many script
+// calls they carried (more calls than round trips: callers at once shared them).
+func (s *Store) RoundTrips() (trips, calls uint64) { return s.trips.stats() }
 
 // Options returns the options in effect, defaults filled in.
 func (s *Store) Options() Options { return s.opts }
@@ -90,7 +97,7 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, op, kind, id string, 
 
 // runScript runs a script with exactly args.
 func (s *Store) runScript(ctx context.Context, sc *redis.Script, op, kind, id string, keys []string, args ...any) ([]string, error) {
-	v, err := sc.Run(ctx, s.rdb, keys, args...).Slice()
+	v, err := s.trips.run(ctx, sc, keys, args).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("%s %s %s: %w", op, kind, id, err)
 	}
