@@ -309,6 +309,7 @@ func (f *Function) build(ctx context.Context) error {
 func (f *Function) announcing(next events.Handler) events.Handler {
 	return events.HandlerFunc(func(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 		ctx, pending := store.WithPending(ctx)
+		ctx = events.WithAfter(ctx, f.later)
 		reply, result := next.Handle(ctx, e)
 		bg := context.WithoutCancel(ctx)
 		f.later(func() { f.flush(bg, pending) })

@@ -288,12 +288,17 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) (resu
 	}
 	// The fault tests' crash: the hub has the work, nothing is recorded yet.
 	f.faults.AfterApply(ctx, cur.Type != model.DeleteDeployment)
-	if err := f.store.MarkApplied(bg, c); err != nil {
-		// The sweep finds the job, sees on the hub that it was applied, and records it.
-		log.Warnw("recording the execution", "error", err)
-	} else if !createdAt.IsZero() {
-		f.tel.Applied(ctx, cur.Type.String(), time.Since(createdAt))
-	}
+	// Recording the execution is off the answer's path: the answer does not depend on it (a
+	// record that fails answers 2xx too), and an execution applied but not recorded — the
+	// process died, Redis did not answer — is what the sweep already finds: the lease lapses,
+	// the work on the hub carries the fence, the sweep records it.
+	events.AfterAnswer(ctx, func() {
+		if err := f.store.MarkApplied(bg, c); err != nil {
+			log.Warnw("recording the execution", "error", err)
+		} else if !createdAt.IsZero() {
+			f.tel.Applied(bg, cur.Type.String(), time.Since(createdAt))
+		}
+	})
 	return events.Done("job %s executed (%s)", j.ID, cur.Type)
 }
 

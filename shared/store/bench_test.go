@@ -180,26 +180,41 @@ func BenchmarkRoundTrips(b *testing.B) {
 }
 
 // BenchmarkPromoteFinish measures promote+finish of a batch of jobs by 1, 4 and 16 workers
-// against one redis-server; one op is the whole batch, so -benchtime 1x is a real figure.
+// against one redis-server; one op is the whole batch, so -benchtime 1x is a real figure. At
+// each worker count it runs, alternately three times, a store whose script calls share round
+// trips (the default) and one whose every call is its own round trip, and prints the rates,
+// the redis-server CPU per job (INFO cpu) and the calls per round trip side by side.
 func BenchmarkPromoteFinish(b *testing.B) {
 	const batch = 4000
 	for _, workers := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-			s := benchStore(b, store.Options{}, nil)
-			var total time.Duration
+			c := redis.NewClient(&redis.Options{Addr: single.Addr})
+			defer c.Close()
+			shared := benchStore(b, store.Options{}, nil)
+			lone := benchStore(b, store.Options{RoundTrips: -1}, nil)
+			var took, cpu [2]float64
 			for n := 0; n < b.N; n++ {
-				b.StopTimer()
-				jobIDs := benchJobs(b, s, batch/100, 100, "")
-				b.StartTimer()
-				start := time.Now()
-				if err := promoteFinish(s, jobIDs, workers); err != nil {
-					b.Fatal(err)
+				for round := 0; round < 3; round++ {
+					for i, s := range []*store.Store{shared, lone} {
+						b.StopTimer()
+						jobIDs := benchJobs(b, s, batch/100, 100, "")
+						b.StartTimer()
+						cpu0 := readServerCost(b, c).cpu
+						start := time.Now()
+						if err := promoteFinish(s, jobIDs, workers); err != nil {
+							b.Fatal(err)
+						}
+						took[i] += time.Since(start).Seconds()
+						cpu[i] += readServerCost(b, c).cpu - cpu0
+					}
 				}
-				total += time.Since(start)
 			}
-			rate := float64(batch*b.N) / total.Seconds()
-			b.ReportMetric(rate, "jobs/s")
-			b.Logf("promote+finish, %d workers: %.0f jobs/s", workers, rate)
+			jobs := float64(3 * batch * b.N)
+			trips, calls := shared.RoundTrips()
+			b.ReportMetric(jobs/took[0], "jobs/s")
+			b.ReportMetric(jobs/took[1], "jobs/s(own-round-trips)")
+			fmt.Printf("promote+finish, %d workers: round trips shared %.0f jobs/s, redis-server CPU %.0fµs per job (%.2f script calls per round trip); every call its own round trip %.0f jobs/s, %.0fµs per job: %.2fx the rate\n",
+				workers, jobs/took[0], cpu[0]/jobs, float64(calls)/float64(max(trips, 1)), jobs/took[1], cpu[1]/jobs, took[1]/took[0])
 		})
 	}
 }

@@ -21,9 +21,10 @@ import (
 // leaves is not sent; one whose context ends in flight gets the context's error while its
 // script runs or ran, as with a single call.
 //
-// The caller that finds a round trip free sends it itself (no hand-off on the way out), and
-// sends what queued meanwhile until its own call is answered; what is still queued then goes
-// on in a goroutine of its own, so no caller waits on others' calls after its own answer.
+// The caller that finds a round trip free sends it itself (no hand-off on the way out): alone
+// when nothing waits, else with what queued, until its own call is answered; what is still
+// queued then goes on in a goroutine of its own, so no caller waits on others' calls after its
+// own answer.
 type roundTrips struct {
 	rdb   redis.UniversalClient
 	max   int // round trips in flight at once
@@ -58,8 +59,18 @@ func (r *roundTrips) run(ctx context.Context, sc *redis.Script, keys []string, a
 	if err := ctx.Err(); err != nil {
 		return failed(ctx, err)
 	}
-	c := &scriptCall{ctx: ctx, sc: sc, keys: keys, args: args, done: make(chan struct{})}
 	r.mu.Lock()
+	if r.inFlight < r.max && len(r.queue) == 0 {
+		// A round trip is free and no one waits: the call goes at once, on its own.
+		r.inFlight++
+		r.trips++
+		r.calls++
+		r.mu.Unlock()
+		cmd := sc.Run(ctx, r.rdb, keys, args...)
+		r.release()
+		return cmd
+	}
+	c := &scriptCall{ctx: ctx, sc: sc, keys: keys, args: args, done: make(chan struct{})}
 	r.queue = append(r.queue, c)
 	send := r.inFlight < r.max
 	if send {
@@ -99,17 +110,23 @@ func (r *roundTrips) send(own *scriptCall) {
 		r.mu.Unlock()
 		r.exec(calls)
 		if own != nil && answered(own) {
-			r.mu.Lock()
-			if len(r.queue) == 0 {
-				r.inFlight--
-				r.mu.Unlock()
-				return
-			}
-			r.mu.Unlock()
-			go r.send(nil)
+			r.release()
 			return
 		}
 	}
+}
+
+// release gives back the round trip its caller held or, if calls wait, hands it to a
+// goroutine that sends them.
+func (r *roundTrips) release() {
+	r.mu.Lock()
+	if len(r.queue) == 0 {
+		r.inFlight--
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	go r.send(nil)
 }
 
 // exec sends calls in one round trip and answers each. A call whose context ended before is
