@@ -285,7 +285,6 @@ func (f *Function) build(ctx context.Context) error {
 		scope := name + ":" + f.platform.HubID
 		h := (&events.Deduper{
 			Store: f.platform.Store, Scope: scope, TTL: f.Runtime.IdempotencyTTL, Pending: f.Runtime.IdempotencyPending,
-			After: f.later,
 		}).Wrap(f.announcing(c))
 		for _, t := range e.types {
 			f.routes[t] = append(f.routes[t], route{function: name, handler: h})
@@ -309,10 +308,9 @@ func (f *Function) build(ctx context.Context) error {
 func (f *Function) announcing(next events.Handler) events.Handler {
 	return events.HandlerFunc(func(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 		ctx, pending := store.WithPending(ctx)
-		ctx = events.WithAfter(ctx, f.later)
 		reply, result := next.Handle(ctx, e)
 		bg := context.WithoutCancel(ctx)
-		f.later(func() { f.flush(bg, pending) })
+		events.AfterAnswer(ctx, func() { f.flush(bg, pending) })
 		return reply, result
 	})
 }
@@ -408,6 +406,9 @@ func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event
 // tick), the answer is the most urgent: a transient failure makes the broker retry, and the
 // functions that already handled the event answer the retry from memory.
 func (f *Function) route(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
+	// What a handler leaves for after its answer (events.AfterAnswer) runs in a goroutine the
+	// process counts, so a graceful stop waits for it.
+	ctx = events.WithAfter(ctx, f.later)
 	if e.Type() == events.Ping {
 		// Every tick also publishes what the outboxes still hold (one process at a time).
 		defer func() {

@@ -30,10 +30,6 @@ type Deduper struct {
 	TTL time.Duration
 	// Pending is how long an unfinished delivery blocks its duplicates.
 	Pending time.Duration
-	// After, when set, runs what is left to do once the answer is known (remembering it),
-	// so that the sender does not wait for it; nil runs it before answering. Until it ran, a
-	// duplicate finds the delivery pending and is asked to retry.
-	After func(func())
 }
 
 // answer is what is remembered of a delivery.
@@ -73,11 +69,9 @@ func (d *Deduper) Wrap(next Handler) Handler {
 				logging.FromContext(ctx).Warnw("remembering the answer to an event", "error", err)
 			}
 		}
-		if d.After != nil {
-			d.After(remember)
-		} else {
-			remember()
-		}
+		// Remembering the answer is off the answer's path when ctx has a runner (AfterAnswer);
+		// until it ran, a duplicate finds the delivery pending and is asked to retry.
+		AfterAnswer(ctx, remember)
 		return reply, result
 	})
 }

@@ -21,10 +21,10 @@ import (
 // leaves is not sent; one whose context ends in flight gets the context's error while its
 // script runs or ran, as with a single call.
 //
-// The caller that finds a round trip free sends it itself (no hand-off on the way out): alone
-// when nothing waits, else with what queued, until its own call is answered; what is still
-// queued then goes on in a goroutine of its own, so no caller waits on others' calls after its
-// own answer.
+// A round trip is held either by the caller that found it free and nothing queued (it sends
+// its own call, no hand-off on the way) or by a goroutine that sends what queued, in batches,
+// until nothing is left: a round trip is given back only with the queue empty, so a call
+// queues only while every round trip is held, and no caller sends others' calls.
 type roundTrips struct {
 	rdb   redis.UniversalClient
 	max   int // round trips in flight at once
@@ -33,7 +33,7 @@ type roundTrips struct {
 	mu       sync.Mutex
 	queue    []*scriptCall
 	inFlight int // senders holding a round trip
-	// sent counts the round trips sent and the calls they carried (Stats).
+	// trips and calls count the round trips sent and the script calls they carried.
 	trips, calls uint64
 }
 
@@ -70,16 +70,10 @@ func (r *roundTrips) run(ctx context.Context, sc *redis.Script, keys []string, a
 		r.release()
 		return cmd
 	}
+	// Every round trip is held (or calls already wait, which means the same): queue.
 	c := &scriptCall{ctx: ctx, sc: sc, keys: keys, args: args, done: make(chan struct{})}
 	r.queue = append(r.queue, c)
-	send := r.inFlight < r.max
-	if send {
-		r.inFlight++
-	}
 	r.mu.Unlock()
-	if send {
-		r.send(c)
-	}
 	select {
 	case <-c.done:
 		return c.cmd
@@ -88,10 +82,9 @@ func (r *roundTrips) run(ctx context.Context, sc *redis.Script, keys []string, a
 	}
 }
 
-// send holds one round trip: it sends what is queued, again and again, until own is answered
-// (own nil: until nothing is queued), and then gives the round trip back or, if calls still
-// wait, hands it to a goroutine.
-func (r *roundTrips) send(own *scriptCall) {
+// send holds one round trip: it sends what is queued, batch after batch, and gives the round
+// trip back once nothing is.
+func (r *roundTrips) send() {
 	for {
 		r.mu.Lock()
 		n := min(len(r.queue), r.batch)
@@ -109,15 +102,11 @@ func (r *roundTrips) send(own *scriptCall) {
 		r.calls += uint64(n)
 		r.mu.Unlock()
 		r.exec(calls)
-		if own != nil && answered(own) {
-			r.release()
-			return
-		}
 	}
 }
 
-// release gives back the round trip its caller held or, if calls wait, hands it to a
-// goroutine that sends them.
+// release gives back the round trip a caller held or, if calls wait, hands it to a goroutine
+// that sends them.
 func (r *roundTrips) release() {
 	r.mu.Lock()
 	if len(r.queue) == 0 {
@@ -126,7 +115,7 @@ func (r *roundTrips) release() {
 		return
 	}
 	r.mu.Unlock()
-	go r.send(nil)
+	go r.send()
 }
 
 // exec sends calls in one round trip and answers each. A call whose context ended before is
@@ -171,15 +160,6 @@ func (r *roundTrips) stats() (trips, calls uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.trips, r.calls
-}
-
-func answered(c *scriptCall) bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
 }
 
 func failed(ctx context.Context, err error) *redis.Cmd {
