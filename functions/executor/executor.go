@@ -269,10 +269,16 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) (resu
 			return events.Done("job %s: execution %d was applied before it died; recorded", j.ID, c.Fence)
 		}
 	}
-	renewCtx, stop := context.WithCancel(ctx)
-	go f.keepLease(renewCtx, c, log)
-	out, fl := f.run(ctx, c, cur)
+	runCtx, h := holding(ctx, c)
+	renewCtx, stop := context.WithCancel(runCtx)
+	go f.keepLease(renewCtx, h, log)
+	out, fl := f.run(runCtx, c, cur)
 	stop()
+	if superseded(runCtx) {
+		// The claim is another execution's now: nothing to release, record or degrade.
+		return events.Done("job %s: execution %d stopped: %v", j.ID, c.Fence, context.Cause(runCtx))
+	}
+	h.end(nil)
 	switch {
 	case fl != nil && fl.Transient:
 		// Nothing is half-written: the lease is released so the retry (or the sweep)
@@ -313,23 +319,6 @@ func (f *Function) appliedOnHub(ctx context.Context, j *model.Job) (bool, error)
 		return w == nil || w.Deleting(), nil
 	}
 	return w != nil && !w.Deleting() && w.Fence() == j.Fence, nil
-}
-
-// keepLease renews the execution's lease every third of its TTL until ctx ends.
-func (f *Function) keepLease(ctx context.Context, c store.Claim, log *zap.SugaredLogger) {
-	every := f.store.Options().LeaseTTL / 3
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := f.store.RenewLease(ctx, c); err != nil && ctx.Err() == nil {
-				log.Warnw("renewing the lease", "error", err)
-			}
-		}
-	}
 }
 
 // degrade records why a job cannot be executed: a Degraded condition on its resource and the

@@ -99,6 +99,9 @@ func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, clus
 		}
 	}
 	f.faults.BeforeApply(ctx)
+	if fl := f.confirm(ctx); fl != nil {
+		return fl
+	}
 	if _, err := f.works.Apply(ctx, mw); err != nil {
 		return hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
 	}
@@ -180,6 +183,9 @@ type accessSeen struct {
 // Progressing and status sync finishes it when the work disappears.
 func (f *Function) undeploy(ctx context.Context, c store.Claim, j *model.Job) *failure {
 	cluster, name := j.Targets.ClusterName, ocm.WorkName(j.ID)
+	if fl := f.confirm(ctx); fl != nil {
+		return fl
+	}
 	if err := f.works.Delete(ctx, cluster, name); err != nil {
 		return hubFailure(err, "deleting ManifestWork "+cluster+"/"+name)
 	}
@@ -299,6 +305,9 @@ func (f *Function) recordMove(ctx context.Context, c store.Claim, m *model.Move,
 
 // removed deletes a work and waits up to StepWait for it to be gone.
 func (f *Function) removed(ctx context.Context, cluster, name string) (bool, *failure) {
+	if fl := f.confirm(ctx); fl != nil {
+		return false, fl
+	}
 	if err := f.works.Delete(ctx, cluster, name); err != nil {
 		return false, hubFailure(err, "deleting ManifestWork "+cluster+"/"+name)
 	}
