@@ -274,8 +274,10 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) (resu
 	go f.keepLease(renewCtx, h, log)
 	out, fl := f.run(runCtx, c, cur)
 	stop()
-	if superseded(runCtx) {
-		// The claim is another execution's now: nothing to release, record or degrade.
+	if fl != nil && superseded(runCtx) {
+		// Stopped because the claim is another's now: nothing to release, record or degrade.
+		// (A claim lost after the run did its part goes on below: its record is refused or
+		// harmless.)
 		return events.Done("job %s: execution %d stopped: %v", j.ID, c.Fence, context.Cause(runCtx))
 	}
 	h.end(nil)
