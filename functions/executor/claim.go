@@ -50,6 +50,20 @@ func (h *hold) lost(err error) { h.end(fmt.Errorf("%w: %v", errSuperseded, err))
 // superseded says whether the execution of ctx lost its claim.
 func superseded(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errSuperseded) }
 
+// renew renews the hold's lease: on success the claim counts as confirmed now; a refusal (a
+// guard) ends the execution for good; any other error (Redis unreachable) is only returned.
+func (f *Function) renew(ctx context.Context, h *hold) error {
+	_, err := f.store.RenewLease(ctx, h.c)
+	var ge *store.GuardError
+	switch {
+	case err == nil:
+		h.confirmed.Store(time.Now().UnixNano())
+	case errors.As(err, &ge):
+		h.lost(err)
+	}
+	return err
+}
+
 // confirm is called right before a write to the hub: it answers a failure when the execution
 // lost its claim, asking the store first when the claim was last confirmed confirmAge ago or
 // more. An execution without a hold (none in ctx) writes as before.
@@ -59,14 +73,8 @@ func (f *Function) confirm(ctx context.Context) *failure {
 		return nil
 	}
 	if !superseded(ctx) && time.Since(time.Unix(0, h.confirmed.Load())) >= confirmAge {
-		if _, err := f.store.RenewLease(ctx, h.c); err != nil {
-			var ge *store.GuardError
-			if !errors.As(err, &ge) {
-				return storeFailure(err)
-			}
-			h.lost(err)
-		} else {
-			h.confirmed.Store(time.Now().UnixNano())
+		if err := f.renew(ctx, h); err != nil && !superseded(ctx) {
+			return storeFailure(err)
 		}
 	}
 	if superseded(ctx) {
@@ -86,16 +94,12 @@ func (f *Function) keepLease(ctx context.Context, h *hold, log *zap.SugaredLogge
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_, err := f.store.RenewLease(ctx, h.c)
-			var ge *store.GuardError
+			err := f.renew(ctx, h)
 			switch {
-			case err == nil:
-				h.confirmed.Store(time.Now().UnixNano())
-			case errors.As(err, &ge):
+			case superseded(ctx):
 				log.Warnw("the execution lost its claim on the job; it stops and writes nothing more to the hub", "error", err)
-				h.lost(err)
 				return
-			case ctx.Err() == nil:
+			case err != nil && ctx.Err() == nil:
 				log.Warnw("renewing the lease", "error", err)
 			}
 		}

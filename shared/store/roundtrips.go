@@ -33,7 +33,8 @@ type roundTrips struct {
 	mu       sync.Mutex
 	queue    []*scriptCall
 	inFlight int // senders holding a round trip
-	// trips and calls count the round trips sent and the script calls they carried.
+	// trips and calls count the round trips sent and the script calls taken for them (one
+	// given up while queued counts, unsent).
 	trips, calls uint64
 }
 

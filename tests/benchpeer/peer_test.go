@@ -60,10 +60,14 @@ func BenchmarkVersusAsynq(b *testing.B) {
 	for _, n := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("concurrency=%d", n), func(b *testing.B) {
 			var pf, e2e, e2eLone, aq, e2eCPU, loneCPU, aqCPU float64
+			var trips, calls uint64
 			for i := 0; i < b.N; i++ {
 				pf += promoteFinishRate(b, s, n)
 				cpu0 := redisCPU(b, c)
+				t0, c0 := s.RoundTrips()
 				e2e += endToEndRate(b, s, n)
+				t1, c1 := s.RoundTrips()
+				trips, calls = trips+t1-t0, calls+c1-c0
 				cpu1 := redisCPU(b, c)
 				aq += asynqRate(b, r.Addr, n)
 				cpu2 := redisCPU(b, c)
@@ -74,7 +78,6 @@ func BenchmarkVersusAsynq(b *testing.B) {
 			}
 			k := float64(b.N)
 			pf, e2e, e2eLone, aq, e2eCPU, loneCPU, aqCPU = pf/k, e2e/k, e2eLone/k, aq/k, e2eCPU/k, loneCPU/k, aqCPU/k
-			trips, calls := s.RoundTrips()
 			b.ReportMetric(pf, "jobs/s(promote+finish)")
 			b.ReportMetric(e2e, "jobs/s(create+promote+finish)")
 			b.ReportMetric(aq, "tasks/s(asynq)")
@@ -82,7 +85,7 @@ func BenchmarkVersusAsynq(b *testing.B) {
 			b.ReportMetric(e2e/aq, "ratio(create+promote+finish/asynq)")
 			fmt.Printf("RATIO store/asynq, concurrency %d: create+promote+finish %.0f jobs/s / asynq enqueue+process %.0f tasks/s = %.2fx (goal ≥ 1.5x); promote+finish alone %.0f jobs/s = %.2fx; redis-server CPU per job %.0fµs, per asynq task %.0fµs (%.2fx)\n",
 				n, e2e, aq, e2e/aq, pf, pf/aq, e2eCPU*1e6, aqCPU*1e6, e2eCPU/aqCPU)
-			fmt.Printf("  round trips shared: %.2f script calls per round trip so far; every call its own round trip: %.0f jobs/s = %.2fx asynq, redis-server CPU per job %.0fµs\n",
+			fmt.Printf("  round trips shared: %.2f script calls per round trip; every call its own round trip: %.0f jobs/s = %.2fx asynq, redis-server CPU per job %.0fµs\n",
 				float64(calls)/float64(max(trips, 1)), e2eLone, e2eLone/aq, loneCPU*1e6)
 		})
 	}
