@@ -79,14 +79,6 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	if s.MaxBodyBytes <= 0 {
 		s.MaxBodyBytes = 1 << 20
 	}
-	p, err := cloudevents.NewHTTP()
-	if err != nil {
-		return nil, fmt.Errorf("cloudevents protocol: %w", err)
-	}
-	receiver, err := cloudevents.NewHTTPReceiveHandler(ctx, p, s.invoke)
-	if err != nil {
-		return nil, fmt.Errorf("cloudevents receiver: %w", err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(LivenessPath, func(w http.ResponseWriter, _ *http.Request) {
 		writeMessage(w, http.StatusOK, "alive")
@@ -106,7 +98,7 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	if s.Telemetry != nil && !s.NoEvents {
 		mux.Handle("GET "+telemetry.MetricsPath, s.Telemetry.Handler())
 	}
-	var events http.Handler = s.checkCloudEvent(receiver)
+	var events http.Handler = s.checkCloudEvent(http.HandlerFunc(s.receive))
 	if s.EventsMiddleware != nil {
 		events = s.EventsMiddleware(events)
 	}
@@ -166,6 +158,34 @@ func (w *replyWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the writer underneath.
 func (w *replyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// receive handles the CloudEvent of one request (checkCloudEvent has vetted it) in the
+// request's own goroutine and context, and writes the answer: the result's status and message
+// (plain text, as sdk-go answers), or the reply event. sdk-go's receive handler is not used:
+// it hands requests to handler goroutines through one shared channel, and a sender that gave up
+// before its goroutine read left a later request waiting forever, its event handled in another
+// request's context.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	e, err := binding.ToEvent(ctx, cehttp.NewMessageFromHttpRequest(r))
+	if err != nil {
+		writeMessage(w, http.StatusBadRequest, "not a valid CloudEvent: "+err.Error())
+		return
+	}
+	reply, result := s.invoke(ctx, *e)
+	status := StatusOf(result)
+	if reply != nil {
+		if err := cehttp.WriteResponseWriter(ctx, (*binding.EventMessage)(reply), status, w); err != nil {
+			logging.FromContext(ctx).Warnw("writing the reply event", "type", e.Type(), "id", e.ID(), "error", err)
+		}
+		return
+	}
+	w.WriteHeader(status)
+	var hr *cehttp.Result
+	if protocol.ResultAs(result, &hr) || !protocol.IsACK(result) {
+		_, _ = io.WriteString(w, MessageOf(result))
+	}
+}
 
 // invoke runs the handler, turning a panic into a logged stack and a 500. The event is one
 // span, a child of the event's traceparent extension (else of the request's traceparent
