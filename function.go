@@ -140,6 +140,45 @@ func (f *Function) later(fn func()) {
 	}()
 }
 
+// afterEvent gathers what the handlers of one event leave for after its answer (recording
+// the execution, publishing the outbox, remembering the answer) and runs it in one goroutine,
+// in the order it was left, once the event is handled: one goroutine per event, not one per
+// piece (each new goroutine grows its stack again: that was a tenth of the executor's CPU).
+type afterEvent struct {
+	f    *Function
+	mu   sync.Mutex
+	fns  []func()
+	done bool
+}
+
+// add keeps fn for later, or runs it later at once when the event's pieces already went.
+func (a *afterEvent) add(fn func()) {
+	a.mu.Lock()
+	if !a.done {
+		a.fns = append(a.fns, fn)
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	a.f.later(fn)
+}
+
+// run starts what was left, in one goroutine.
+func (a *afterEvent) run() {
+	a.mu.Lock()
+	fns := a.fns
+	a.fns, a.done = nil, true
+	a.mu.Unlock()
+	if len(fns) == 0 {
+		return
+	}
+	a.f.later(func() {
+		for _, fn := range fns {
+			fn()
+		}
+	})
+}
+
 // New returns the root function; Start configures it from the environment.
 func New() *Function { return &Function{} }
 
@@ -244,6 +283,7 @@ func buildPlatform(ctx context.Context, rt config.Runtime, tel *telemetry.Teleme
 		return p, nil
 	}
 	rc.Wrap(telemetry.HubErrors(tel))
+	rc.QPS, rc.Burst = rt.HubQPS, rt.HubBurst
 	if p.Hub, err = ocm.NewHub(rc); err != nil {
 		return p, err
 	}
@@ -407,8 +447,10 @@ func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event
 // functions that already handled the event answer the retry from memory.
 func (f *Function) route(ctx context.Context, e event.Event) (*event.Event, protocol.Result) {
 	// What a handler leaves for after its answer (events.AfterAnswer) runs in a goroutine the
-	// process counts, so a graceful stop waits for it.
-	ctx = events.WithAfter(ctx, f.later)
+	// process counts, so a graceful stop waits for it: one per event.
+	after := &afterEvent{f: f}
+	defer after.run()
+	ctx = events.WithAfter(ctx, after.add)
 	if e.Type() == events.Ping {
 		// Every tick also publishes what the outboxes still hold (one process at a time).
 		defer func() {

@@ -102,7 +102,7 @@ func (f *Function) deploy(ctx context.Context, c store.Claim, j *model.Job, clus
 	if fl := f.confirm(ctx); fl != nil {
 		return fl
 	}
-	if _, err := f.works.Apply(ctx, mw); err != nil {
+	if err := f.works.Apply(ctx, mw); err != nil {
 		return hubFailure(err, "applying ManifestWork "+cluster+"/"+mw.Name)
 	}
 	return nil
@@ -146,7 +146,7 @@ func (f *Function) ensureAccess(ctx context.Context, j *model.Job, cluster strin
 	}
 	if !w.Opened(digest) {
 		if w == nil || w.Deleting() || w.Metadata.Annotations[ocm.AnnotationAccessRules] != digest {
-			if _, err := f.works.Apply(ctx, ocm.BuildAccessWork(j, cluster, f.hubID, manifests, rules)); err != nil {
+			if err := f.works.Apply(ctx, ocm.BuildAccessWork(j, cluster, f.hubID, manifests, rules)); err != nil {
 				return hubFailure(err, "applying ManifestWork "+cluster+"/"+name)
 			}
 		}

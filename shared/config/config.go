@@ -32,8 +32,10 @@ type Runtime struct {
 	RedisURL string `envconfig:"REDIS_URL" desc:"Redis holding job state: redis://host:port/db, redis+sentinel://host:port?master_name=NAME&addr=…, redis+cluster://host:port?addr=…"`
 	Sink     string `envconfig:"K_SINK" desc:"where emitted events are sent (the broker; set by a Knative SinkBinding); empty: events are not published"`
 	// SinkTokenFile is the token Knative's SinkBinding mounts when OIDC sender identity is on.
-	SinkTokenFile string `envconfig:"SINK_TOKEN_FILE" default:"/oidc/token" desc:"bearer token presented to K_SINK, read again when the file changes (Knative's SinkBinding mounts one for the broker's audience with OIDC on); no such file: no token is sent"`
-	HubID         string `envconfig:"HUB_ID" desc:"owner id of this hub; empty: the UID of the hub's ClusterManager cluster-manager"`
+	SinkTokenFile string  `envconfig:"SINK_TOKEN_FILE" default:"/oidc/token" desc:"bearer token presented to K_SINK, read again when the file changes (Knative's SinkBinding mounts one for the broker's audience with OIDC on); no such file: no token is sent"`
+	HubID         string  `envconfig:"HUB_ID" desc:"owner id of this hub; empty: the UID of the hub's ClusterManager cluster-manager"`
+	HubQPS        float32 `envconfig:"HUB_QPS" default:"0" desc:"most requests per second a process sends to the hub's API server; 0: no client-side limit, the API server's priority and fairness bounds the functions (as SIG API Machinery and controller-runtime recommend: a client-side limit only caps the executor below what the API server takes)"`
+	HubBurst      int     `envconfig:"HUB_BURST" default:"0" desc:"requests a process may send at once above HUB_QPS; 0: twice HUB_QPS"`
 
 	MaxBodyBytes       int64         `envconfig:"MAX_BODY_BYTES" default:"1048576" desc:"largest request body accepted; larger bodies get 413"`
 	IdempotencyTTL     time.Duration `envconfig:"IDEMPOTENCY_TTL" default:"24h" desc:"how long the answer to an event (source+id) is remembered, so a redelivery answers as the first delivery did"`

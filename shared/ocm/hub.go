@@ -43,12 +43,22 @@ func RestConfig() (*rest.Config, error) {
 	return in, nil
 }
 
-// NewHub builds the clients of the hub at cfg, with client-side rate limits raised: the
-// functions' calls are already bounded by their work.
+// NewHub builds the clients of the hub at cfg. A cfg with no rate limit of its own (QPS 0, no
+// RateLimiter) gets none on the client side, not client-go's 5 per second: the functions' calls
+// are bounded by their work, and the API server's priority and fairness protects it (a
+// client-side limit of 200 per second capped the executor at 8 senders below the API
+// server's own rate). A positive QPS with no burst gets a burst of twice the QPS.
 func NewHub(cfg *rest.Config) (*Hub, error) {
 	cfg = rest.CopyConfig(cfg)
-	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 200, 400
+	switch {
+	case cfg.RateLimiter != nil:
+	case cfg.QPS == 0:
+		cfg.QPS = -1
+	case cfg.QPS > 0 && cfg.Burst <= 0:
+		cfg.Burst = int(2 * cfg.QPS)
+		if cfg.Burst < 1 {
+			cfg.Burst = 1
+		}
 	}
 	h := &Hub{Config: cfg}
 	var err error
