@@ -141,20 +141,36 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 		return nil, events.Done("swept")
 	case events.JobCreated:
 		id, _ := e.Extensions()[events.ExtJobID].(string)
+		// The event's data is the job as it was announced (ocm-jobs' own events carry it).
+		var seen model.Job
+		dataErr := json.Unmarshal(e.Data(), &seen)
 		if id == "" {
-			var j model.Job
-			if err := json.Unmarshal(e.Data(), &j); err != nil || j.ID == "" {
-				return nil, events.Unprocessable("job.created names no job: no jobid extension and no job in the data (%v)", err)
+			if dataErr != nil || seen.ID == "" {
+				return nil, events.Unprocessable("job.created names no job: no jobid extension and no job in the data (%v)", dataErr)
 			}
-			id = j.ID
+			id = seen.ID
 		}
-		return nil, f.handleJob(ctx, id)
+		if dataErr != nil || seen.ID != id {
+			return nil, f.handleJob(ctx, id, nil)
+		}
+		return nil, f.handleJob(ctx, id, &seen)
 	}
 	return nil, events.Invalid("the executor does not handle %s", e.Type())
 }
 
 // handleJob decides what to do with one job, from its stored state (the event may be stale).
-func (f *Function) handleJob(ctx context.Context, id string) protocol.Result {
+// A job the event saw Created, for a cluster this hub manages, is promoted straight away on
+// the condition that it still is Created with that target (one round trip to Redis, not two);
+// any other answer of that promote sends the job down the path that reads it first.
+func (f *Function) handleJob(ctx context.Context, id string, seen *model.Job) protocol.Result {
+	if seen != nil && seen.State == model.Created && seen.Targets != nil && seen.Targets.ClusterName != "" &&
+		seen.Targets.Orchestrator == model.OCM && (seen.OwnerID == "" || seen.OwnerID == f.hubID) {
+		if mine, err := f.clusters.Manages(ctx, seen.Targets.ClusterName); err == nil && mine {
+			if result := f.execute(ctx, seen, false, seen.Targets); result != errStaleTarget {
+				return result
+			}
+		}
+	}
 	// Deciding needs no manifests; execute reads the job whole once it is promoted.
 	j, err := f.store.GetJobStatus(ctx, id)
 	switch {
@@ -178,11 +194,11 @@ func (f *Function) handleJob(ctx context.Context, id string) protocol.Result {
 	}
 	switch {
 	case j.State == model.Created && (j.OwnerID == "" || j.OwnerID == f.hubID):
-		return f.execute(ctx, j, false)
+		return f.execute(ctx, j, false, nil)
 	case f.resumable(j):
-		return f.execute(ctx, j, true)
+		return f.execute(ctx, j, true, nil)
 	case f.takeover(j):
-		return f.execute(ctx, j, false)
+		return f.execute(ctx, j, false, nil)
 	case j.State == model.Created:
 		return events.Done("job %s is owned by hub %s: not ours to execute", id, j.OwnerID)
 	}
@@ -211,9 +227,15 @@ func (f *Function) takeover(j *model.Job) bool {
 		time.Since(j.LeaseUntil) > f.store.Options().TakeoverTTL
 }
 
+// errStaleTarget is execute's answer when the job is not the Created job with the expected
+// target it was promoted on the condition of: the caller reads the job and decides again.
+var errStaleTarget = events.Done("the job is not as its event said")
+
 // execute promotes (or resumes) a job and runs it, renewing the lease while it works. It is
 // one span; a job executed from Created records its latency from job.created to applied.
-func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) (result protocol.Result) {
+// With expect, the job is promoted only if it is still Created with that target (errStaleTarget
+// otherwise).
+func (f *Function) execute(ctx context.Context, j *model.Job, resume bool, expect *model.Target) (result protocol.Result) {
 	ctx, span := f.tel.Start(ctx, "execute", trace.SpanKindInternal, attribute.String("ocmjobs.job_id", j.ID),
 		attribute.String("ocmjobs.job_type", j.Type.String()), attribute.Bool("ocmjobs.resume", resume))
 	defer func() {
@@ -237,11 +259,14 @@ func (f *Function) execute(ctx context.Context, j *model.Job, resume bool) (resu
 		c, err = f.store.RenewLease(ctx, store.Claim{JobID: j.ID, Owner: f.hubID, Fence: j.Fence, Holder: holder})
 	} else {
 		// The promote hands back the job as promoted: no read of its own.
-		c, cur, err = f.store.PromoteJob(ctx, j.ID, f.hubID, holder)
+		c, cur, err = f.store.PromoteJob(ctx, j.ID, f.hubID, holder, expect)
 	}
 	if err != nil {
 		var ge *store.GuardError
-		if errors.As(err, &ge) {
+		switch {
+		case errors.As(err, &ge) && expect != nil:
+			return errStaleTarget
+		case errors.As(err, &ge):
 			return events.Done("job %s not executed here: %v", j.ID, err)
 		}
 		return events.Unavailable("state store: %v", err)

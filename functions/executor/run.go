@@ -416,7 +416,7 @@ func (f *Function) sweep(ctx context.Context) error {
 		if n >= f.cfg.SweepMax {
 			break
 		}
-		if code := events.StatusOf(f.execute(ctx, j, f.resumable(j))); code >= 500 {
+		if code := events.StatusOf(f.execute(ctx, j, f.resumable(j), nil)); code >= 500 {
 			failed++
 		}
 	}

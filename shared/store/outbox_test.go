@@ -284,7 +284,7 @@ func TestPromoteJob(t *testing.T) {
 		)
 		events := announced(t, func(ctx context.Context) error {
 			var err error
-			c, got, err = s.PromoteJob(ctx, id, "hub-a", "#outbox")
+			c, got, err = s.PromoteJob(ctx, id, "hub-a", "#outbox", nil)
 			return err
 		})
 		if c.Fence != 1 || c.Owner != "hub-a" || c.From != model.Created || got == nil {
@@ -295,6 +295,61 @@ func TestPromoteJob(t *testing.T) {
 		}
 		if len(events) != 1 || events[0] != "progressing Progressing" {
 			t.Errorf("events %v, want one job.progressing", events)
+		}
+	})
+}
+
+// TestPromoteExpectingATarget: a promote that expects the job's target (the executor's, from
+// the job.created event, without reading the job first) promotes only a Created job stored
+// with exactly that target; any other job is refused, untouched, and announced nothing.
+func TestPromoteExpectingATarget(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := newStore(t, b, store.Options{})
+		cluster1 := &model.Target{ClusterName: "cluster1", Orchestrator: model.OCM}
+		refused := map[string]struct {
+			expect *model.Target
+			setup  func(id string)
+			want   error
+		}{
+			"another cluster": {expect: &model.Target{ClusterName: "cluster2", Orchestrator: model.OCM}, want: store.ErrNoTarget},
+			"another orchestrator": {expect: &model.Target{ClusterName: "cluster1", Orchestrator: model.Orchestrator("nuvla")},
+				want: store.ErrNoTarget},
+			"a node the job does not name": {expect: &model.Target{ClusterName: "cluster1", NodeName: "n1", Orchestrator: model.OCM},
+				want: store.ErrNoTarget},
+			"retargeted since the event": {expect: cluster1, want: store.ErrNoTarget, setup: func(id string) {
+				must(s.SetTargets(ctx, id, model.Target{ClusterName: "cluster2", Orchestrator: model.OCM}, "test")).in(t)
+			}},
+			"no longer Created": {expect: cluster1, want: store.ErrWrongState, setup: func(id string) {
+				c := promote(t, s, id, hubB, "b-1")
+				if err := s.ReleaseLease(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		}
+		for name, tc := range refused {
+			id := oneJob(t, s)
+			if tc.setup != nil {
+				tc.setup(id)
+			}
+			before := getJob(t, s, id)
+			events := announced(t, func(ctx context.Context) error {
+				_, _, err := s.PromoteJob(ctx, id, hubA, "a-1", tc.expect)
+				if !errors.Is(err, tc.want) {
+					t.Errorf("%s: promote: %v, want %v", name, err, tc.want)
+				}
+				return nil
+			})
+			if diff := cmp.Diff(before, getJob(t, s, id)); diff != "" {
+				t.Errorf("%s: the refused promote changed the job (-before +after):\n%s", name, diff)
+			}
+			if len(events) != 0 {
+				t.Errorf("%s: the refused promote announced %v", name, events)
+			}
+		}
+		id := oneJob(t, s)
+		c, got, err := s.PromoteJob(ctx, id, hubA, "a-1", cluster1)
+		if err != nil || c.Fence != 1 || got == nil || got.State != model.Progressing || got.OwnerID != hubA {
+			t.Fatalf("promote of a Created job with the expected target: claim %+v, job %v, %v", c, got, err)
 		}
 	})
 }

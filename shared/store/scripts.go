@@ -290,10 +290,17 @@ return {'ok', '1'}
 // Progressing whose lease lapsed more than the takeover TTL ago. A Finished or Degraded job is
 // never promoted: only a new order (Reopen) acts on it. The fence grows by one on every
 // promote, and the job is announced as Progressing.
-// KEYS: job. ARGV: prefix, id, owner, holder, lease ms, takeover ms, history cap, by, why, emitter.
+// With an expected target (the caller decided from it without reading the job), only a Created
+// job stored with exactly that target and orchestrator is promoted.
+// KEYS: job. ARGV: prefix, id, owner, holder, lease ms, takeover ms, history cap, by, why,
+// return the job (1/0), the expected targets (” for none), their orchestrator, emitter.
 const promoteLua = prelude + `
 local j = load_ev(KEYS[1], 'hold')
 if not j then return guard('exists', 'job', 'none') end
+if ARGV[11] ~= '' then
+  if j.state ~= '1' then return guard('state', '1', j.state) end
+  if j.targets ~= ARGV[11] or j.orch ~= ARGV[12] then return guard('target', ARGV[11], j.targets) end
+end
 local now = now_ms()
 local action = 'promote'
 if j.state == '1' then

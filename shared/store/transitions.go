@@ -55,26 +55,39 @@ func (c Claim) check(op string) error {
 // fence is one more than the job's last one, so every write of an earlier owner or execution
 // is refused from now on. The lease lasts the store's LeaseTTL.
 func (s *Store) Promote(ctx context.Context, jobID, owner, holder string) (Claim, error) {
-	c, _, err := s.promote(ctx, jobID, owner, holder, false)
+	c, _, err := s.promote(ctx, jobID, owner, holder, false, nil)
 	return c, err
 }
 
 // PromoteJob is Promote that also returns the promoted job, whole (as GetJob reads it), read
 // by the same script: an execution that follows needs no read of its own.
-func (s *Store) PromoteJob(ctx context.Context, jobID, owner, holder string) (Claim, *model.Job, error) {
-	return s.promote(ctx, jobID, owner, holder, true)
+//
+// With expect, it promotes only a Created job whose stored target is exactly expect
+// (ErrWrongState, ErrNoTarget otherwise, and nothing written): the caller decided from a
+// target it saw elsewhere (the job.created event) that the job is its to execute, and needs no
+// read of the job first.
+func (s *Store) PromoteJob(ctx context.Context, jobID, owner, holder string, expect *model.Target) (Claim, *model.Job, error) {
+	return s.promote(ctx, jobID, owner, holder, true, expect)
 }
 
-func (s *Store) promote(ctx context.Context, jobID, owner, holder string, withJob bool) (Claim, *model.Job, error) {
+func (s *Store) promote(ctx context.Context, jobID, owner, holder string, withJob bool, expect *model.Target) (Claim, *model.Job, error) {
 	const op = "promote"
 	errs := checkID(jobID, "job_id").Also(checkOwner(owner, "owner_id"), checkOwner(holder, "holder"))
 	if err := invalid(op, errs); err != nil {
 		return Claim{}, nil, err
 	}
+	var targets, orch string
+	if expect != nil {
+		var err error
+		if targets, err = marshal(expect); err != nil {
+			return Claim{}, nil, invalid(op, apis.ErrInvalidValue(err.Error(), "targets"))
+		}
+		orch = string(expect.Orchestrator)
+	}
 	why := "execution " + holder
 	out, err := s.run(ctx, promoteScript, op, "job", jobID, []string{s.jobKey(jobID)},
 		s.bucket(jobID), jobID, owner, holder, s.opts.LeaseTTL.Milliseconds(), s.opts.TakeoverTTL.Milliseconds(),
-		s.opts.HistoryCap, jsonString(owner), jsonString(why), flag(withJob))
+		s.opts.HistoryCap, jsonString(owner), jsonString(why), flag(withJob), targets, orch)
 	if err != nil {
 		return Claim{}, nil, err
 	}

@@ -609,3 +609,40 @@ func TestStopRemovesTheWorkload(t *testing.T) {
 		t.Errorf("delete: %d %s", r.status, r.body)
 	}
 }
+
+// TestStaleJobCreated: the executor acts on a job.created from what the event says only when
+// the job still is that Created job with that target; a job retargeted since, or promoted by
+// another hub, is decided from its stored state: never executed on the cluster the event named.
+func TestStaleJobCreated(t *testing.T) {
+	prefix := "sc" + model.NewID()[:8]
+	st := newStore(t, prefix)
+	p := startProcess(t, baseEnv(prefix, "executor"))
+	ctx := context.Background()
+	jobs := createJobs(t, st, 3, "cluster1", "")
+	retargeted, taken, current := jobs[0], jobs[1], jobs[2]
+	// A cluster no hub manages.
+	if _, err := st.SetTargets(ctx, retargeted.ID, model.Target{ClusterName: "nowhere", Orchestrator: model.OCM}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Promote(ctx, taken.ID, "hub-x", "hub-x/1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		// Each event says what the job was when it was created: Created, on cluster1.
+		if status := deliver(t, p.url, "stale-"+j.ID, j); status != 200 {
+			t.Errorf("job %s: %d, want 200", j.ID, status)
+		}
+	}
+	if n := worksOf(t, "cluster1", retargeted.ID); n != 0 {
+		t.Errorf("the job retargeted to another cluster got %d ManifestWorks on the cluster of its stale event", n)
+	}
+	if got, _ := st.GetJob(ctx, retargeted.ID); got.State != model.Created || got.Fence != 0 {
+		t.Errorf("the retargeted job is %s at fence %d, want Created, never promoted", got.State, got.Fence)
+	}
+	if got, _ := st.GetJob(ctx, taken.ID); got.OwnerID != "hub-x" || got.Fence != 1 || worksOf(t, "cluster1", taken.ID) != 0 {
+		t.Errorf("the job hub-x promoted: owner %s fence %d, %d works", got.OwnerID, got.Fence, worksOf(t, "cluster1", taken.ID))
+	}
+	if got, _ := st.GetJob(ctx, current.ID); got.Fence != 1 || worksOf(t, "cluster1", current.ID) != 1 {
+		t.Errorf("the job as its event said: fence %d, %d works, want executed once", got.Fence, worksOf(t, "cluster1", current.ID))
+	}
+}
