@@ -143,7 +143,8 @@ func (f *Function) later(fn func()) {
 // afterEvent gathers what the handlers of one event leave for after its answer (recording
 // the execution, publishing the outbox, remembering the answer) and runs it in one goroutine,
 // in the order it was left, once the event is handled: one goroutine per event, not one per
-// piece (each new goroutine grows its stack again: that was a tenth of the executor's CPU).
+// piece (each new goroutine grows its stack again; stack growth was 8–13% of the executor's
+// CPU in its profiles).
 type afterEvent struct {
 	f    *Function
 	mu   sync.Mutex
