@@ -184,9 +184,6 @@ func quartiles(xs []float64) [3]float64 {
 // blocks (raw first in even blocks, the executor first in odd ones), and returns both sides'
 // totals and latencies and each block's ratio (executor rate / raw rate).
 func interleaved(b *testing.B, n, block, senders int) (raw, exec rates, ratios []float64) {
-	if err := servers.RegisterCluster(context.Background(), env.Hub, benchCluster); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
 	hubID, _ := env.Hub.HubID(ctx)
 	works := benchWorks(b, hubID)
@@ -203,22 +200,8 @@ func interleaved(b *testing.B, n, block, senders int) (raw, exec rates, ratios [
 		}
 		mws[i] = mw
 	}
-	prefix := "bx" + model.NewID()[:8]
-	st := newStore(b, prefix)
-	var jobs []model.Job
-	for len(jobs) < n {
-		jobs = append(jobs, createJobs(b, st, 100, benchCluster, "")...)
-	}
-	openNamespaces(b, jobs)
-	vars := baseEnv(prefix, "executor")
-	if dir := os.Getenv("PROFILE_DIR"); dir != "" {
-		d := filepath.Join(dir, fmt.Sprintf("executor-senders-%d", senders))
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		vars["PROFILE_DIR"] = d
-	}
-	p := startProcess(b, vars)
+	jobs, ps := startExecutors(b, n, 1, senders) // registers the cluster the raw works go to too
+	p := ps[0]
 	applyRaw := func(lo, hi int) rates {
 		return drive(hi-lo, senders, func(i int) {
 			if err := works.Apply(ctx, mws[lo+i]); err != nil {
@@ -245,25 +228,34 @@ func interleaved(b *testing.B, n, block, senders int) (raw, exec rates, ratios [
 		exec.total, exec.lat = exec.total+e.total, append(exec.lat, e.lat...)
 		ratios = append(ratios, e.perSecond()/r.perSecond())
 	}
-	stored := 0
-	for _, j := range jobs[:20] {
-		if worksOf(b, benchCluster, j.ID) == 1 {
-			stored++
-		}
-	}
-	if stored != 20 {
-		b.Errorf("only %d of 20 sampled jobs have their ManifestWork", stored)
-	}
-	// SIGTERM: a profiling executor writes its profiles as it stops.
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	<-p.done
-	_ = env.Hub.Work.WorkV1().ManifestWorks(benchCluster).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	stopExecutors(b, jobs, ps)
 	return raw, exec, ratios
 }
 
 // runExecutor delivers the job.created of n fresh jobs to procs executor processes from
 // senders goroutines, checks a sample of the works landed, and prints the rate and latencies.
 func runExecutor(b *testing.B, n, procs, senders int) rates {
+	jobs, ps := startExecutors(b, n, procs, senders)
+	r := drive(n, senders, func(i int) {
+		if status := deliver(b, ps[i%procs].url, "bench-"+jobs[i].ID, jobs[i]); status != 200 {
+			b.Errorf("job %d: %d", i, status)
+		}
+	})
+	p50, p99 := r.pct(50), r.pct(99)
+	stopExecutors(b, jobs, ps)
+	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+	b.ReportMetric(r.perSecond(), "jobs/s")
+	b.ReportMetric(float64(icosTick)/float64(p99), "x-faster-than-icos-tick")
+	fmt.Printf("executor, %d process(es), %d senders: %d jobs in %s = %.0f jobs/s; job.created→ManifestWork p50 %s p99 %s; ICOS picks a job up on a %s tick: our p99 is %.0fx shorter\n",
+		procs, senders, n, r.total.Round(time.Millisecond), r.perSecond(), p50.Round(time.Microsecond), p99.Round(time.Microsecond), icosTick, float64(icosTick)/float64(p99))
+	return r
+}
+
+// startExecutors creates n fresh jobs on the bench cluster, their namespaces open, and starts
+// procs executor processes on their store; with PROFILE_DIR set, a lone process profiles itself
+// there.
+func startExecutors(b *testing.B, n, procs, senders int) ([]model.Job, []*process) {
 	if err := servers.RegisterCluster(context.Background(), env.Hub, benchCluster); err != nil {
 		b.Fatal(err)
 	}
@@ -286,12 +278,13 @@ func runExecutor(b *testing.B, n, procs, senders int) rates {
 		}
 		ps = append(ps, startProcess(b, vars))
 	}
-	r := drive(n, senders, func(i int) {
-		if status := deliver(b, ps[i%procs].url, "bench-"+jobs[i].ID, jobs[i]); status != 200 {
-			b.Errorf("job %d: %d", i, status)
-		}
-	})
-	p50, p99 := r.pct(50), r.pct(99)
+	return jobs, ps
+}
+
+// stopExecutors checks that a sample of the jobs have their ManifestWork, stops the processes
+// (SIGTERM: a profiling executor writes its profiles as it stops) and deletes the bench
+// cluster's works.
+func stopExecutors(b *testing.B, jobs []model.Job, ps []*process) {
 	stored := 0
 	for _, j := range jobs[:20] {
 		if worksOf(b, benchCluster, j.ID) == 1 {
@@ -301,17 +294,9 @@ func runExecutor(b *testing.B, n, procs, senders int) rates {
 	if stored != 20 {
 		b.Errorf("only %d of 20 sampled jobs have their ManifestWork", stored)
 	}
-	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
-	b.ReportMetric(r.perSecond(), "jobs/s")
-	b.ReportMetric(float64(icosTick)/float64(p99), "x-faster-than-icos-tick")
-	fmt.Printf("executor, %d process(es), %d senders: %d jobs in %s = %.0f jobs/s; job.created→ManifestWork p50 %s p99 %s; ICOS picks a job up on a %s tick: our p99 is %.0fx shorter\n",
-		procs, senders, n, r.total.Round(time.Millisecond), r.perSecond(), p50.Round(time.Microsecond), p99.Round(time.Microsecond), icosTick, float64(icosTick)/float64(p99))
 	for _, p := range ps {
-		// SIGTERM: a profiling executor writes its profiles as it stops.
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
 	}
 	_ = env.Hub.Work.WorkV1().ManifestWorks(benchCluster).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
-	return r
 }
