@@ -163,8 +163,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, pro
 // the condition that it still is Created with that target (one round trip to Redis, not two);
 // any other answer of that promote sends the job down the path that reads it first.
 func (f *Function) handleJob(ctx context.Context, id string, seen *model.Job) protocol.Result {
-	if seen != nil && seen.State == model.Created && seen.Targets != nil && seen.Targets.ClusterName != "" &&
-		seen.Targets.Orchestrator == model.OCM && (seen.OwnerID == "" || seen.OwnerID == f.hubID) {
+	if seen != nil && f.createdForUs(seen) && seen.Targets != nil && seen.Targets.ClusterName != "" &&
+		seen.Targets.Orchestrator == model.OCM {
 		if mine, err := f.clusters.Manages(ctx, seen.Targets.ClusterName); err == nil && mine {
 			if result := f.execute(ctx, seen, false, seen.Targets); result != errStaleTarget {
 				return result
@@ -193,7 +193,7 @@ func (f *Function) handleJob(ctx context.Context, id string, seen *model.Job) pr
 		return events.Done("job %s is for cluster %s, which this hub does not manage: left to the hub that does", id, j.Targets.ClusterName)
 	}
 	switch {
-	case j.State == model.Created && (j.OwnerID == "" || j.OwnerID == f.hubID):
+	case f.createdForUs(j):
 		return f.execute(ctx, j, false, nil)
 	case f.resumable(j):
 		return f.execute(ctx, j, true, nil)
@@ -203,6 +203,11 @@ func (f *Function) handleJob(ctx context.Context, id string, seen *model.Job) pr
 		return events.Done("job %s is owned by hub %s: not ours to execute", id, j.OwnerID)
 	}
 	return events.Done("job %s is %s (%s): nothing to do", id, j.State, j.Type)
+}
+
+// createdForUs: a Created job that no hub owns yet, or this one does.
+func (f *Function) createdForUs(j *model.Job) bool {
+	return j.State == model.Created && (j.OwnerID == "" || j.OwnerID == f.hubID)
 }
 
 func orchestrator(j *model.Job) model.Orchestrator {

@@ -98,7 +98,7 @@ func (s *Server) HTTPHandler(ctx context.Context) (http.Handler, error) {
 	if s.Telemetry != nil && !s.NoEvents {
 		mux.Handle("GET "+telemetry.MetricsPath, s.Telemetry.Handler())
 	}
-	var events http.Handler = s.checkCloudEvent(http.HandlerFunc(s.receive))
+	var events http.Handler = s.checkCloudEvent(s.receive)
 	if s.EventsMiddleware != nil {
 		events = s.EventsMiddleware(events)
 	}
@@ -159,19 +159,14 @@ func (w *replyWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the writer underneath.
 func (w *replyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// receive handles the CloudEvent of one request (checkCloudEvent has vetted it) in the
+// receive handles the CloudEvent of one request (decoded and vetted by checkCloudEvent) in the
 // request's own goroutine and context, and writes the answer: the result's status and message
 // (plain text, as sdk-go answers), or the reply event. sdk-go's receive handler is not used:
 // it hands requests to handler goroutines through one shared channel, and a sender that gave up
 // before its goroutine read left a later request waiting forever, its event handled in another
 // request's context.
-func (s *Server) receive(w http.ResponseWriter, r *http.Request) {
+func (s *Server) receive(w http.ResponseWriter, r *http.Request, e *event.Event) {
 	ctx := r.Context()
-	e, err := binding.ToEvent(ctx, cehttp.NewMessageFromHttpRequest(r))
-	if err != nil {
-		writeMessage(w, http.StatusBadRequest, "not a valid CloudEvent: "+err.Error())
-		return
-	}
 	reply, result := s.invoke(ctx, *e)
 	status := StatusOf(result)
 	if reply != nil {
@@ -318,26 +313,28 @@ func tooLarge(got, limit int64) string {
 		"pass a large application descriptor by reference with the CloudEvents dataref extension (s3://bucket/key)", size, limit)
 }
 
-// checkCloudEvent answers requests that are not CloudEvents with a message saying what is
-// missing, before the SDK would answer them with a bare status.
-func (s *Server) checkCloudEvent(next http.Handler) http.Handler {
+// checkCloudEvent decodes the request's CloudEvent and hands it to next, answering a request
+// that is not a valid CloudEvent with a message saying what is wrong, before the SDK would
+// answer it with a bare status.
+func (s *Server) checkCloudEvent(next func(http.ResponseWriter, *http.Request, *event.Event)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			writeMessage(w, http.StatusMethodNotAllowed, "CloudEvents are POSTed; "+r.Method+" "+r.URL.Path+" is not a route")
 			return
 		}
-		if status, msg := diagnose(r); status != 0 {
+		e, status, msg := decode(r)
+		if status != 0 {
 			writeMessage(w, status, msg)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next(w, r, e)
 	})
 }
 
-// diagnose decodes the request as a CloudEvent and returns a 4xx and a message when it is
-// not a valid one.
-func diagnose(r *http.Request) (int, string) {
+// decode decodes the request as a CloudEvent (reading its body); when it is not a valid one it
+// returns a 4xx and a message instead.
+func decode(r *http.Request) (*event.Event, int, string) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	binary := r.Header.Get("Ce-Specversion") != ""
 	switch {
@@ -349,27 +346,23 @@ func diagnose(r *http.Request) (int, string) {
 			}
 		}
 		if len(missing) > 0 {
-			return http.StatusBadRequest, "not a valid CloudEvent (binary mode): missing required header(s) " + strings.Join(missing, ", ")
+			return nil, http.StatusBadRequest, "not a valid CloudEvent (binary mode): missing required header(s) " + strings.Join(missing, ", ")
 		}
 	case ct == cloudevents.ApplicationCloudEventsBatchJSON:
-		return http.StatusUnsupportedMediaType, "batched CloudEvents (application/cloudevents-batch+json) are not accepted: send one event per request"
+		return nil, http.StatusUnsupportedMediaType, "batched CloudEvents (application/cloudevents-batch+json) are not accepted: send one event per request"
 	case strings.HasPrefix(ct, "application/cloudevents"):
 	default:
-		return http.StatusUnsupportedMediaType, "not a CloudEvent: send binary mode (headers ce-specversion, ce-id, ce-source, ce-type) " +
+		return nil, http.StatusUnsupportedMediaType, "not a CloudEvent: send binary mode (headers ce-specversion, ce-id, ce-source, ce-type) " +
 			"or structured mode (Content-Type: application/cloudevents+json); got Content-Type " + strconv.Quote(r.Header.Get("Content-Type")) + " and no ce-specversion header"
 	}
-	body, _ := io.ReadAll(r.Body)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	probe := r.Clone(r.Context())
-	probe.Body = io.NopCloser(bytes.NewReader(body))
-	e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(probe))
+	e, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
 	if err != nil {
-		return http.StatusBadRequest, "not a valid CloudEvent: " + err.Error()
+		return nil, http.StatusBadRequest, "not a valid CloudEvent: " + err.Error()
 	}
 	if err := e.Validate(); err != nil {
-		return http.StatusBadRequest, "not a valid CloudEvent: " + err.Error()
+		return nil, http.StatusBadRequest, "not a valid CloudEvent: " + err.Error()
 	}
-	return 0, ""
+	return e, 0, ""
 }
 
 // writeMessage answers with msg: plain text for a success (the health endpoints), and
